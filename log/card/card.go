@@ -1,0 +1,484 @@
+// Package card owns the card: its deterministic CBOR payload, the COSE_Sign1
+// envelope that signs it, card IDs, and the strict decoder that accepts
+// exactly one encoding of each card. It does no I/O; it imports log/key,
+// log/canon and go-cose (which lives only here).
+package card
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/veraison/go-cose"
+
+	"github.com/sublog/sublog/log/canon"
+	"github.com/sublog/sublog/log/key"
+)
+
+// Limits and constants of the card format (format version 1).
+const (
+	Version     = 1
+	TypeCard    = "card"
+	MaxSize     = 64 << 10 // a card over 64 KiB is refused; large content is a blob
+	RIDSize     = 16
+	MaxNetLen   = 128
+	MaxURILen   = 1024
+	MaxDistTag  = 64
+	MaxReqs     = 64
+	DefaultNet  = "net:sublog"
+	coseTag     = 0xd2 // CBOR head of tag 18 (COSE_Sign1)
+	emptyMapHdr = 0xa0
+)
+
+// Kinds named by DESIGN.md; unknown kinds are stored and replicated too.
+const (
+	KindNote     = "note"
+	KindIntent   = "intent"
+	KindProfile  = "profile"
+	KindGrant    = "grant"
+	KindRevoke   = "revoke"
+	KindCRL      = "crl"
+	KindCapspec  = "capspec"
+	KindObserve  = "observe"
+	KindDelegate = "delegate"
+	KindBundle   = "bundle"
+)
+
+// Kinds lists the kinds sublog itself gives meaning to.
+var Kinds = []string{KindNote, KindIntent, KindProfile, KindGrant, KindRevoke, KindCRL,
+	KindCapspec, KindObserve, KindDelegate, KindBundle}
+
+// Errors of the card decoder. Each rejection reason has its own value; the
+// CBOR-level ones come from log/canon (ErrDuplicateKey, ErrIndefinite, ErrTag,
+// ErrNonCanonical) and are returned wrapped.
+var (
+	ErrTooLarge      = errors.New("card: over 64 KiB")
+	ErrNotSign1      = errors.New("card: not a tagged COSE_Sign1 message")
+	ErrBadHeader     = errors.New("card: bad COSE header")
+	ErrKidMismatch   = errors.New("card: kid is not the author")
+	ErrBadSignature  = errors.New("card: bad signature")
+	ErrBadField      = errors.New("card: bad field")
+	ErrUnsupportedCp = errors.New("card: unsupported required capability")
+)
+
+var kindRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+
+// ID is a card ID: the SHA-256 of the card's exact COSE_Sign1 bytes.
+type ID [sha256.Size]byte
+
+// IDOf hashes card bytes.
+func IDOf(b []byte) ID { return sha256.Sum256(b) }
+
+// String is the text form: "sha256:" and lowercase hex.
+func (id ID) String() string { return "sha256:" + hex.EncodeToString(id[:]) }
+
+// Short is a prefix for tables; never parse it.
+func (id ID) Short() string { return hex.EncodeToString(id[:6]) }
+
+// IsZero reports whether id is all zeros (no card).
+func (id ID) IsZero() bool { return id == ID{} }
+
+// MarshalText gives the text form for JSON and YAML.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText parses the text form.
+func (id *ID) UnmarshalText(b []byte) error {
+	p, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = p
+	return nil
+}
+
+// ParseID parses "sha256:" followed by 64 lowercase hex digits.
+func ParseID(s string) (ID, error) {
+	hexPart, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hexPart) != 2*sha256.Size || strings.ToLower(hexPart) != hexPart {
+		return ID{}, fmt.Errorf("%w: card ID %q is not sha256:<64 lowercase hex digits>", ErrBadField, s)
+	}
+	var id ID
+	if _, err := hex.Decode(id[:], []byte(hexPart)); err != nil {
+		return ID{}, fmt.Errorf("%w: card ID %q: %v", ErrBadField, s, err)
+	}
+	return id, nil
+}
+
+// IDFromBytes takes a 32-byte digest.
+func IDFromBytes(b []byte) (ID, error) {
+	var id ID
+	if len(b) != len(id) {
+		return ID{}, fmt.Errorf("%w: hash is %d bytes, want %d", ErrBadField, len(b), len(id))
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+// payload is the signed CBOR map. Field names are the seed's plus the log
+// fields author, seq, prev and kind. Optional fields are omitted when empty,
+// so there is one encoding of each card.
+type payload struct {
+	Ver         uint64          `cbor:"ver"`
+	Type        string          `cbor:"type"`
+	Net         string          `cbor:"net"`
+	RID         []byte          `cbor:"rid"`
+	TS          int64           `cbor:"ts"`
+	Reqs        []string        `cbor:"reqs,omitempty"`
+	Prov        []string        `cbor:"prov,omitempty"`
+	PolicyRef   []byte          `cbor:"policy_ref,omitempty"`
+	ContentURI  string          `cbor:"content_uri,omitempty"`
+	ContentHash []byte          `cbor:"content_hash,omitempty"`
+	DistTag     []byte          `cbor:"dist_tag,omitempty"`
+	Body        cbor.RawMessage `cbor:"body,omitempty"`
+	Author      []byte          `cbor:"author"`
+	Seq         uint64          `cbor:"seq"`
+	Prev        []byte          `cbor:"prev,omitempty"`
+	Kind        string          `cbor:"kind"`
+}
+
+type envelope struct {
+	_           struct{} `cbor:",toarray"`
+	Protected   []byte
+	Unprotected cbor.RawMessage
+	Payload     []byte
+	Signature   []byte
+}
+
+type protectedHeader struct {
+	Alg int64  `cbor:"1,keyasint"`
+	Kid []byte `cbor:"4,keyasint"`
+}
+
+// Card is a decoded, verified card. It is immutable.
+type Card struct {
+	raw    []byte
+	id     ID
+	author key.ID
+	p      payload
+	prev   ID
+}
+
+// Bytes returns the exact COSE_Sign1 bytes (do not modify).
+func (c *Card) Bytes() []byte { return c.raw }
+
+// ID returns the card ID.
+func (c *Card) ID() ID { return c.id }
+
+// Author is the identity that signed the card.
+func (c *Card) Author() key.ID { return c.author }
+
+// Seq is the card's position in its author's log, from 1.
+func (c *Card) Seq() uint64 { return c.p.Seq }
+
+// Prev is the ID of the author's previous card; ok is false at seq 1.
+func (c *Card) Prev() (ID, bool) { return c.prev, c.p.Seq > 1 }
+
+// Kind is the card kind.
+func (c *Card) Kind() string { return c.p.Kind }
+
+// Net is the network identifier.
+func (c *Card) Net() string { return c.p.Net }
+
+// RID is the card's 16-byte rid.
+func (c *Card) RID() []byte { return c.p.RID }
+
+// TS is the creation time in Unix seconds, as the author claims it.
+func (c *Card) TS() int64 { return c.p.TS }
+
+// Time is TS as a UTC time.
+func (c *Card) Time() time.Time { return time.Unix(c.p.TS, 0).UTC() }
+
+// Reqs are the capabilities a reader must support.
+func (c *Card) Reqs() []string { return c.p.Reqs }
+
+// Prov are the capabilities used to produce the card (reqs when absent).
+func (c *Card) Prov() []string {
+	if c.p.Prov == nil {
+		return c.p.Reqs
+	}
+	return c.p.Prov
+}
+
+// PolicyRef, ContentURI, ContentHash and DistTag are the seed's optional fields.
+func (c *Card) PolicyRef() []byte   { return c.p.PolicyRef }
+func (c *Card) ContentURI() string  { return c.p.ContentURI }
+func (c *Card) ContentHash() []byte { return c.p.ContentHash }
+func (c *Card) DistTag() []byte     { return c.p.DistTag }
+
+// Body returns the body's canonical CBOR (nil when the card has none).
+func (c *Card) Body() []byte { return c.p.Body }
+
+// DecodeBody decodes the body into v strictly.
+func (c *Card) DecodeBody(v any) error {
+	if c.p.Body == nil {
+		return fmt.Errorf("%w: card has no body", ErrBadField)
+	}
+	return canon.Unmarshal(c.p.Body, v)
+}
+
+// Draft is what an author fills in; Sign adds the log fields and signs.
+type Draft struct {
+	Kind        string
+	Net         string // DefaultNet when empty
+	TS          int64  // Unix seconds
+	RID         []byte // derived from author, seq and prev when nil
+	Body        any    // any value canon can encode; or Raw
+	RawBody     []byte // already-canonical body CBOR (wins over Body)
+	Reqs        []string
+	Prov        []string
+	PolicyRef   []byte
+	ContentURI  string
+	ContentHash []byte
+	DistTag     []byte
+}
+
+// Caps is what the decoder asks about a card's required capabilities
+// (caps.Set implements it). Require returns an error naming the first
+// unsupported one.
+type Caps interface {
+	Require(reqs []string) error
+}
+
+// DeriveRID gives the default rid: a hash of the chain position, so the same
+// inputs give the same card bytes.
+func DeriveRID(author key.ID, seq uint64, prev ID) []byte {
+	h := sha256.New()
+	h.Write([]byte("sublog/v1/rid\x00"))
+	h.Write(author.Bytes())
+	var s [8]byte
+	for i := range 8 {
+		s[i] = byte(seq >> (56 - 8*i))
+	}
+	h.Write(s[:])
+	h.Write(prev[:])
+	return h.Sum(nil)[:RIDSize]
+}
+
+// Sign builds and signs the card at (seq, prev) of sk's log. prev must be the
+// zero ID exactly when seq is 1. The result is decoded back with Decode's
+// checks, so Sign never returns a card that a verifier would refuse.
+func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
+	if seq == 0 || (seq == 1) != prev.IsZero() {
+		return nil, fmt.Errorf("%w: seq %d with prev %v", ErrBadField, seq, prev)
+	}
+	p := payload{
+		Ver: Version, Type: TypeCard, Net: d.Net, RID: d.RID, TS: d.TS,
+		Reqs: d.Reqs, Prov: d.Prov, PolicyRef: d.PolicyRef, ContentURI: d.ContentURI,
+		ContentHash: d.ContentHash, DistTag: d.DistTag,
+		Author: sk.ID().Bytes(), Seq: seq, Kind: d.Kind,
+	}
+	if p.Net == "" {
+		p.Net = DefaultNet
+	}
+	if p.RID == nil {
+		p.RID = DeriveRID(sk.ID(), seq, prev)
+	}
+	if seq > 1 {
+		p.Prev = prev[:]
+	}
+	if len(p.Reqs) == 0 {
+		p.Reqs = nil
+	}
+	if len(p.Prov) == 0 || equalStrings(p.Prov, p.Reqs) {
+		p.Prov = nil
+	}
+	switch {
+	case d.RawBody != nil:
+		if err := canon.Check(d.RawBody); err != nil {
+			return nil, fmt.Errorf("%w: body: %w", ErrBadField, err)
+		}
+		p.Body = d.RawBody
+	case d.Body != nil:
+		b, err := canon.Marshal(d.Body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: body: %v", ErrBadField, err)
+		}
+		p.Body = b
+	}
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	pb, err := canon.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadField, err)
+	}
+	msg := cose.NewSign1Message()
+	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmEdDSA)
+	msg.Headers.Protected[cose.HeaderLabelKeyID] = sk.ID().Bytes()
+	msg.Payload = pb
+	if err := msg.Sign(nil, []byte(key.LabelCard), signer{sk}); err != nil {
+		return nil, fmt.Errorf("card: signing: %w", err)
+	}
+	raw, err := msg.MarshalCBOR()
+	if err != nil {
+		return nil, fmt.Errorf("card: encoding: %w", err)
+	}
+	return Decode(raw, c)
+}
+
+// Decode parses and verifies one card. It refuses, each with its own error:
+// more than MaxSize bytes; anything but a tag-18 COSE_Sign1; duplicate keys,
+// indefinite lengths, inner tags and any non-deterministic encoding anywhere
+// (checked before the signature); a protected header other than {alg: EdDSA,
+// kid}; a kid that is not the author; malformed or missing fields; a required
+// capability that c does not support (c nil supports none); a bad signature.
+// Chain continuity is the store's to check.
+func Decode(b []byte, c Caps) (*Card, error) {
+	card, msg, err := parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(card.p.Reqs) > 0 {
+		if c == nil {
+			return nil, fmt.Errorf("%w: %s", ErrUnsupportedCp, card.p.Reqs[0])
+		}
+		if err := c.Require(card.p.Reqs); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnsupportedCp, err)
+		}
+	}
+	if err := msg.Verify([]byte(key.LabelCard), verifier{card.author}); err != nil {
+		return nil, fmt.Errorf("%w: %s@%d", ErrBadSignature, card.author, card.p.Seq)
+	}
+	return card, nil
+}
+
+// parse does every check but the signature and the capabilities.
+func parse(b []byte) (*Card, *cose.Sign1Message, error) {
+	if len(b) > MaxSize {
+		return nil, nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
+	}
+	if len(b) == 0 || b[0] != coseTag {
+		return nil, nil, fmt.Errorf("%w: first byte %#x", ErrNotSign1, first(b))
+	}
+	var env envelope
+	if err := canon.Unmarshal(b[1:], &env); err != nil {
+		return nil, nil, fmt.Errorf("card envelope: %w", err)
+	}
+	if len(env.Unprotected) != 1 || env.Unprotected[0] != emptyMapHdr {
+		return nil, nil, fmt.Errorf("%w: unprotected header must be empty", ErrBadHeader)
+	}
+	if len(env.Payload) == 0 {
+		return nil, nil, fmt.Errorf("%w: no payload", ErrNotSign1)
+	}
+	if len(env.Signature) != key.SignatureSize {
+		return nil, nil, fmt.Errorf("%w: signature is %d bytes", ErrBadSignature, len(env.Signature))
+	}
+	var ph protectedHeader
+	if err := canon.Unmarshal(env.Protected, &ph); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrBadHeader, err)
+	}
+	if ph.Alg != int64(cose.AlgorithmEdDSA) {
+		return nil, nil, fmt.Errorf("%w: alg %d, want EdDSA (-8)", ErrBadHeader, ph.Alg)
+	}
+	var p payload
+	if err := canon.Unmarshal(env.Payload, &p); err != nil {
+		return nil, nil, fmt.Errorf("card payload: %w", err)
+	}
+	if err := p.validate(); err != nil {
+		return nil, nil, err
+	}
+	author, err := key.IDFromBytes(p.Author)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: author: %w", ErrBadField, err)
+	}
+	if string(ph.Kid) != string(p.Author) {
+		return nil, nil, fmt.Errorf("%w: kid %x, author %s", ErrKidMismatch, ph.Kid, author)
+	}
+	msg := &cose.Sign1Message{
+		Headers:   cose.Headers{RawProtected: canon.MustMarshal(env.Protected), RawUnprotected: env.Unprotected},
+		Payload:   env.Payload,
+		Signature: env.Signature,
+	}
+	if err := msg.Headers.UnmarshalFromRaw(); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadHeader, err)
+	}
+	card := &Card{raw: b, id: IDOf(b), author: author, p: p}
+	if p.Seq > 1 {
+		copy(card.prev[:], p.Prev)
+	}
+	return card, msg, nil
+}
+
+func (p *payload) validate() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("%w: "+f, append([]any{ErrBadField}, a...)...) }
+	switch {
+	case p.Ver != Version:
+		return bad("ver %d, want %d", p.Ver, Version)
+	case p.Type != TypeCard:
+		return bad("type %q, want %q", p.Type, TypeCard)
+	case p.Net == "" || len(p.Net) > MaxNetLen:
+		return bad("net must be 1..%d bytes", MaxNetLen)
+	case len(p.RID) != RIDSize:
+		return bad("rid is %d bytes, want %d", len(p.RID), RIDSize)
+	case p.TS < 0:
+		return bad("ts %d is negative", p.TS)
+	case p.Seq == 0:
+		return bad("seq 0 (logs start at 1)")
+	case p.Seq == 1 && p.Prev != nil:
+		return bad("prev present at seq 1")
+	case p.Seq > 1 && len(p.Prev) != sha256.Size:
+		return bad("prev is %d bytes at seq %d, want %d", len(p.Prev), p.Seq, sha256.Size)
+	case !kindRE.MatchString(p.Kind):
+		return bad("kind %q is not [a-z][a-z0-9-]{0,31}", p.Kind)
+	case p.PolicyRef != nil && len(p.PolicyRef) != sha256.Size:
+		return bad("policy_ref is %d bytes, want %d", len(p.PolicyRef), sha256.Size)
+	case p.ContentHash != nil && len(p.ContentHash) != sha256.Size:
+		return bad("content_hash is %d bytes, want %d", len(p.ContentHash), sha256.Size)
+	case len(p.ContentURI) > MaxURILen:
+		return bad("content_uri over %d bytes", MaxURILen)
+	case len(p.DistTag) > MaxDistTag:
+		return bad("dist_tag over %d bytes", MaxDistTag)
+	case len(p.Reqs) > MaxReqs || len(p.Prov) > MaxReqs:
+		return bad("more than %d capabilities", MaxReqs)
+	case p.Prov != nil && equalStrings(p.Prov, p.Reqs):
+		return bad("prov equal to reqs must be omitted")
+	}
+	// Empty optional values must be omitted, not encoded empty: one encoding.
+	if (p.PolicyRef != nil && len(p.PolicyRef) == 0) || (p.ContentHash != nil && len(p.ContentHash) == 0) ||
+		(p.DistTag != nil && len(p.DistTag) == 0) || (p.Reqs != nil && len(p.Reqs) == 0) ||
+		(p.Prov != nil && len(p.Prov) == 0) {
+		return bad("empty optional field must be omitted")
+	}
+	return nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func first(b []byte) byte {
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+// signer and verifier adapt identities to go-cose, with circl doing Ed25519.
+type signer struct{ sk *key.Secret }
+
+func (signer) Algorithm() cose.Algorithm                          { return cose.AlgorithmEdDSA }
+func (s signer) Sign(_ io.Reader, content []byte) ([]byte, error) { return s.sk.Sign(content), nil }
+
+type verifier struct{ id key.ID }
+
+func (verifier) Algorithm() cose.Algorithm { return cose.AlgorithmEdDSA }
+func (v verifier) Verify(content, sig []byte) error {
+	if err := v.id.Verify(content, sig); err != nil {
+		return cose.ErrVerification
+	}
+	return nil
+}
