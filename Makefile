@@ -1,0 +1,46 @@
+# sublog: `make demo` runs the main job on an embedded default, `make test` runs the tests.
+GO        ?= go
+BIN       := bin/sublog
+FUZZTIME  ?= 30s
+BENCHTIME ?= 1x
+export CGO_ENABLED := 1
+
+.PHONY: build test demo bench fuzz lint examples clean
+
+build:
+	$(GO) build -o $(BIN) ./cli/sublog
+
+# vet, the whole suite with the race detector (which includes the layering
+# test that keeps ARCHITECTURE.md's code map true).
+test: examples
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+demo: build examples
+	bash examples/demo.sh $(BIN)
+
+# Benchmarks report ratios against the raw limits measured in the same run
+# (see BENCHMARKS.md). BENCHTIME=3s for steadier figures.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./... | tee bench.out
+
+# Every Fuzz target in the tree for FUZZTIME each, then the long crash test.
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+	  dir=$$(dirname $$f); \
+	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+	    echo "== $$dir $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$dir; \
+	  done; \
+	done
+	SUBLOG_CRASH_KILLS=300 $(GO) test -run TestCrash -count=1 -timeout 20m ./log
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# WASM example micro-apps (added by the executor); a no-op until they exist.
+examples:
+	@if [ -f examples/Makefile.inc ]; then $(MAKE) -f examples/Makefile.inc all; fi
+
+clean:
+	rm -rf bin bench.out
