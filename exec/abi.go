@@ -196,16 +196,23 @@ func (p *peer) logLine(line []byte) {
 type output struct {
 	mu    stdsync.Mutex
 	p     *peer
+	head  []byte // the first bytes (a Go runtime's fatal error line)
 	tail  []byte
 	line  []byte
 	total int
 }
 
-const tailSize = 4 << 10
+const (
+	headSize = 1 << 10
+	tailSize = 4 << 10
+)
 
 func (o *output) Write(b []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if n := headSize - len(o.head); n > 0 {
+		o.head = append(o.head, b[:min(n, len(b))]...)
+	}
 	o.tail = append(o.tail, b...)
 	if len(o.tail) > tailSize {
 		o.tail = append(o.tail[:0], o.tail[len(o.tail)-tailSize:]...)
@@ -232,7 +239,7 @@ func (o *output) Write(b []byte) (int, error) {
 func (o *output) text() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return string(o.tail)
+	return string(o.head) + "\n" + string(o.tail)
 }
 
 func (cryptoRand) Read(b []byte) (int, error) { return io.ReadFull(rand.Reader, b) }

@@ -72,6 +72,8 @@ type Config struct {
 	// Watch is how often the host re-reads its log for revocations and
 	// checks expiries of running peers' grants; default 100ms.
 	Watch time.Duration
+	// CacheDir holds compiled code; default Dir/cache. Hosts may share one.
+	CacheDir string
 	// MaxFailures consecutive failed requests stop a peer (a crash loop);
 	// default 16.
 	MaxFailures int
@@ -121,12 +123,15 @@ func Open(cfg Config) (*Host, error) {
 	if cfg.MaxFailures <= 0 {
 		cfg.MaxFailures = 16
 	}
-	for _, d := range []string{cfg.Dir, filepath.Join(cfg.Dir, "peers"), filepath.Join(cfg.Dir, "cache")} {
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = filepath.Join(cfg.Dir, "cache")
+	}
+	for _, d := range []string{cfg.Dir, filepath.Join(cfg.Dir, "peers"), cfg.CacheDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("exec: %w", err)
 		}
 	}
-	cache, err := wazero.NewCompilationCacheWithDir(filepath.Join(cfg.Dir, "cache"))
+	cache, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
 	if err != nil {
 		return nil, fmt.Errorf("exec: compilation cache: %w", err)
 	}

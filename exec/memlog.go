@@ -4,8 +4,8 @@ import (
 	"fmt"
 	stdsync "sync"
 
-	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/caps"
+	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
 )
 

@@ -150,6 +150,7 @@ func (p *peer) start(ctx context.Context) error {
 	cfg := wazero.NewRuntimeConfig().
 		WithMemoryLimitPages(pages).
 		WithCloseOnContextDone(true).
+		WithMemoryCapacityFromMax(true).
 		WithCompilationCache(p.h.cache)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	fail := func(err error) error {
@@ -163,6 +164,9 @@ func (p *peer) start(ctx context.Context) error {
 		return fail(fmt.Errorf("exec: linking the host ABI: %w", err))
 	}
 	cm, err := rt.CompileModule(ctx, mod)
+	if err != nil && strings.Contains(err.Error(), "section memory") && strings.Contains(err.Error(), "over limit") {
+		return fail(fmt.Errorf("%w: %s needs more memory to start than the cap of %d bytes (%v)", ErrMemoryCap, p.b.Manifest.Name, p.limits.Memory, err))
+	}
 	if err != nil {
 		return fail(fmt.Errorf("%w: %s: compiling: %v", bundle.ErrModule, p.b.Manifest.Name, err))
 	}
@@ -186,8 +190,18 @@ func (p *peer) start(ctx context.Context) error {
 	return nil
 }
 
+// minStartCap is the least time an instance gets to start: a Go reactor's
+// runtime initialisation takes a few milliseconds, more on a loaded host.
+const minStartCap = 2 * time.Second
+
+// startCap bounds an instance's start function: the per-request cap, but not
+// under minStartCap. Start time counts toward the CPU total.
+func (p *peer) startCap() time.Duration {
+	return max(time.Duration(p.limits.CPUReqMS)*time.Millisecond, minStartCap)
+}
+
 // instantiate makes a new instance; its start function (_initialize, for a
-// Go or C reactor) runs under the per-request CPU cap.
+// Go or C reactor) runs under startCap.
 func (p *peer) instantiate(rt wazero.Runtime, cm wazero.CompiledModule, runCtx context.Context) (*instance, error) {
 	out := &output{p: p}
 	mc := wazero.NewModuleConfig().WithName("").WithStdout(out).WithStderr(out).WithStartFunctions()
@@ -200,11 +214,15 @@ func (p *peer) instantiate(rt wazero.Runtime, cm wazero.CompiledModule, runCtx c
 	if p.caps[bundle.CapRandom] {
 		mc = mc.WithRandSource(p.h.cfg.Rand)
 	}
-	ctx, cancel := context.WithTimeout(runCtx, time.Duration(p.limits.CPUReqMS)*time.Millisecond)
+	ctx, cancel := context.WithTimeout(runCtx, p.startCap())
 	defer cancel()
 	cs := &callState{}
 	ctx = context.WithValue(ctx, callKey{}, cs)
+	t0 := time.Now()
 	m, err := rt.InstantiateModule(ctx, cm, mc)
+	p.mu.Lock()
+	p.cpuNS += int64(time.Since(t0))
+	p.mu.Unlock()
 	if err != nil {
 		return nil, p.classify(ctx, cs, out, nil, err, "starting")
 	}
@@ -258,12 +276,12 @@ func (p *peer) stopFor(reason string) {
 	p.state, p.reason = StateStopped, reason
 	g := p.grant
 	p.mu.Unlock()
+	if err := p.h.record(p.b, g, StateStopped, reason, nil, p.usage()); err != nil {
+		p.h.cfg.Logger.Error("exec: recording", "err", err)
+	}
 	p.halt()
 	if err := p.saveMeta(); err != nil {
 		p.h.cfg.Logger.Error("exec: saving peer state", "peer", p.id, "err", err)
-	}
-	if err := p.h.record(p.b, g, StateStopped, reason, nil, p.usage()); err != nil {
-		p.h.cfg.Logger.Error("exec: recording", "err", err)
 	}
 }
 
@@ -447,9 +465,13 @@ func (p *peer) classify(ctx context.Context, cs *callState, out *output, m api.M
 	case cs.fault != nil:
 		return fmt.Errorf("%s: %w", name, cs.fault)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("%w: %s: %s took over %d ms and was stopped", ErrCPUCap, name, doing, p.limits.CPUReqMS)
+		limit := time.Duration(p.limits.CPUReqMS) * time.Millisecond
+		if doing == "starting" {
+			limit = p.startCap()
+		}
+		return fmt.Errorf("%w: %s: %s took over %v and was stopped", ErrCPUCap, name, doing, limit)
 	case strings.Contains(tail, "out of memory") || (m != nil && m.Memory() != nil &&
-		uint64(m.Memory().Size())+4<<20 > p.limits.Memory && errors.As(err, &exit)):
+		uint64(m.Memory().Size())+max(p.limits.Memory/8, bundle.PageSize) > p.limits.Memory):
 		return fmt.Errorf("%w: %s: %s needed more than %d bytes of memory", ErrMemoryCap, name, doing, p.limits.Memory)
 	case errors.As(err, &exit):
 		return fmt.Errorf("%w: %s: exited with code %d while %s%s", ErrTrap, name, exit.ExitCode(), doing, lastLine(tail))

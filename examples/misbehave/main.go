@@ -7,12 +7,16 @@
 //	fib N    a loop-free exponential call tree of depth N (default 60)
 //	recurse  recurse without end
 //	kv       call a host function (kv_get) its grant does not give
+//	fs       try to read a host file (there is no file system)
+//	clock    answer the year the wall clock says (fake unless granted)
 //	ok       answer "ok"
 package main
 
 import (
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sublog/sublog/examples/guest"
 )
@@ -42,7 +46,7 @@ func init() {
 			return []byte("ok"), 0
 		case "alloc":
 			for {
-				sink = append(sink, make([]byte, 1<<20))
+				sink = append(sink, make([]byte, 4<<20))
 			}
 		case "loop":
 			x := 0
@@ -57,6 +61,14 @@ func init() {
 			return []byte(strconv.Itoa(fib(n))), 0
 		case "recurse":
 			return []byte(strconv.Itoa(recurse(0))), 0
+		case "fs":
+			b, err := os.ReadFile("/etc/hostname")
+			if err != nil {
+				return []byte("no file system: " + err.Error()), 0
+			}
+			return b, 0
+		case "clock":
+			return []byte(strconv.Itoa(time.Now().Year())), 0
 		case "kv":
 			v, _ := guest.Get("secret")
 			return v, 0
