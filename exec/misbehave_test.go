@@ -107,7 +107,7 @@ func TestInstrumentRejectsGarbage(t *testing.T) {
 	for _, m := range [][]byte{
 		nil,
 		loopFree[:8],
-		append(append([]byte{}, loopFree[:8]...), 0x0a, 0x7f),          // section overruns
+		append(append([]byte{}, loopFree[:8]...), 0x0a, 0x7f),             // section overruns
 		append(append([]byte{}, loopFree[:8]...), 0x0a, 0x02, 0x01, 0x09), // body overruns
 	} {
 		out, err := instrument(m)
