@@ -247,6 +247,11 @@ func Decode(b []byte) (*Bundle, error) {
 	if err := checkModule(f.Module); err != nil {
 		return nil, err
 	}
+	// One encoding per bundle: an explicit zero or empty field (which the
+	// encoder omits) would give a second encoding of the same bundle.
+	if again, err := canon.Marshal(f); err != nil || !bytes.Equal(again, b) {
+		return nil, fmt.Errorf("%w: not the one encoding (a zero or empty field is written out)", ErrMalformed)
+	}
 	peer, _ := key.IDFromBytes(f.Manifest.Peer) // checked by Validate
 	return &Bundle{Manifest: f.Manifest, Module: f.Module, peer: peer, hash: HashOf(b), raw: b}, nil
 }

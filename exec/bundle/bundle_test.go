@@ -78,18 +78,18 @@ func TestRejects(t *testing.T) {
 		"ok-shaped":       {edit(func(f, m map[string]any) { m["caps"] = []string{"log", "req"} }), nil},
 		"unsorted caps":   {edit(func(f, m map[string]any) {}), ErrManifest},
 		"unknown cap":     {edit(func(f, m map[string]any) { m["caps"] = []string{"net"} }), ErrManifest},
-		"unknown field":   {edit(func(f, m map[string]any) { m["caps"] = nil; m["entry"] = "x" }), ErrMalformed},
-		"unknown top":     {edit(func(f, m map[string]any) { m["caps"] = nil; f["sig"] = []byte{1} }), ErrMalformed},
-		"bad name":        {edit(func(f, m map[string]any) { m["caps"] = nil; m["name"] = "Bad Name" }), ErrManifest},
-		"empty version":   {edit(func(f, m map[string]any) { m["caps"] = nil; m["version"] = "" }), ErrManifest},
-		"short peer":      {edit(func(f, m map[string]any) { m["caps"] = nil; m["peer"] = []byte{1, 2} }), ErrManifest},
-		"no peer":         {edit(func(f, m map[string]any) { m["caps"] = nil; delete(m, "peer") }), ErrManifest},
-		"version 2":       {edit(func(f, m map[string]any) { m["caps"] = nil; f["v"] = 2 }), ErrMalformed},
-		"not wasm":        {edit(func(f, m map[string]any) { m["caps"] = nil; f["module"] = []byte("#!/bin/sh") }), ErrModule},
-		"huge memory":     {edit(func(f, m map[string]any) { m["caps"] = nil; m["limits"] = map[string]any{"memory": uint64(8 << 30)} }), ErrManifest},
-		"many instances":  {edit(func(f, m map[string]any) { m["caps"] = nil; m["limits"] = map[string]any{"instances": 1000} }), ErrManifest},
-		"short policy":    {edit(func(f, m map[string]any) { m["caps"] = nil; m["policy"] = []byte{1} }), ErrManifest},
-		"limits as array": {edit(func(f, m map[string]any) { m["caps"] = nil; m["limits"] = []int{1} }), ErrMalformed},
+		"unknown field":   {edit(func(f, m map[string]any) { delete(m, "caps"); m["entry"] = "x" }), ErrMalformed},
+		"unknown top":     {edit(func(f, m map[string]any) { delete(m, "caps"); f["sig"] = []byte{1} }), ErrMalformed},
+		"bad name":        {edit(func(f, m map[string]any) { delete(m, "caps"); m["name"] = "Bad Name" }), ErrManifest},
+		"empty version":   {edit(func(f, m map[string]any) { delete(m, "caps"); m["version"] = "" }), ErrManifest},
+		"short peer":      {edit(func(f, m map[string]any) { delete(m, "caps"); m["peer"] = []byte{1, 2} }), ErrManifest},
+		"no peer":         {edit(func(f, m map[string]any) { delete(m, "caps"); delete(m, "peer") }), ErrManifest},
+		"version 2":       {edit(func(f, m map[string]any) { delete(m, "caps"); f["v"] = 2 }), ErrMalformed},
+		"not wasm":        {edit(func(f, m map[string]any) { delete(m, "caps"); f["module"] = []byte("#!/bin/sh") }), ErrModule},
+		"huge memory":     {edit(func(f, m map[string]any) { delete(m, "caps"); m["limits"] = map[string]any{"memory": uint64(8 << 30)} }), ErrManifest},
+		"many instances":  {edit(func(f, m map[string]any) { delete(m, "caps"); m["limits"] = map[string]any{"instances": 1000} }), ErrManifest},
+		"short policy":    {edit(func(f, m map[string]any) { delete(m, "caps"); m["policy"] = []byte{1} }), ErrManifest},
+		"limits as array": {edit(func(f, m map[string]any) { delete(m, "caps"); m["limits"] = []int{1} }), ErrMalformed},
 		"not cbor":        {[]byte("name: greeter"), ErrMalformed},
 		"trailing":        {append(append([]byte{}, good...), 0), ErrMalformed},
 		"non-canonical":   {append([]byte{0xb9, 0x00, 0x03}, good[1:]...), ErrMalformed},
@@ -176,4 +176,18 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("accepted bytes are not the one encoding")
 		}
 	})
+}
+
+func TestRejectsExplicitZero(t *testing.T) {
+	m := manifest(t)
+	f := map[string]any{"v": 1, "module": module, "manifest": map[string]any{
+		"name": m.Name, "version": m.Version, "peer": m.Peer, "limits": map[string]any{"memory": 0}}}
+	if _, err := Decode(canon.MustMarshal(f)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("explicit zero memory: %v", err)
+	}
+	f["manifest"].(map[string]any)["limits"] = map[string]any{}
+	f["manifest"].(map[string]any)["caps"] = []string{}
+	if _, err := Decode(canon.MustMarshal(f)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("empty caps: %v", err)
+	}
 }
