@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	stdsync "sync"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -48,12 +49,20 @@ type callKey struct{}
 
 // callState is one request's view of the host, carried in the context.
 type callState struct {
-	req    []byte
-	resp   []byte
-	writes map[string][]byte // nil value: deleted
-	fault  error             // why a host function trapped
-	logged int
+	req      []byte
+	resp     []byte
+	writes   map[string][]byte // nil value: deleted
+	fault    error             // why a host function trapped
+	logged   int
+	timedOut atomic.Bool // the watchdog closed the module at the CPU cap
 }
+
+// Exit codes the executor closes a module with.
+const (
+	exitCPUCap    = 0xc0de0001
+	exitCancelled = 0xc0de0002
+	exitStopped   = 0xc0de0003
+)
 
 func stateOf(ctx context.Context) *callState {
 	cs, _ := ctx.Value(callKey{}).(*callState)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	stdsync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -45,6 +46,7 @@ type peer struct {
 	cancel   context.CancelFunc
 	slots    chan struct{}
 	idle     []*instance
+	live     map[*instance]struct{} // every instance of the current run, idle or busy
 	calls    stdsync.WaitGroup
 
 	kvmu stdsync.RWMutex
@@ -187,6 +189,7 @@ func (p *peer) start(ctx context.Context) error {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.slots = make(chan struct{}, p.limits.Instances)
 	p.idle = nil
+	p.live = map[*instance]struct{}{}
 	return nil
 }
 
@@ -224,20 +227,44 @@ func (p *peer) instantiate(rt wazero.Runtime, cm wazero.CompiledModule, runCtx c
 	p.cpuNS += int64(time.Since(t0))
 	p.mu.Unlock()
 	if err != nil {
+		if runCtx.Err() != nil {
+			return nil, fmt.Errorf("%w: %s", ErrStopped, p.b.Manifest.Name)
+		}
 		return nil, p.classify(ctx, cs, out, nil, err, "starting")
 	}
-	return &instance{mod: m, handle: m.ExportedFunction(exportEntry), out: out}, nil
+	inst := &instance{mod: m, handle: m.ExportedFunction(exportEntry), out: out}
+	p.mu.Lock()
+	if p.ctx != runCtx || runCtx.Err() != nil {
+		p.mu.Unlock()
+		m.Close(context.Background())
+		return nil, fmt.Errorf("%w: %s", ErrStopped, p.b.Manifest.Name)
+	}
+	p.live[inst] = struct{}{}
+	p.mu.Unlock()
+	return inst, nil
+}
+
+// discard closes an instance that failed or outlived its runtime's run.
+func (p *peer) discard(inst *instance) {
+	p.mu.Lock()
+	delete(p.live, inst)
+	p.mu.Unlock()
+	inst.mod.Close(context.Background())
 }
 
 // halt stops every instance and closes the runtime: in-flight requests end
-// with ErrStopped. Caller holds p.life, not p.mu.
+// with ErrStopped at their next termination check. Caller holds p.life, not
+// p.mu.
 func (p *peer) halt() {
 	p.mu.Lock()
-	rt, cancel := p.rt, p.cancel
-	p.rt, p.compiled, p.idle, p.cancel = nil, nil, nil, nil
+	rt, cancel, live := p.rt, p.cancel, p.live
+	p.rt, p.compiled, p.idle, p.cancel, p.live = nil, nil, nil, nil, map[*instance]struct{}{}
 	p.mu.Unlock()
 	if cancel != nil {
 		cancel()
+	}
+	for inst := range live {
+		inst.mod.CloseWithExitCode(context.Background(), exitStopped)
 	}
 	p.calls.Wait()
 	if rt != nil {
@@ -361,19 +388,37 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 	if inst == nil {
 		var err error
 		if inst, err = p.instantiate(rt, cm, runCtx); err != nil {
+			if errors.Is(err, ErrStopped) {
+				return nil, err
+			}
 			return nil, p.failed(err)
 		}
 	}
 
-	cctx, cancel := context.WithTimeout(runCtx, time.Duration(lim.CPUReqMS)*time.Millisecond)
-	defer cancel()
-	stopWatch := context.AfterFunc(ctx, cancel)
-	defer stopWatch()
+	// The watchdog: at the CPU cap (or when the caller gives up) it closes
+	// the module, which the termination checks at every loop header and,
+	// by instrument, every function entry, turn into a trap. A timer costs
+	// less than the goroutine per call that a deadline context makes wazero
+	// start, so the call gets a context that is never done.
 	cs := &callState{req: req}
-	cctx = context.WithValue(cctx, callKey{}, cs)
+	watchdog := time.AfterFunc(time.Duration(lim.CPUReqMS)*time.Millisecond, func() {
+		cs.timedOut.Store(true)
+		inst.mod.CloseWithExitCode(context.Background(), exitCPUCap)
+	})
+	var gaveUp atomic.Bool
+	stopWatch := func() bool { return true }
+	if ctx.Done() != nil {
+		stopWatch = context.AfterFunc(ctx, func() {
+			gaveUp.Store(true)
+			inst.mod.CloseWithExitCode(context.Background(), exitCancelled)
+		})
+	}
+	cctx := context.WithValue(context.WithoutCancel(ctx), callKey{}, cs)
 	t0 := time.Now()
 	res, err := inst.handle.Call(cctx, uint64(len(req)))
 	spent := time.Since(t0)
+	watchdog.Stop()
+	stopWatch()
 
 	p.mu.Lock()
 	p.cpuNS += int64(spent)
@@ -381,14 +426,14 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 	p.mu.Unlock()
 
 	if err != nil {
-		inst.mod.Close(context.Background())
-		err = p.classify(cctx, cs, inst.out, inst.mod, err, "serving")
-		if ctx.Err() != nil && runCtx.Err() == nil && !errors.Is(err, ErrCPUCap) {
-			return nil, ctx.Err() // the caller gave up: not the peer's failure
-		}
+		p.discard(inst)
 		if runCtx.Err() != nil {
 			return nil, fmt.Errorf("%w: %s", ErrStopped, p.b.Manifest.Name)
 		}
+		if gaveUp.Load() && !cs.timedOut.Load() {
+			return nil, ctx.Err() // the caller gave up: not the peer's failure
+		}
+		err = p.classify(cctx, cs, inst.out, inst.mod, err, "serving")
 		err = p.failed(err)
 		if overTotal {
 			go p.stopFor(fmt.Sprintf("CPU total cap of %d ms used up", lim.CPUTotalMS))
@@ -397,7 +442,7 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 	}
 	if cs.writes != nil {
 		if err := p.commit(cs.writes); err != nil {
-			inst.mod.Close(context.Background())
+			p.discard(inst)
 			return nil, err
 		}
 	}
@@ -406,7 +451,7 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 	if p.ctx == runCtx {
 		p.idle = append(p.idle, inst)
 	} else {
-		defer inst.mod.Close(context.Background())
+		defer p.discard(inst)
 	}
 	p.mu.Unlock()
 	if overTotal {
@@ -464,7 +509,7 @@ func (p *peer) classify(ctx context.Context, cs *callState, out *output, m api.M
 	switch {
 	case cs.fault != nil:
 		return fmt.Errorf("%s: %w", name, cs.fault)
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case cs.timedOut.Load() || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		limit := time.Duration(p.limits.CPUReqMS) * time.Millisecond
 		if doing == "starting" {
 			limit = p.startCap()
