@@ -157,11 +157,12 @@ type protectedHeader struct {
 
 // Card is a decoded, verified card. It is immutable.
 type Card struct {
-	raw    []byte
-	id     ID
-	author key.ID
-	p      payload
-	prev   ID
+	raw     []byte
+	payload []byte
+	id      ID
+	author  key.ID
+	p       payload
+	prev    ID
 }
 
 // Bytes returns the exact COSE_Sign1 bytes (do not modify).
@@ -398,7 +399,7 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 	if err := msg.Headers.UnmarshalFromRaw(); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrBadHeader, err)
 	}
-	card := &Card{raw: b, id: IDOf(b), author: author, p: p}
+	card := &Card{raw: b, payload: env.Payload, id: IDOf(b), author: author, p: p}
 	if p.Seq > 1 {
 		copy(card.prev[:], p.Prev)
 	}
@@ -481,4 +482,54 @@ func (v verifier) Verify(content, sig []byte) error {
 		return cose.ErrVerification
 	}
 	return nil
+}
+
+// DecodeStored parses bytes that passed Decode before and were read back from
+// a store: every structural and canonical-form check, but not the signature
+// or the capabilities (the store's Verify re-checks signatures).
+func DecodeStored(b []byte) (*Card, error) {
+	c, _, err := parse(b)
+	return c, err
+}
+
+// DecodeAnyCaps is Decode for evidence (fork proofs): the signature and form
+// are checked, but required capabilities are not, since proving that an
+// author signed something does not need understanding it.
+func DecodeAnyCaps(b []byte) (*Card, error) { return Decode(b, anyCaps{}) }
+
+type anyCaps struct{}
+
+func (anyCaps) Require([]string) error { return nil }
+
+// links is the part of the payload a chain check reads.
+type links struct {
+	Author []byte `cbor:"author"`
+	Seq    uint64 `cbor:"seq"`
+	Prev   []byte `cbor:"prev"`
+}
+
+var linkMode, _ = cbor.DecOptions{IndefLength: cbor.IndefLengthForbidden, TagsMd: cbor.TagsForbidden, MaxNestedLevels: canon.MaxNesting}.DecMode()
+
+// Links reads only the chain fields (author, seq, prev) of stored card bytes,
+// without the canonical-form or signature checks: the fast path of a chain
+// scan over cards that were fully verified when stored.
+func Links(b []byte) (author []byte, seq uint64, prev ID, err error) {
+	if len(b) == 0 || b[0] != coseTag {
+		return nil, 0, ID{}, ErrNotSign1
+	}
+	var env envelope
+	if err := linkMode.Unmarshal(b[1:], &env); err != nil {
+		return nil, 0, ID{}, fmt.Errorf("%w: %v", ErrNotSign1, err)
+	}
+	var l links
+	if err := linkMode.Unmarshal(env.Payload, &l); err != nil {
+		return nil, 0, ID{}, fmt.Errorf("%w: %v", ErrBadField, err)
+	}
+	if l.Seq > 1 {
+		if len(l.Prev) != len(prev) {
+			return nil, 0, ID{}, fmt.Errorf("%w: prev", ErrBadField)
+		}
+		copy(prev[:], l.Prev)
+	}
+	return l.Author, l.Seq, prev, nil
 }
