@@ -76,6 +76,16 @@ type ObserveBody struct {
 	Usage   *Usage `cbor:"usage,omitempty"`
 }
 
+// BundleBody is the body of a `bundle` card: the publication of a peer
+// bundle by content hash (the bytes travel as a blob).
+type BundleBody struct {
+	Hash    []byte `cbor:"hash"`
+	Name    string `cbor:"name"`
+	Version string `cbor:"version"`
+	Peer    []byte `cbor:"peer"`
+	Size    uint64 `cbor:"size"`
+}
+
 // Usage is what a peer used, as reported in observe cards.
 type Usage struct {
 	Memory uint64 `cbor:"memory,omitempty"`
