@@ -72,11 +72,15 @@ func rawStart(b *testing.B, mod []byte, cache wazero.CompilationCache) time.Dura
 func benchStart(b *testing.B, warm bool) {
 	raw := example(b, "greeter")
 	bd, _ := bundle.Decode(raw)
-	reps := 3
+	reps := 5
 	if !warm {
 		reps = 1
 	}
+	// The machines are shared and the noise comes in bursts, so besides
+	// the means the benchmark reports the ratio of the best (least
+	// disturbed) runs of each side.
 	var ours, base time.Duration
+	bestOurs, bestBase := time.Duration(1<<62), time.Duration(1<<62)
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		cdir := b.TempDir()
@@ -106,7 +110,9 @@ func benchStart(b *testing.B, warm bool) {
 			if _, err := h.Call(context.Background(), bd.Peer(), []byte("x")); err != nil {
 				b.Fatal(err)
 			}
-			ours += time.Since(t0)
+			d := time.Since(t0)
+			ours += d
+			bestOurs = min(bestOurs, d)
 			b.StopTimer()
 			h.Close()
 
@@ -119,7 +125,9 @@ func benchStart(b *testing.B, warm bool) {
 				c.Close(context.Background())
 			}
 			cache, _ := wazero.NewCompilationCacheWithDir(rawDir)
-			base += rawStart(b, bd.Module, cache)
+			d = rawStart(b, bd.Module, cache)
+			base += d
+			bestBase = min(bestBase, d)
 			cache.Close(context.Background())
 		}
 	}
@@ -127,6 +135,7 @@ func benchStart(b *testing.B, warm bool) {
 	b.ReportMetric(float64(ours.Microseconds())/n/1000, "ms/start")
 	b.ReportMetric(float64(base.Microseconds())/n/1000, "ms/raw-start")
 	b.ReportMetric(float64(ours)/float64(base), "x-raw-start")
+	b.ReportMetric(float64(bestOurs)/float64(bestBase), "x-raw-start-best")
 }
 
 func BenchmarkColdStart(b *testing.B) { benchStart(b, false) }
@@ -156,6 +165,7 @@ func BenchmarkRequest(b *testing.B) {
 	handle := m.ExportedFunction(exportEntry)
 	const inner = 2000
 	var ours, base time.Duration
+	bestOurs, bestBase := time.Duration(1<<62), time.Duration(1<<62)
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
 		for j := 0; j < inner; j++ {
@@ -165,6 +175,7 @@ func BenchmarkRequest(b *testing.B) {
 			}
 		}
 		base += time.Since(t0)
+		bestBase = min(bestBase, time.Since(t0))
 		t0 = time.Now()
 		for j := 0; j < inner; j++ {
 			if _, err := e.host.Call(ctx, p, req); err != nil {
@@ -172,9 +183,11 @@ func BenchmarkRequest(b *testing.B) {
 			}
 		}
 		ours += time.Since(t0)
+		bestOurs = min(bestOurs, time.Since(t0))
 	}
 	n := float64(b.N * inner)
 	b.ReportMetric(float64(ours.Nanoseconds())/n, "ns/request")
 	b.ReportMetric(float64(base.Nanoseconds())/n, "ns/raw-call")
 	b.ReportMetric(float64(ours)/float64(base), "x-raw-call")
+	b.ReportMetric(float64(bestOurs)/float64(bestBase), "x-raw-call-best")
 }
