@@ -448,7 +448,9 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 	}
 	p.mu.Lock()
 	p.failures = 0
-	if p.ctx == runCtx {
+	if p.ctx == runCtx && !cs.timedOut.Load() && !gaveUp.Load() {
+		// (An instance the watchdog closed just as the call returned is
+		// not reused.)
 		p.idle = append(p.idle, inst)
 	} else {
 		defer p.discard(inst)
