@@ -13,7 +13,7 @@ import (
 
 // Domain-separation labels: the COSE external_aad of each signature context.
 const (
-	LabelSpec   = "sublog/v1/capspec"     // a curator's signature over a spec
+	LabelSpec   = "sublog/v1/capspec"       // a curator's signature over a spec
 	LabelNotice = "sublog/v1/cap-deprecate" // a deprecation notice
 )
 

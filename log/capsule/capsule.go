@@ -25,8 +25,8 @@ import (
 	"github.com/cloudflare/circl/kem"
 
 	"github.com/sublog/sublog/log/canon"
-	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/caps"
+	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
 )
 
@@ -81,9 +81,9 @@ const (
 	CEKSize   = 32
 	KEKSize   = 32
 	KEKIDSize = 16
-	encSize   = 32                // X25519 encapsulation
-	tagSize   = 16                // Poly1305
-	nonceSize = 12                // ChaCha20-Poly1305
+	encSize   = 32                          // X25519 encapsulation
+	tagSize   = 16                          // Poly1305
+	nonceSize = 12                          // ChaCha20-Poly1305
 	WrapSize  = encSize + CEKSize + tagSize // one HPKE key wrap: 80 bytes
 	kekBox    = nonceSize + CEKSize + tagSize
 	MaxWraps  = 256
