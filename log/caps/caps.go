@@ -471,3 +471,23 @@ func uniqSorted(ids []string) []string {
 	}
 	return out
 }
+
+// SchemaNodeCaps names the node-caps document: what `sublog caps --json`
+// prints and what a node serves to authenticated peers (the seed's
+// /.well-known/node-caps, carried by the sync protocol).
+const SchemaNodeCaps = "node-caps/v1"
+
+// NodeCaps is the canonical advertisement of a node's supported caps.
+type NodeCaps struct {
+	Schema    string   `cbor:"schema" json:"schema"`
+	Supported []string `cbor:"supported" json:"supported"`
+}
+
+// Advertise returns the node-caps document for this set.
+func (s *Set) Advertise() NodeCaps {
+	ids := s.Supported()
+	if ids == nil {
+		ids = []string{}
+	}
+	return NodeCaps{Schema: SchemaNodeCaps, Supported: ids}
+}
