@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -19,52 +17,21 @@ func init() {
 	register(newCRLCmd)
 }
 
-// RevokeBody is the body of a revoke card (ARCHITECTURE.md: the executor
-// watches these for grants; keep the schema).
-type RevokeBody struct {
-	Card   []byte `cbor:"card"`
-	Reason string `cbor:"reason,omitempty"`
-}
-
-// CRLBody is the body of a crl card.
-type CRLBody struct {
-	Revoked [][]byte `cbor:"revoked"`
-}
-
-// MaxCRL bounds the IDs of one crl card (cards are at most 64 KiB).
-const MaxCRL = 1024
-
-// revokedBy looks for later revoke or crl cards of c's author naming c. Only
-// the author's own cards count: nobody else can withdraw them. A crl entry
-// wins over a revoke card (it asks readers to stop showing the card).
+// revokedBy looks for later revoke or crl cards of c's author naming c (see
+// capsule.Revoked: only the author's own cards count, a crl entry wins).
 func revokedBy(st *sublog.Store, c *card.Card) (card.ID, string, error) {
-	var by card.ID
-	kind := ""
-	id := c.ID()
+	var later []*card.Card
 	err := st.Scan(c.Author(), c.Seq()+1, func(x *card.Card) error {
-		switch x.Kind() {
-		case card.KindRevoke:
-			var b RevokeBody
-			if kind == "" && x.DecodeBody(&b) == nil && bytes.Equal(b.Card, id[:]) {
-				by, kind = x.ID(), "revoke"
-			}
-		case card.KindCRL:
-			var b CRLBody
-			if x.DecodeBody(&b) == nil {
-				for _, r := range b.Revoked {
-					if bytes.Equal(r, id[:]) {
-						by, kind = x.ID(), "crl"
-						return io.EOF
-					}
-				}
-			}
+		if x.Kind() == card.KindRevoke || x.Kind() == card.KindCRL {
+			later = append(later, x)
 		}
 		return nil
 	})
-	if errors.Is(err, io.EOF) {
-		err = nil
+	if err != nil {
+		return card.ID{}, "", err
 	}
-	return by, kind, err
+	by, kind := capsule.Revoked(c, later)
+	return by, kind, nil
 }
 
 func newRevokeCmd(a *App) *cobra.Command {
@@ -115,7 +82,7 @@ func newRevokeCmd(a *App) *cobra.Command {
 			}
 			h, _ := a.Home()
 			rc, err := st.Append(sk, card.Draft{Kind: card.KindRevoke, Net: h.Net(), TS: a.Now().Unix(),
-				Body: RevokeBody{Card: id[:], Reason: reason}})
+				Body: capsule.RevokeBody{Card: id[:], Reason: reason}})
 			if err != nil {
 				return rejected(err, "")
 			}
@@ -163,8 +130,8 @@ func newCRLCmd(a *App) *cobra.Command {
 				if x.Kind() != card.KindCRL {
 					return nil
 				}
-				var b CRLBody
-				if err := x.DecodeBody(&b); err != nil {
+				b, err := capsule.DecodeCRL(x)
+				if err != nil {
 					return nil // a malformed crl is ignored by honest readers
 				}
 				for _, r := range b.Revoked {
@@ -196,8 +163,8 @@ func newCRLCmd(a *App) *cobra.Command {
 		Short: "Append a crl card asking honest readers to stop showing these cards of yours",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > MaxCRL {
-				return usage(fmt.Errorf("at most %d card IDs per crl card", MaxCRL))
+			if len(args) > capsule.MaxCRL {
+				return usage(fmt.Errorf("at most %d card IDs per crl card", capsule.MaxCRL))
 			}
 			sk, err := a.Secret()
 			if err != nil {
@@ -207,7 +174,7 @@ func newCRLCmd(a *App) *cobra.Command {
 			if err != nil {
 				return rejected(err, "")
 			}
-			body := CRLBody{}
+			var ids []card.ID
 			seen := map[card.ID]bool{}
 			for _, s := range args {
 				id, err := card.ParseID(s)
@@ -223,16 +190,20 @@ func newCRLCmd(a *App) *cobra.Command {
 				}
 				if !seen[id] {
 					seen[id] = true
-					body.Revoked = append(body.Revoked, bytes.Clone(id[:]))
+					ids = append(ids, id)
 				}
 			}
+			body, err := capsule.MarshalCRL(ids)
+			if err != nil {
+				return rejected(err, "")
+			}
 			h, _ := a.Home()
-			rc, err := st.Append(sk, card.Draft{Kind: card.KindCRL, Net: h.Net(), TS: a.Now().Unix(), Body: body})
+			rc, err := st.Append(sk, card.Draft{Kind: card.KindCRL, Net: h.Net(), TS: a.Now().Unix(), RawBody: body})
 			if err != nil {
 				return rejected(err, "")
 			}
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "revoked": len(body.Revoked)})
+				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "revoked": len(ids)})
 			}
 			fmt.Fprintf(a.Out(), "%s@%d %s\n", rc.Author(), rc.Seq(), rc.ID())
 			return nil
