@@ -722,7 +722,7 @@ func Open(body []byte, b Binding, keys Keys) (*Opened, error) {
 	if shredded {
 		return nil, fmt.Errorf("%w: the KEK of this card was deleted here", ErrShredded)
 	}
-	return nil, fmt.Errorf("%w: no key wrap of this card opens with this home's keys", ErrNotRecipient)
+	return nil, fmt.Errorf("%w: no key wrap of this card opens with this home's keys (or the card's net, rid or content were altered after sealing)", ErrNotRecipient)
 }
 
 // OpenWithCEK decrypts with a CEK obtained elsewhere (from a gate).
