@@ -10,8 +10,8 @@ import (
 	"strings"
 
 	"github.com/sublog/sublog/log/canon"
-	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/caps"
+	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
 )
