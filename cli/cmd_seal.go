@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/capsule"
@@ -198,6 +197,9 @@ func showSealed(a *App, c *card.Card) (any, string, error) {
 		if view.Visibility == capsule.Public {
 			note = "public, permanent: no encryption"
 		}
+		if exp := o.Policy.Exp; exp != 0 && a.Now().Unix() > exp {
+			return map[string]any{"hidden": "expired"}, fmt.Sprintf("expired at %d: its author asked readers not to show it after that", exp), nil
+		}
 		return jsonable(body), note, nil
 	case errors.Is(err, capsule.ErrNotRecipient):
 		view.Status = "not a recipient"
@@ -210,5 +212,3 @@ func showSealed(a *App, c *card.Card) (any, string, error) {
 	}
 	return nil, "", err
 }
-
-var _ = strings.TrimSpace

@@ -364,3 +364,23 @@ func FuzzGateRequest(f *testing.F) {
 		}
 	})
 }
+
+// The X25519 public key derived from an identity matches the one derived
+// from its secret key (the birational map and the clamped SHA-512 scalar).
+func TestX25519FromEd25519(t *testing.T) {
+	for _, n := range []string{"a", "b", "c", "d"} {
+		s := sk(t, n)
+		pub, err := x25519Public(s.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv := hpkePrivate(s)
+		got, err := priv.Public().MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, pub) {
+			t.Fatalf("%s: X25519 public from secret %x, from identity %x", n, got, pub)
+		}
+	}
+}
