@@ -16,7 +16,7 @@ func rawHPKE(b *testing.B, to *key.Secret) (seal, open time.Duration) {
 	b.Helper()
 	cek := make([]byte, CEKSize)
 	aad := []byte("aad")
-	const n = 200
+	const n = 500
 	w := make([][]byte, n)
 	t0 := time.Now()
 	for i := range n {
@@ -73,6 +73,9 @@ func BenchmarkSeal(b *testing.B) {
 				}
 			}
 			per := time.Since(start) / time.Duration(b.N)
+			b.StopTimer()
+			after, _ := rawHPKE(b, sks[0])
+			rawSeal = (rawSeal + after) / 2
 			b.ReportMetric(float64(per)/float64(rawSeal), "x-raw-hpke-seal")
 			b.ReportMetric(float64(per)/float64(rawSeal)/float64(n), "x-raw-hpke-seal/recipient")
 		})
@@ -112,6 +115,9 @@ func BenchmarkOpen(b *testing.B) {
 				}
 			}
 			per := time.Since(start) / time.Duration(b.N)
+			b.StopTimer()
+			_, after := rawHPKE(b, sks[0])
+			rawOpen = (rawOpen + after) / 2 // the limit before and after: the machine is shared
 			b.ReportMetric(float64(per)/float64(rawOpen), "x-raw-hpke-open")
 		})
 	}
