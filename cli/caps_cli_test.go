@@ -119,6 +119,19 @@ func TestCLISealedCardsAndRevocation(t *testing.T) {
 	}
 	r.ok("", "--home", alice, "verify")
 
+	// a permanent public card: readable by anyone, cannot be shredded
+	out = r.ok("kind: note\nvisibility: public\nmsg: for everyone\n", "--home", alice, "append", "-")
+	pub := strings.Fields(out)[1]
+	if s := r.ok("", "--home", alice, "show", pub); !strings.Contains(s, "for everyone") || !strings.Contains(s, "permanent") {
+		t.Fatalf("public card:\n%s", s)
+	}
+	if _, e, code := r.sub("", "--home", alice, "revoke", "--shred", pub); code != 1 || !strings.Contains(e, "irrevocable") {
+		t.Fatalf("shredding a public card: exit %d %s", code, e)
+	}
+	if _, e, code := r.sub("kind: note\nvisibility: direct\nto: ["+bobID+", "+carolID+"]\n", "--home", alice, "append", "-"); code != 1 || !strings.Contains(e, "exactly one") {
+		t.Fatalf("direct to two: exit %d %s", code, e)
+	}
+
 	// crl: listed cards are hidden by honest readers
 	r.ok("", "--home", alice, "crl", "add", trust)
 	if s := r.ok("", "--home", alice, "crl"); !strings.Contains(s, trust) {
@@ -156,6 +169,12 @@ func TestCLIReqsAndCapspec(t *testing.T) {
 	if code != 1 || !strings.Contains(e, unknown.ID()) {
 		t.Fatalf("bundle with unknown member: exit %d, stderr %s", code, e)
 	}
+	// a signed deprecation notice flags the cap, which stays supported
+	r.ok("", "--home", h, "capspec", "deprecate", "--reason", "use v2", x.ID())
+	if s := r.ok("", "--home", h, "caps"); !strings.Contains(s, "supported,deprecated") {
+		t.Fatalf("deprecated cap not flagged:\n%s", s)
+	}
+	r.ok(doc, "--home", h, "append", "-")
 	var v capsView
 	if err := json.Unmarshal([]byte(r.ok("", "--home", h, "--json", "caps", "--all")), &v); err != nil {
 		t.Fatal(err)

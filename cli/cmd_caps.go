@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/hex"
 	"fmt"
 	"sort"
 	"strings"
@@ -179,6 +180,45 @@ func newCapspecCmd(a *App) *cobra.Command {
 	add.Flags().BoolVar(&sign, "sign", false, "add this identity's signature to the spec")
 	add.Flags().BoolVar(&local, "local", false, "only learn it; do not append a capspec card")
 	c.AddCommand(add)
+
+	var replacedBy []string
+	var reason string
+	dep := &cobra.Command{
+		Use:   "deprecate CAP-ID",
+		Short: "Sign a deprecation notice for a capability and record it in this home",
+		Long: "Sign a cap-deprecation/v1 notice as this identity (--as) and store it. Readers count a\n" +
+			"notice when its signer signed the cap's spec or is one of their own identities; a\n" +
+			"deprecated cap stays supported and is flagged by 'sublog caps'. Prints the notice as hex.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := caps.ValidID(args[0]); err != nil {
+				return rejected(err, "cap IDs are printed by 'sublog caps'")
+			}
+			sk, err := a.Secret()
+			if err != nil {
+				return rejected(err, "")
+			}
+			h, err := a.Home()
+			if err != nil {
+				return rejected(err, "")
+			}
+			raw, err := caps.SignNotice(sk, caps.Notice{Cap: args[0], ReplacedBy: replacedBy, Reason: reason, TS: a.Now().Unix()})
+			if err != nil {
+				return rejected(err, "")
+			}
+			if _, err := h.AddNotice(raw); err != nil {
+				return rejected(err, "")
+			}
+			if a.JSON() {
+				return a.PrintJSON(map[string]any{"cap": args[0], "notice": hex.EncodeToString(raw)})
+			}
+			fmt.Fprintln(a.Out(), hex.EncodeToString(raw))
+			return nil
+		},
+	}
+	dep.Flags().StringSliceVar(&replacedBy, "replaced-by", nil, "cap IDs that replace it")
+	dep.Flags().StringVar(&reason, "reason", "", "why")
+	c.AddCommand(dep)
 	return c
 }
 

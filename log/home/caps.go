@@ -26,6 +26,7 @@ func (h *Home) capsDir() string { return filepath.Join(h.Dir, "caps") }
 // A damaged spec file is an error naming it, not silently skipped.
 func (h *Home) Caps() (*caps.Set, error) {
 	set := caps.Builtin()
+	signers := map[string][]string{}
 	ents, err := os.ReadDir(h.capsDir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return set, nil
@@ -51,6 +52,10 @@ func (h *Home) Caps() (*caps.Set, error) {
 		if _, err := set.Learn(d.Spec); err != nil {
 			return nil, err
 		}
+		ids, _ := d.Signers() // verified by ParseDoc
+		for _, id := range ids {
+			signers[d.ID()] = append(signers[d.ID()], id.String())
+		}
 	}
 	sup, err := h.declared()
 	if err != nil {
@@ -62,6 +67,9 @@ func (h *Home) Caps() (*caps.Set, error) {
 			return nil, fmt.Errorf("%w: caps/supported.json names %s, whose spec is not in caps/", ErrBadConfig, id)
 		}
 		set.Add(sp)
+	}
+	if err := h.loadNotices(set, signers); err != nil {
+		return nil, err
 	}
 	return set, nil
 }
@@ -120,4 +128,60 @@ func (h *Home) AddCapSpec(d *caps.Doc, support bool) (string, error) {
 	sort.Strings(ids)
 	out, _ := json.MarshalIndent(ids, "", "  ")
 	return id, writeFileAtomic(filepath.Join(h.capsDir(), "supported.json"), append(out, '\n'), 0o600, false)
+}
+
+// Deprecation notices live in caps/deprecated/<cap-id>.notice (the signed
+// COSE_Sign1 bytes). A notice counts when its signer signed the deprecated
+// cap's spec or is an identity of this home.
+
+func (h *Home) noticesDir() string { return filepath.Join(h.capsDir(), "deprecated") }
+
+// AddNotice stores a verified deprecation notice (from caps.ParseNotice).
+func (h *Home) AddNotice(raw []byte) (caps.Notice, error) {
+	n, err := caps.ParseNotice(raw)
+	if err != nil {
+		return n, err
+	}
+	if err := os.MkdirAll(h.noticesDir(), 0o700); err != nil {
+		return n, fmt.Errorf("home: %w", err)
+	}
+	return n, writeFileAtomic(filepath.Join(h.noticesDir(), n.Cap+".notice"), raw, 0o600, false)
+}
+
+// loadNotices applies the stored notices to set.
+func (h *Home) loadNotices(set *caps.Set, signers map[string][]string) error {
+	ents, err := os.ReadDir(h.noticesDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("home: %w", err)
+	}
+	mine := map[string]bool{}
+	if named, err := h.Identities(); err == nil {
+		for _, n := range named {
+			mine[n.ID.String()] = true
+		}
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".notice") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(h.noticesDir(), e.Name()))
+		if err != nil {
+			return fmt.Errorf("home: %w", err)
+		}
+		n, err := caps.ParseNotice(raw)
+		if err != nil {
+			return fmt.Errorf("%w: caps/deprecated/%s: %w", ErrBadConfig, e.Name(), err)
+		}
+		trusted := mine[n.Signer.String()]
+		for _, s := range signers[n.Cap] {
+			trusted = trusted || s == n.Signer.String()
+		}
+		if trusted {
+			set.Deprecate(n, nil)
+		}
+	}
+	return nil
 }
