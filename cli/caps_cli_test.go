@@ -169,6 +169,29 @@ func TestCLIReqsAndCapspec(t *testing.T) {
 	if code != 1 || !strings.Contains(e, unknown.ID()) {
 		t.Fatalf("bundle with unknown member: exit %d, stderr %s", code, e)
 	}
+	// a second home learns the spec from the capspec card the first published
+	h2 := filepath.Join(t.TempDir(), "h2")
+	r.ok("", "--home", h2, "init")
+	var logv []struct {
+		ID   string `json:"id"`
+		Kind string `json:"kind"`
+	}
+	json.Unmarshal([]byte(r.ok("", "--home", h, "--json", "log")), &logv)
+	specCard := ""
+	for _, c := range logv {
+		if c.Kind == "capspec" {
+			specCard = c.ID
+		}
+	}
+	if specCard == "" {
+		t.Fatalf("no capspec card in %+v", logv)
+	}
+	carry(t, r, h, h2, specCard)
+	r.ok("", "--home", h2, "capspec", "add", "--local", specCard)
+	if s := r.ok("", "--home", h2, "caps", "--all"); !strings.Contains(s, "x-chat/1.0.0") {
+		t.Fatalf("spec from card not learned:\n%s", s)
+	}
+
 	// a signed deprecation notice flags the cap, which stays supported
 	r.ok("", "--home", h, "capspec", "deprecate", "--reason", "use v2", x.ID())
 	if s := r.ok("", "--home", h, "caps"); !strings.Contains(s, "supported,deprecated") {

@@ -102,21 +102,41 @@ func newCapspecCmd(a *App) *cobra.Command {
 	c := &cobra.Command{Use: "capspec", Short: "Manage capability specs (cap-spec/v1)"}
 	var support, sign, local bool
 	add := &cobra.Command{
-		Use:   "add FILE|-",
+		Use:   "add FILE|-|CARD-ID",
 		Short: "Learn a cap-spec/v1 document and publish it as a capspec card",
 		Long: "Learn a cap-spec/v1 document (YAML/JSON fields, or its canonical CBOR, possibly signed),\n" +
-			"store it in the home and publish it as a capspec card (unless --local). A bundle is\n" +
+			"store it in the home and publish it as a capspec card (unless --local); or learn the spec\n" +
+			"of a capspec card already in the store, by its card ID. A bundle is\n" +
 			"supported once all its members are; --support declares an atomic cap supported by this\n" +
 			"node (for application caps sublog does not interpret). Prints the cap ID.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src, name, err := a.readInput(args[0])
-			if err != nil {
-				return rejected(err, "")
-			}
-			d, err := parseCapspecFile(name, src)
-			if err != nil {
-				return rejected(err, "")
+			var d *caps.Doc
+			if id, err := card.ParseID(args[0]); err == nil {
+				// a capspec card already in the store (e.g. received by sync)
+				st, err := a.Store()
+				if err != nil {
+					return rejected(err, "")
+				}
+				c, err := st.GetByID(id)
+				if err != nil {
+					return rejected(err, "")
+				}
+				if c.Kind() != card.KindCapspec {
+					return rejected(fmt.Errorf("card %s is a %s card, not a capspec card", id, c.Kind()), "")
+				}
+				if d, err = caps.ParseDoc(c.Body()); err != nil {
+					return rejected(err, "")
+				}
+				local = true // it is published already
+			} else {
+				src, name, err := a.readInput(args[0])
+				if err != nil {
+					return rejected(err, "")
+				}
+				if d, err = parseCapspecFile(name, src); err != nil {
+					return rejected(err, "")
+				}
 			}
 			h, err := a.Home()
 			if err != nil {
