@@ -7,11 +7,13 @@ package golden
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/caps"
@@ -111,6 +113,13 @@ func genCapsules() ([]*Vector, error) {
 		}
 		out = append(out, v)
 	}
+	// A gated card: the CEK is wrapped only to the gate; bob's signed request
+	// (fixed nonce and ts) gets it released.
+	gv, err := genGated()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, gv)
 	// Padding: two bodies of different sizes in one bucket, audiences of 1
 	// and 3 in one wrap bucket: all four cards have the same length.
 	v := newVector("capsule", "bucket-equal-length", "accept",
@@ -130,6 +139,79 @@ func genCapsules() ([]*Vector, error) {
 	}
 	out = append(out, v)
 	return out, nil
+}
+
+func genGated() (*Vector, error) {
+	rnd := newDetRand("gated")
+	rid := make([]byte, card.RIDSize)
+	rnd.Read(rid)
+	body := canon.MustMarshal(map[string]string{"msg": "released by the gate"})
+	gate := Fixture("gate").ID()
+	s, err := capsule.Seal(capsule.Params{Net: card.DefaultNet, RID: rid, Visibility: capsule.Group, Gate: &gate, Body: body}, rnd)
+	if err != nil {
+		return nil, err
+	}
+	cd, err := card.Sign(Fixture("alice"), 1, card.ID{}, s.Draft(card.Draft{Kind: card.KindNote, TS: BaseTS, RID: rid}), caps.Builtin())
+	if err != nil {
+		return nil, err
+	}
+	req, _, err := capsule.NewGateRequest(Fixture("bob"), cd.Body(), capsule.BindingOf(cd), time.Unix(BaseTS, 0), rnd)
+	if err != nil {
+		return nil, err
+	}
+	v := newVector("capsule", "gated", "accept",
+		"a group card whose CEK is wrapped only to the gate identity (info \"sublog/v1/capsule-gate\");",
+		"request: bob's signed gate request (Ed25519 over \"sublog/v1/gate-request\\0\" || request without sig);",
+		"a gate holding gate-seed answers at ts with the CEK HPKE-wrapped to bob; bob cannot read without it")
+	v.SetHex("card", cd.Bytes())
+	v.SetHex("plaintext", body)
+	v.SetHex("gate-seed", key.DeriveSeed(Master, "gate"))
+	v.SetHex("requester-seed", key.DeriveSeed(Master, "bob"))
+	v.SetHex("request", req)
+	v.Set("ts", fmt.Sprint(BaseTS))
+	return v, nil
+}
+
+func checkGated(v *Vector, c *card.Card, want []byte) error {
+	gs, err := v.Hex("gate-seed")
+	if err != nil {
+		return err
+	}
+	rs, err := v.Hex("requester-seed")
+	if err != nil {
+		return err
+	}
+	reqb, err := v.Hex("request")
+	if err != nil {
+		return err
+	}
+	gsk, err1 := key.FromSeed(gs)
+	rsk, err2 := key.FromSeed(rs)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("%w: %s: bad seeds", ErrVectorFormat, v.ID())
+	}
+	if _, err := capsule.OpenCard(c, capsule.Keys{Identities: []*key.Secret{rsk, gsk}}); !errors.Is(err, capsule.ErrNotRecipient) {
+		return fmt.Errorf("%w: %s: gated card opened without the gate: %v", ErrMismatch, v.ID(), err)
+	}
+	req, who, err := capsule.ParseGateRequest(reqb)
+	if err != nil || who != rsk.ID() {
+		return fmt.Errorf("%w: %s: request: %v", ErrMismatch, v.ID(), err)
+	}
+	g := capsule.NewGate(gsk, func(id key.ID, rid []byte) bool { return id == rsk.ID() && bytes.Equal(rid, c.RID()) })
+	resp := g.Handle(reqb, time.Unix(req.TS, 0), crand.Reader)
+	cek, err := capsule.OpenGateResponse(rsk, req, resp)
+	if err != nil {
+		return fmt.Errorf("%w: %s: gate: %v", ErrMismatch, v.ID(), err)
+	}
+	o, err := capsule.OpenWithCEK(c.Body(), capsule.BindingOf(c), cek)
+	if err != nil || !bytes.Equal(o.Body, want) {
+		return fmt.Errorf("%w: %s: released CEK: %v", ErrMismatch, v.ID(), err)
+	}
+	g.Disable()
+	if _, err := capsule.OpenGateResponse(rsk, req, g.Handle(reqb, time.Unix(req.TS, 0), crand.Reader)); !errors.Is(err, capsule.ErrGateDisabled) {
+		return fmt.Errorf("%w: %s: disabled gate: %v", ErrMismatch, v.ID(), err)
+	}
+	return nil
 }
 
 func keysFromVector(v *Vector, field string) (capsule.Keys, error) {
@@ -180,6 +262,9 @@ func checkCapsule(v *Vector) error {
 	c, err := card.Decode(b, caps.Builtin())
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrMismatch, v.ID(), err)
+	}
+	if _, ok := v.Get("gate-seed"); ok {
+		return checkGated(v, c, want)
 	}
 	reader, err := keysFromVector(v, "reader-seed")
 	if err != nil {

@@ -786,3 +786,20 @@ func (s *Sealed) Draft(d card.Draft) card.Draft {
 	d.Reqs = slices.Compact(reqs)
 	return d
 }
+
+// PolicyOf returns a sealed card's clear policy (visibility, distribution)
+// without decrypting anything, for sync to honour the distribution; ok is
+// false for a card without a capsule.
+func PolicyOf(c *card.Card) (p Policy, ok bool, err error) {
+	if !IsSealed(c) {
+		return Policy{}, false, nil
+	}
+	env, err := DecodeEnvelope(c.Body())
+	if err != nil {
+		return Policy{}, true, err
+	}
+	if err := env.Check(BindingOf(c)); err != nil {
+		return Policy{}, true, err
+	}
+	return env.Capsule.Policy, true, nil
+}

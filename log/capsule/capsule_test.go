@@ -300,6 +300,9 @@ func TestCardRoundTrip(t *testing.T) {
 	if _, err := OpenCard(c, keysOf(alice)); !errors.Is(err, ErrNotRecipient) {
 		t.Fatal(err)
 	}
+	if p, ok, err := PolicyOf(c); err != nil || !ok || p.Distribution != ToRecipientsOnly || p.Visibility != Direct {
+		t.Fatalf("PolicyOf = %+v %v %v", p, ok, err)
+	}
 	// Every req of a sealed card is built in.
 	if err := set.Require(c.Reqs()); err != nil {
 		t.Fatal(err)
