@@ -210,3 +210,24 @@ func TestCLIReqsAndCapspec(t *testing.T) {
 		t.Fatalf("caps --json: %+v", v)
 	}
 }
+
+// draftFor on an App without an environment (as the parser fuzz target uses)
+// must refuse sealed documents with an error, never panic.
+func TestSealWithoutHomeIsAnError(t *testing.T) {
+	a := &App{}
+	for _, src := range []string{
+		"kind: note\nvisibility: direct\nto: friends\n",
+		"kind: note\nvisibility: public\n",
+		"kind: note\nvisibility: node\n",
+		"kind: note\nto: [1, 2]\n",
+		"kind: note\nvisibility: [x]\n",
+	} {
+		d, err := ParseDoc("t", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.draftFor(d); err == nil {
+			t.Errorf("%q: sealed without a home", src)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 )
 
@@ -39,11 +40,11 @@ func sealFromDoc(a *App, d *Doc, dr *card.Draft) error {
 	default:
 		return d.Errorf("visibility", "%q is not one of public, direct, trustset, group, node", vis)
 	}
-	h, err := a.Home()
+	recips, err := recipientsOf(a, d, vis)
 	if err != nil {
 		return err
 	}
-	recips, err := recipientsOf(a, d, vis)
+	h, err := sealHome(a)
 	if err != nil {
 		return err
 	}
@@ -121,7 +122,7 @@ func recipientsOf(a *App, d *Doc, vis string) ([]key.ID, error) {
 			out = append(out, id)
 			continue
 		}
-		h, err := a.Home()
+		h, err := sealHome(a)
 		if err != nil {
 			return nil, err
 		}
@@ -135,6 +136,15 @@ func recipientsOf(a *App, d *Doc, vis string) ([]key.ID, error) {
 		return nil, d.Errorf("to", "direct visibility takes exactly one identity, got %d", len(out))
 	}
 	return out, nil
+}
+
+// sealHome opens the home for sealing; an App without an environment (as in
+// parser fuzzing) has none.
+func sealHome(a *App) (*home.Home, error) {
+	if a.getenv == nil {
+		return nil, errors.New("no home to seal with")
+	}
+	return a.Home()
 }
 
 // sealedView is what show prints in place of an encrypted body.
