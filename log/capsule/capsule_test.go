@@ -387,3 +387,21 @@ func TestX25519FromEd25519(t *testing.T) {
 		}
 	}
 }
+
+func FuzzGateResponse(f *testing.F) {
+	gk, bob := sk(f, "gate"), sk(f, "bob")
+	gid := gk.ID()
+	s, _ := Seal(Params{Net: "n", RID: rid, Visibility: Node, Gate: &gid, Body: canon.MustMarshal(1)}, rand.Reader)
+	b := Binding{Net: "n", RID: rid, PolicyRef: s.PolicyRef, ContentHash: s.ContentHash}
+	raw, req, _ := NewGateRequest(bob, s.Body, b, time.Unix(0, 0), rand.Reader)
+	g := NewGate(gk, func(key.ID, []byte) bool { return true })
+	f.Add(g.Handle(raw, time.Unix(0, 0), rand.Reader))
+	g.Disable()
+	f.Add(g.Handle(raw, time.Unix(0, 0), rand.Reader))
+	f.Fuzz(func(t *testing.T, resp []byte) {
+		cek, err := OpenGateResponse(bob, req, resp)
+		if err == nil && len(cek) != CEKSize {
+			t.Fatalf("accepted a %d-byte CEK", len(cek))
+		}
+	})
+}
