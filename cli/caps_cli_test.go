@@ -11,6 +11,8 @@ import (
 
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/caps"
+	"github.com/sublog/sublog/log/capsule"
+	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 )
 
@@ -113,7 +115,11 @@ func TestCLISealedCardsAndRevocation(t *testing.T) {
 	if _, e, code := r.sub("", "--home", bob, "revoke", direct); code != 1 || !strings.Contains(e, "only its author") {
 		t.Fatalf("bob revoking alice's card: exit %d %s", code, e)
 	}
+	kek := kekOf(t, alice, direct)
 	r.ok("", "--home", alice, "revoke", "--shred", "--reason", "oops", direct)
+	if files := filesWith(t, filepath.Join(alice, "store"), kek); len(files) > 0 {
+		t.Fatalf("KEK bytes remain in %v after revoke --shred", files)
+	}
 	if s := r.ok("", "--home", alice, "show", direct); strings.Contains(s, "for bob only") || !strings.Contains(s, "shredded") {
 		t.Fatalf("after shred:\n%s", s)
 	}
@@ -230,4 +236,51 @@ func TestSealWithoutHomeIsAnError(t *testing.T) {
 			t.Errorf("%q: sealed without a home", src)
 		}
 	}
+}
+
+// kekOf reads the KEK of a sealed card from a home's store (and checks the
+// scan below would find it).
+func kekOf(t *testing.T, dir, id string) []byte {
+	t.Helper()
+	h, err := home.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.OpenStore(sublog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cid, _ := card.ParseID(id)
+	c, err := st.GetByID(cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := capsule.DecodeEnvelope(c.Body())
+	if err != nil || env.Capsule.KEK == nil {
+		t.Fatalf("no KEK wrap: %v", err)
+	}
+	k, err := st.KEK(env.Capsule.KEK.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(filesWith(t, filepath.Join(dir, "store"), k)) == 0 {
+		t.Fatal("the scan cannot see the live KEK")
+	}
+	return k
+}
+
+func filesWith(t *testing.T, dir string, needle []byte) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, needle) {
+			out = append(out, filepath.Base(p))
+		}
+		return nil
+	})
+	return out
 }
