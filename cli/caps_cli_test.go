@@ -209,10 +209,11 @@ func TestCLIReqsAndCapspec(t *testing.T) {
 		t.Fatal(err)
 	}
 	found := map[string]bool{}
-	for _, e := range v.Supported {
-		found[e.ID] = true
+	for _, id := range v.Supported {
+		found[id] = true
 	}
-	if !found[x.ID()] || !found[caps.CardV1.ID()] || found[b.ID()] || len(v.Known) <= len(v.Supported) {
+	if !found[x.ID()] || !found[caps.CardV1.ID()] || found[b.ID()] || len(v.Known) <= len(v.Supported) ||
+		len(v.Entries) != len(v.Supported) {
 		t.Fatalf("caps --json: %+v", v)
 	}
 }

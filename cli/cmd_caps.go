@@ -21,11 +21,13 @@ func init() {
 	register(newTrustsetCmd)
 }
 
-// capsView is the JSON shape of `sublog caps` (and of what a node serves to
-// authenticated peers as its node caps).
+// capsView is the JSON shape of `sublog caps`: the node-caps/v1 document a
+// node serves to authenticated peers (schema, supported IDs), plus entries
+// with names for people and, with --all, every known cap.
 type capsView struct {
 	Schema    string       `json:"schema"`
-	Supported []caps.Entry `json:"supported"`
+	Supported []string     `json:"supported"`
+	Entries   []caps.Entry `json:"entries"`
 	Known     []caps.Entry `json:"known,omitempty"`
 }
 
@@ -48,7 +50,8 @@ func newCapsCmd(a *App) *cobra.Command {
 				list = set.Known()
 			}
 			if a.JSON() {
-				v := capsView{Schema: caps.SchemaNodeCaps, Supported: set.List()}
+				adv := set.Advertise()
+				v := capsView{Schema: adv.Schema, Supported: adv.Supported, Entries: set.List()}
 				if all {
 					v.Known = set.Known()
 				}
