@@ -359,3 +359,23 @@ func FuzzParseNotice(f *testing.F) {
 		}
 	})
 }
+
+func TestAdvertise(t *testing.T) {
+	s := Builtin()
+	a := s.Advertise()
+	if a.Schema != SchemaNodeCaps || len(a.Supported) != len(Atomic)+1 {
+		t.Fatalf("advert %+v", a)
+	}
+	for i := 1; i < len(a.Supported); i++ {
+		if a.Supported[i-1] >= a.Supported[i] {
+			t.Fatal("advert not sorted")
+		}
+	}
+	b, err := canon.Marshal(a)
+	if err != nil || canon.Check(b) != nil {
+		t.Fatal("advert does not encode canonically")
+	}
+	if got := s.Negotiate(a.Supported); len(got) != len(a.Supported) {
+		t.Fatalf("negotiating with ourselves lost caps: %d of %d", len(got), len(a.Supported))
+	}
+}
