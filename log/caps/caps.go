@@ -425,6 +425,7 @@ func (s *Set) Supported() []string {
 	for _, e := range s.List() {
 		ids = append(ids, e.ID)
 	}
+	sort.Strings(ids)
 	return ids
 }
 
