@@ -4,6 +4,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"regexp"
 	stdsync "sync"
 	"testing"
 
@@ -32,6 +33,19 @@ func TestExecScripts(t *testing.T) {
 	})
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/exec",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// grab VAR REGEXP: set VAR to the first group of REGEXP in the last stdout.
+			"grab": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 || neg {
+					ts.Fatalf("usage: grab VAR REGEXP")
+				}
+				m := regexp.MustCompile(args[1]).FindStringSubmatch(ts.ReadFile("stdout"))
+				if len(m) < 2 {
+					ts.Fatalf("grab: no match for %q in stdout", args[1])
+				}
+				ts.Setenv(args[0], m[1])
+			},
+		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("SUBLOG_HOME", env.WorkDir+"/home")
 			env.Setenv("EXAMPLES", filepath.Join(root, "examples"))

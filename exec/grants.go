@@ -164,6 +164,21 @@ func (x *grantIndex) add(c *card.Card) {
 			reason = "no reason given"
 		}
 		x.revoked[id] = reason
+	case card.KindCRL:
+		// A revocation list of the host's own cards withdraws them too.
+		var b struct {
+			Revoked [][]byte `cbor:"revoked"`
+		}
+		if c.DecodeBody(&b) != nil {
+			return
+		}
+		for _, r := range b.Revoked {
+			if id, err := card.IDFromBytes(r); err == nil {
+				if _, ok := x.revoked[id]; !ok {
+					x.revoked[id] = "listed in a revocation list (crl)"
+				}
+			}
+		}
 	}
 }
 

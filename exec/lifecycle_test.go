@@ -409,3 +409,19 @@ func TestHandoffRejects(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// TestCRLRevokes: a crl card of the host naming the grant withdraws it too.
+func TestCRLRevokes(t *testing.T) {
+	e := newEnv(t, "host", nil, nil)
+	raw := example(t, "greeter")
+	gid := e.grantPeer(raw, reqLog, bundle.Limits{Instances: 2})
+	p := e.deploy(raw)
+	if _, err := e.log.Append(e.key, card.Draft{Kind: card.KindCRL, TS: e.clock.Now().Unix(),
+		Body: map[string]any{"revoked": [][]byte{gid[:]}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.host.Check()
+	if _, err := e.call(p, "x"); !errors.Is(err, ErrStopped) || !strings.Contains(err.Error(), "crl") {
+		t.Fatalf("call after crl: %v", err)
+	}
+}
