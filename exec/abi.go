@@ -54,15 +54,9 @@ type callState struct {
 	writes   map[string][]byte // nil value: deleted
 	fault    error             // why a host function trapped
 	logged   int
-	timedOut atomic.Bool // the watchdog closed the module at the CPU cap
+	timedOut atomic.Bool // the watchdog stopped the module at the CPU cap
+	gaveUp   atomic.Bool // the caller's context ended first
 }
-
-// Exit codes the executor closes a module with.
-const (
-	exitCPUCap    = 0xc0de0001
-	exitCancelled = 0xc0de0002
-	exitStopped   = 0xc0de0003
-)
 
 func stateOf(ctx context.Context) *callState {
 	cs, _ := ctx.Value(callKey{}).(*callState)

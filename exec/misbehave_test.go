@@ -3,6 +3,7 @@ package exec
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	stdsync "sync"
 	"testing"
@@ -105,31 +106,63 @@ func TestInstrumentedLoopFreeStops(t *testing.T) {
 }
 
 func TestInstrumentRejectsGarbage(t *testing.T) {
-	for _, m := range [][]byte{
-		nil,
-		loopFree[:8],
-		append(append([]byte{}, loopFree[:8]...), 0x0a, 0x7f),             // section overruns
-		append(append([]byte{}, loopFree[:8]...), 0x0a, 0x02, 0x01, 0x09), // body overruns
+	hdr := loopFree[:8]
+	with := func(b ...byte) []byte { return append(append([]byte{}, hdr...), b...) }
+	for name, m := range map[string][]byte{
+		"empty":            nil,
+		"no header":        []byte("\x00asn\x01\x00\x00\x00"),
+		"section overruns": with(0x0a, 0x7f),
+		"body overruns":    with(0x0a, 0x02, 0x01, 0x09),
+		"start section":    with(0x08, 0x01, 0x00),
+		"unknown opcode":   with(0x0a, 0x05, 0x01, 0x03, 0x00, 0xff, 0x0b),
+		"truncated const":  with(0x0a, 0x05, 0x01, 0x03, 0x00, 0x44, 0x00),
 	} {
-		out, err := instrument(m)
-		if len(m) == 8 {
-			if err != nil || len(out) != 8 {
-				t.Fatalf("empty module: %v", err)
-			}
-			continue
-		}
-		if err == nil {
-			t.Fatalf("instrument(%x) accepted", m)
+		if _, err := instrument(m); !errors.Is(err, errWasm) {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
-	// A body that starts with a loop is left alone.
-	out, err := instrument(loopFree)
-	if err != nil || len(out) != len(loopFree)+3 {
-		t.Fatalf("instrument: %d bytes, %v", len(out), err)
+	// A module with no sections gets the flags (and a memory for the trips
+	// into Go).
+	out, err := instrument(hdr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	again, err := instrument(out)
-	if err != nil || len(again) != len(out) {
-		t.Fatalf("re-instrumenting an entry-checked body changed it: %d -> %d, %v", len(out), len(again), err)
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	m, err := rt.Instantiate(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := m.ExportedGlobal(stopGlobal); g == nil || g.Get() != 0 {
+		t.Fatalf("stop flag: %v", g)
+	}
+	if g := m.ExportedGlobal(fuelGlobal); g == nil || g.Get() != fuelRefill {
+		t.Fatalf("fuel: %v", g)
+	}
+}
+
+// TestInstrumentExamples: every example module (real Go output) is decoded
+// instruction by instruction, instrumented, and still compiles.
+func TestInstrumentExamples(t *testing.T) {
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	for _, name := range []string{"greeter", "counter", "misbehave"} {
+		b, err := bundle.Decode(example(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := instrument(b.Module)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(out) <= len(b.Module) {
+			t.Fatalf("%s: nothing inserted", name)
+		}
+		if _, err := rt.CompileModule(ctx, out); err != nil {
+			t.Fatalf("%s: instrumented module does not compile: %v", name, err)
+		}
 	}
 }
 
@@ -219,5 +252,34 @@ func TestMisbehave(t *testing.T) {
 	}
 	if got := e.mustCall(mb, "clock"); got == "2026" {
 		t.Fatalf("the peer saw the real clock without the clock grant")
+	}
+}
+
+// TestSpinningPeerDoesNotStallHost: while a peer spins in a loop and while
+// it runs the loop-free call tree, the host's garbage collector (which must
+// stop every goroutine) and its timers still run: the checks enter Go every
+// few thousand steps, so native wasm never holds the host hostage.
+func TestSpinningPeerDoesNotStallHost(t *testing.T) {
+	e := newEnv(t, "host", nil, nil)
+	raw := rebuild(t, example(t, "misbehave"), func(m *bundle.Manifest) { m.Limits.CPUReqMS = 3000 })
+	e.grantPeer(raw, reqLog, bundle.Limits{CPUReqMS: 3000})
+	p := e.deploy(raw)
+	for _, req := range []string{"loop", "fib 60"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := e.call(p, req)
+			done <- err
+		}()
+		time.Sleep(200 * time.Millisecond)
+		for i := 0; i < 3; i++ {
+			t0 := time.Now()
+			runtime.GC()
+			if d := time.Since(t0); d > time.Second {
+				t.Fatalf("%s: a GC took %v while the peer ran", req, d)
+			}
+		}
+		if err := <-done; !errors.Is(err, ErrCPUCap) {
+			t.Fatalf("%s: %v", req, err)
+		}
 	}
 }

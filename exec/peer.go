@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	stdsync "sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -57,6 +56,8 @@ type instance struct {
 	mod    api.Module
 	handle api.Function
 	out    *output
+	stop   api.MutableGlobal // the flags instrument adds
+	fuel   api.MutableGlobal
 }
 
 func newPeer(h *Host, b *bundle.Bundle, kv map[string][]byte) *peer {
@@ -151,7 +152,6 @@ func (p *peer) start(ctx context.Context) error {
 	pages := uint32((p.limits.Memory + bundle.PageSize - 1) / bundle.PageSize)
 	cfg := wazero.NewRuntimeConfig().
 		WithMemoryLimitPages(pages).
-		WithCloseOnContextDone(true).
 		WithMemoryCapacityFromMax(true).
 		WithCompilationCache(p.h.cache)
 	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
@@ -207,32 +207,29 @@ func (p *peer) startCap() time.Duration {
 // Go or C reactor) runs under startCap.
 func (p *peer) instantiate(rt wazero.Runtime, cm wazero.CompiledModule, runCtx context.Context) (*instance, error) {
 	out := &output{p: p}
+	// No guest code runs inside InstantiateModule (instrument refuses start
+	// sections): _initialize is called below, under the watchdog.
 	mc := wazero.NewModuleConfig().WithName("").WithStdout(out).WithStderr(out).WithStartFunctions()
-	if _, ok := cm.ExportedFunctions()["_initialize"]; ok {
-		mc = mc.WithStartFunctions("_initialize")
-	}
 	if p.caps[bundle.CapClock] {
 		mc = mc.WithSysWalltime().WithSysNanotime()
 	}
 	if p.caps[bundle.CapRandom] {
 		mc = mc.WithRandSource(p.h.cfg.Rand)
 	}
-	ctx, cancel := context.WithTimeout(runCtx, p.startCap())
-	defer cancel()
-	cs := &callState{}
-	ctx = context.WithValue(ctx, callKey{}, cs)
-	t0 := time.Now()
-	m, err := rt.InstantiateModule(ctx, cm, mc)
-	p.mu.Lock()
-	p.cpuNS += int64(time.Since(t0))
-	p.mu.Unlock()
-	if err != nil {
-		if runCtx.Err() != nil {
-			return nil, fmt.Errorf("%w: %s", ErrStopped, p.b.Manifest.Name)
-		}
-		return nil, p.classify(ctx, cs, out, nil, err, "starting")
+	if runCtx.Err() != nil {
+		return nil, fmt.Errorf("%w: %s", ErrStopped, p.b.Manifest.Name)
 	}
-	inst := &instance{mod: m, handle: m.ExportedFunction(exportEntry), out: out}
+	m, err := rt.InstantiateModule(context.Background(), cm, mc)
+	if err != nil {
+		return nil, p.classify(&callState{}, out, nil, err, "starting")
+	}
+	stop, ok1 := m.ExportedGlobal(stopGlobal).(api.MutableGlobal)
+	fuel, ok2 := m.ExportedGlobal(fuelGlobal).(api.MutableGlobal)
+	if !ok1 || !ok2 {
+		m.Close(context.Background())
+		return nil, fmt.Errorf("%w: %s: the stop flag is missing", ErrTrap, p.b.Manifest.Name)
+	}
+	inst := &instance{mod: m, handle: m.ExportedFunction(exportEntry), out: out, stop: stop, fuel: fuel}
 	p.mu.Lock()
 	if p.ctx != runCtx || runCtx.Err() != nil {
 		p.mu.Unlock()
@@ -241,7 +238,51 @@ func (p *peer) instantiate(rt wazero.Runtime, cm wazero.CompiledModule, runCtx c
 	}
 	p.live[inst] = struct{}{}
 	p.mu.Unlock()
+	if init := m.ExportedFunction("_initialize"); init != nil {
+		cs := &callState{}
+		_, _, err := p.guarded(context.Background(), inst, init, p.startCap(), cs)
+		if err != nil {
+			p.discard(inst)
+			if runCtx.Err() != nil {
+				return nil, fmt.Errorf("%w: %s", ErrStopped, p.b.Manifest.Name)
+			}
+			return nil, p.classify(cs, out, m, err, "starting")
+		}
+	}
 	return inst, nil
+}
+
+// halt raises an instance's stop flag: it traps at its next check.
+func (inst *instance) halt() {
+	inst.stop.Set(1)
+	inst.fuel.Set(1)
+}
+
+// guarded calls fn on inst under the watchdog: at limit, or when ctx is
+// done, it raises the instance's stop flag and the module traps at its next
+// check. The time spent counts toward the peer's CPU total.
+func (p *peer) guarded(ctx context.Context, inst *instance, fn api.Function, limit time.Duration, cs *callState, params ...uint64) ([]uint64, time.Duration, error) {
+	watchdog := time.AfterFunc(limit, func() {
+		cs.timedOut.Store(true)
+		inst.halt()
+	})
+	stopWatch := func() bool { return true }
+	if ctx.Done() != nil {
+		stopWatch = context.AfterFunc(ctx, func() {
+			cs.gaveUp.Store(true)
+			inst.halt()
+		})
+	}
+	cctx := context.WithValue(context.WithoutCancel(ctx), callKey{}, cs)
+	t0 := time.Now()
+	res, err := fn.Call(cctx, params...)
+	spent := time.Since(t0)
+	watchdog.Stop()
+	stopWatch()
+	p.mu.Lock()
+	p.cpuNS += int64(spent)
+	p.mu.Unlock()
+	return res, spent, err
 }
 
 // discard closes an instance that failed or outlived its runtime's run.
@@ -264,7 +305,7 @@ func (p *peer) halt() {
 		cancel()
 	}
 	for inst := range live {
-		inst.mod.CloseWithExitCode(context.Background(), exitStopped)
+		inst.halt() // a busy instance traps at its next check
 	}
 	p.calls.Wait()
 	if rt != nil {
@@ -395,33 +436,9 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 		}
 	}
 
-	// The watchdog: at the CPU cap (or when the caller gives up) it closes
-	// the module, which the termination checks at every loop header and,
-	// by instrument, every function entry, turn into a trap. A timer costs
-	// less than the goroutine per call that a deadline context makes wazero
-	// start, so the call gets a context that is never done.
 	cs := &callState{req: req}
-	watchdog := time.AfterFunc(time.Duration(lim.CPUReqMS)*time.Millisecond, func() {
-		cs.timedOut.Store(true)
-		inst.mod.CloseWithExitCode(context.Background(), exitCPUCap)
-	})
-	var gaveUp atomic.Bool
-	stopWatch := func() bool { return true }
-	if ctx.Done() != nil {
-		stopWatch = context.AfterFunc(ctx, func() {
-			gaveUp.Store(true)
-			inst.mod.CloseWithExitCode(context.Background(), exitCancelled)
-		})
-	}
-	cctx := context.WithValue(context.WithoutCancel(ctx), callKey{}, cs)
-	t0 := time.Now()
-	res, err := inst.handle.Call(cctx, uint64(len(req)))
-	spent := time.Since(t0)
-	watchdog.Stop()
-	stopWatch()
-
+	res, _, err := p.guarded(ctx, inst, inst.handle, time.Duration(lim.CPUReqMS)*time.Millisecond, cs, uint64(len(req)))
 	p.mu.Lock()
-	p.cpuNS += int64(spent)
 	overTotal := lim.CPUTotalMS != 0 && uint64(p.cpuNS/1e6)+p.cpuMS > lim.CPUTotalMS
 	p.mu.Unlock()
 
@@ -430,10 +447,10 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 		if runCtx.Err() != nil {
 			return nil, fmt.Errorf("%w: %s", ErrStopped, p.b.Manifest.Name)
 		}
-		if gaveUp.Load() && !cs.timedOut.Load() {
+		if cs.gaveUp.Load() && !cs.timedOut.Load() {
 			return nil, ctx.Err() // the caller gave up: not the peer's failure
 		}
-		err = p.classify(cctx, cs, inst.out, inst.mod, err, "serving")
+		err = p.classify(cs, inst.out, inst.mod, err, "serving")
 		err = p.failed(err)
 		if overTotal {
 			go p.stopFor(fmt.Sprintf("CPU total cap of %d ms used up", lim.CPUTotalMS))
@@ -448,7 +465,7 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 	}
 	p.mu.Lock()
 	p.failures = 0
-	if p.ctx == runCtx && !cs.timedOut.Load() && !gaveUp.Load() {
+	if p.ctx == runCtx && !cs.timedOut.Load() && !cs.gaveUp.Load() {
 		// (An instance the watchdog closed just as the call returned is
 		// not reused.)
 		p.idle = append(p.idle, inst)
@@ -504,14 +521,14 @@ func (p *peer) failed(err error) error {
 }
 
 // classify turns a trap into one of the package's errors with a clear reason.
-func (p *peer) classify(ctx context.Context, cs *callState, out *output, m api.Module, err error, doing string) error {
+func (p *peer) classify(cs *callState, out *output, m api.Module, err error, doing string) error {
 	name := p.b.Manifest.Name
 	var exit *sys.ExitError
 	tail := out.text()
 	switch {
 	case cs.fault != nil:
 		return fmt.Errorf("%s: %w", name, cs.fault)
-	case cs.timedOut.Load() || errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case cs.timedOut.Load():
 		limit := time.Duration(p.limits.CPUReqMS) * time.Millisecond
 		if doing == "starting" {
 			limit = p.startCap()
