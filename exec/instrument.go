@@ -47,9 +47,10 @@ var errWasm = errors.New("exec: malformed or unsupported wasm module")
 // Export names of the flags instrument adds, and the fuel between trips
 // into Go.
 const (
-	stopGlobal = "__sublog_stop"
-	fuelGlobal = "__sublog_fuel"
-	fuelRefill = 4096
+	instrumentVersion = 1 // bump when the rewrite changes (it names cached results)
+	stopGlobal        = "__sublog_stop"
+	fuelGlobal        = "__sublog_fuel"
+	fuelRefill        = 4096
 )
 
 const (

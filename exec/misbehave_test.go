@@ -1,8 +1,12 @@
 package exec
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	stdsync "sync"
@@ -281,5 +285,34 @@ func TestSpinningPeerDoesNotStallHost(t *testing.T) {
 		if err := <-done; !errors.Is(err, ErrCPUCap) {
 			t.Fatalf("%s: %v", req, err)
 		}
+	}
+}
+
+// TestInstrumentedCacheChecked: a damaged instrumented module on disk is
+// not used; the module is instrumented again.
+func TestInstrumentedCacheChecked(t *testing.T) {
+	e := newEnv(t, "host", nil, nil)
+	raw := example(t, "greeter")
+	b, _ := bundle.Decode(raw)
+	if _, err := e.host.moduleBytes(b); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(e.host.cfg.CacheDir, "instrumented", fmt.Sprintf("v%d-%x", instrumentVersion, b.Hash()))
+	f, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f[len(f)/2] ^= 0xff
+	if err := os.WriteFile(path, f, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.host.modules = map[bundle.Hash][]byte{}
+	got, err := e.host.moduleBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := instrument(b.Module)
+	if !bytes.Equal(got, want) {
+		t.Fatal("the damaged cache entry was used")
 	}
 }

@@ -1,7 +1,9 @@
 package exec
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -120,7 +122,9 @@ func (p *peer) adopt(g *grant) {
 	}
 }
 
-// moduleBytes instruments the bundle's module once per host.
+// moduleBytes instruments the bundle's module once per host, and keeps the
+// result on disk next to the compilation cache (checked by its SHA-256 when
+// read back), so a new process does not decode every instruction again.
 func (h *Host) moduleBytes(b *bundle.Bundle) ([]byte, error) {
 	h.mu.Lock()
 	m, ok := h.modules[b.Hash()]
@@ -128,9 +132,27 @@ func (h *Host) moduleBytes(b *bundle.Bundle) ([]byte, error) {
 	if ok {
 		return m, nil
 	}
-	m, err := instrument(b.Module)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", bundle.ErrModule, err)
+	path := filepath.Join(h.cfg.CacheDir, "instrumented", fmt.Sprintf("v%d-%x", instrumentVersion, b.Hash()))
+	if f, err := os.ReadFile(path); err == nil && len(f) > sha256.Size {
+		if sum := sha256.Sum256(f[sha256.Size:]); bytes.Equal(sum[:], f[:sha256.Size]) {
+			m = f[sha256.Size:]
+		}
+	}
+	if m == nil {
+		var err error
+		if m, err = instrument(b.Module); err != nil {
+			return nil, fmt.Errorf("%w: %w", bundle.ErrModule, err)
+		}
+		sum := sha256.Sum256(m)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+			if f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*"); err == nil {
+				_, werr := f.Write(append(sum[:], m...))
+				if cerr := f.Close(); werr == nil && cerr == nil {
+					os.Rename(f.Name(), path)
+				}
+				os.Remove(f.Name())
+			}
+		}
 	}
 	h.mu.Lock()
 	h.modules[b.Hash()] = m
