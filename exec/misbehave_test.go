@@ -265,8 +265,8 @@ func TestMisbehave(t *testing.T) {
 // few thousand steps, so native wasm never holds the host hostage.
 func TestSpinningPeerDoesNotStallHost(t *testing.T) {
 	e := newEnv(t, "host", nil, nil)
-	raw := rebuild(t, example(t, "misbehave"), func(m *bundle.Manifest) { m.Limits.CPUReqMS = 3000 })
-	e.grantPeer(raw, reqLog, bundle.Limits{CPUReqMS: 3000})
+	raw := rebuild(t, example(t, "misbehave"), func(m *bundle.Manifest) { m.Limits.CPUReqMS = 1500 })
+	e.grantPeer(raw, reqLog, bundle.Limits{CPUReqMS: 1500})
 	p := e.deploy(raw)
 	for _, req := range []string{"loop", "fib 60"} {
 		done := make(chan error, 1)
