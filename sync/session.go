@@ -1,0 +1,582 @@
+// Package sync runs log-diff sync sessions between a store and a peer: over
+// any transport connection (the channel authenticates and encrypts, yamux
+// carries the protocol stream) or as store-and-forward bundle files. The
+// protocol's decisions are made by the pure state machine in sync/proto;
+// this package does the I/O around it, verifies every received card through
+// the Store before it is kept, and reports progress.
+package sync
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	stdsync "sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/sync/channel"
+	"github.com/sublog/sublog/sync/proto"
+	"github.com/sublog/sublog/sync/transport"
+)
+
+// DefaultTimeout is how long a session waits without progress (a handshake
+// message, or a protocol message read or written) before dropping the peer.
+const DefaultTimeout = 30 * time.Second
+
+// maxBatchBytes bounds the card bytes of one Cards message.
+const maxBatchBytes = 1 << 20
+
+// Options configure a session. Secret and Rand are required.
+type Options struct {
+	Secret *key.Secret
+	Rand   io.Reader
+	// Policy decides what the peer sees and what is taken from it; nil
+	// means NewLists with this side's own identity as Self only.
+	Policy Policy
+	// Accept may refuse a peer by identity after it has proven it.
+	Accept func(peer key.ID) error
+	// Timeout drops a peer that makes no progress for this long
+	// (DefaultTimeout when zero).
+	Timeout time.Duration
+	// Progress, when set, is called with running totals as cards move.
+	Progress func(Stats)
+}
+
+// Stats describes one session.
+type Stats struct {
+	Peer     key.ID `json:"peer"`
+	Received int    `json:"received"` // cards verified and stored
+	Logs     int    `json:"logs"`     // logs that received cards
+	Sent     int    `json:"sent"`     // cards sent
+	Rejected int    `json:"rejected"` // cards refused (bad, not in chain order, of the wrong log)
+	Forks    int    `json:"forks"`    // fork proofs stored
+	Rounds   int    `json:"rounds"`   // reconciliation messages this side sent
+	BytesIn  int64  `json:"bytes_in"` // on the wire, handshake included
+	BytesOut int64  `json:"bytes_out"`
+}
+
+// String is the one-line summary the CLI prints.
+func (s Stats) String() string {
+	return fmt.Sprintf("received %d cards in %d logs, sent %d, rejected %d", s.Received, s.Logs, s.Sent, s.Rejected)
+}
+
+// meter counts bytes on the raw connection.
+type meter struct {
+	transport.Conn
+	in, out atomic.Int64
+}
+
+func (m *meter) Read(p []byte) (int, error) {
+	n, err := m.Conn.Read(p)
+	m.in.Add(int64(n))
+	return n, err
+}
+
+func (m *meter) Write(p []byte) (int, error) {
+	n, err := m.Conn.Write(p)
+	m.out.Add(int64(n))
+	return n, err
+}
+
+type job struct {
+	msg  *proto.Msg
+	push *proto.Push
+	wit  *proto.WitnessOut
+	fork *key.ID
+}
+
+type session struct {
+	st        Store
+	opt       Options
+	initiator bool
+	peer      key.ID
+	conn      *meter
+	progress  atomic.Int64 // unix nanos of the last progress
+	shook     atomic.Bool  // the handshake is over
+
+	mu       stdsync.Mutex
+	cond     *stdsync.Cond
+	m        *proto.Machine
+	queue    []job
+	sentDone bool
+	failed   error
+	stats    Stats
+	logs     map[key.ID]bool
+}
+
+// Run runs one session over conn; initiator is the side that dialled. It
+// returns when both sides have sent everything, or on the first error
+// (cards stored before it stay stored: each was verified on its own, and a
+// later session resumes from the heads). conn is closed on return.
+func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt Options) (Stats, error) {
+	if opt.Secret == nil || opt.Rand == nil {
+		return Stats{}, errors.New("sync: Options need Secret and Rand")
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	if opt.Policy == nil {
+		opt.Policy = NewLists([]key.ID{opt.Secret.ID()}, nil, nil)
+	}
+	s := &session{st: st, opt: opt, initiator: initiator, conn: &meter{Conn: conn}, logs: map[key.ID]bool{}}
+	s.cond = stdsync.NewCond(&s.mu)
+	s.touch()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stalled := make(chan struct{})
+	go s.watch(ctx, cancel, stalled)
+	err := s.run(ctx)
+	cancel()
+	s.conn.Close()
+	s.mu.Lock()
+	st2 := s.stats
+	s.mu.Unlock()
+	st2.BytesIn, st2.BytesOut = s.conn.in.Load(), s.conn.out.Load()
+	select {
+	case <-stalled:
+		if err != nil {
+			err = fmt.Errorf("%w after %v: %v", ErrStalled, opt.Timeout, err)
+		}
+	default:
+	}
+	return st2, err
+}
+
+func (s *session) touch() { s.progress.Store(time.Now().UnixNano()) }
+
+// watch drops the connection when the session makes no progress for the
+// timeout, so a stalled peer cannot hang this side.
+func (s *session) watch(ctx context.Context, cancel func(), stalled chan struct{}) {
+	t := time.NewTicker(s.opt.Timeout / 8)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, s.progress.Load())) > s.opt.Timeout {
+				close(stalled)
+				s.fail(ErrStalled)
+				cancel()
+				s.conn.Close()
+				return
+			}
+		}
+	}
+}
+
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	if s.failed == nil {
+		s.failed = err
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+func (s *session) run(ctx context.Context) error {
+	cfg := channel.Config{Secret: s.opt.Secret, Rand: s.opt.Rand, Accept: s.opt.Accept}
+	var ch *channel.Conn
+	var err error
+	hsConn := &touchConn{Conn: s.conn, s: s}
+	if s.initiator {
+		ch, err = channel.Client(ctx, hsConn, cfg)
+	} else {
+		ch, err = channel.Server(ctx, hsConn, cfg)
+	}
+	if err != nil {
+		return err
+	}
+	s.shook.Store(true)
+	s.peer = ch.Peer()
+	s.stats.Peer = s.peer
+	mux, err := transport.Mux(ch, s.initiator)
+	if err != nil {
+		return err
+	}
+	defer mux.Close()
+	var stream io.ReadWriteCloser
+	if s.initiator {
+		stream, err = mux.OpenStream()
+	} else {
+		stream, err = mux.AcceptStreamWithContext(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("sync: opening stream: %w", err)
+	}
+	defer stream.Close()
+
+	heads, err := s.st.Heads()
+	if err != nil {
+		return fmt.Errorf("sync: reading heads: %w", err)
+	}
+	shown := heads[:0:0]
+	for _, h := range heads {
+		if s.opt.Policy.Visible(s.peer, h.Author) {
+			shown = append(shown, h)
+		}
+	}
+	peer := s.peer
+	s.m = proto.New(proto.Config{
+		Initiator: s.initiator,
+		Heads:     shown,
+		Lookup: func(a key.ID, seq uint64) (card.ID, bool) {
+			c, err := s.st.Get(a, seq)
+			if err != nil {
+				return card.ID{}, false
+			}
+			return c.ID(), true
+		},
+		Want: func(a key.ID) bool { return s.opt.Policy.Accept(peer, a) },
+	})
+	s.mu.Lock()
+	s.enqueue(s.m.Start())
+	s.mu.Unlock()
+
+	wdone := make(chan error, 1)
+	go func() { wdone <- s.writer(stream) }()
+	rerr := s.reader(stream)
+	if rerr != nil {
+		s.fail(rerr)
+		stream.Close()
+		mux.Close()
+		<-wdone
+		return rerr
+	}
+	if err := <-wdone; err != nil {
+		return err
+	}
+	if s.initiator {
+		// The responder closes first once it has our Done; wait for that
+		// (bounded), so our Done is never cut off in flight.
+		select {
+		case <-mux.CloseChan():
+		case <-time.After(s.opt.Timeout):
+		case <-ctx.Done():
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.Rounds = s.m.Rounds()
+	return nil
+}
+
+// touchConn marks progress on every read during the handshake.
+type touchConn struct {
+	transport.Conn
+	s *session
+}
+
+func (t *touchConn) Read(p []byte) (int, error) {
+	n, err := t.Conn.Read(p)
+	if n > 0 && !t.s.shook.Load() {
+		t.s.touch()
+	}
+	return n, err
+}
+
+// enqueue hands an output's sending work to the writer. Caller holds mu.
+func (s *session) enqueue(out proto.Output) {
+	for _, m := range out.Send {
+		s.queue = append(s.queue, job{msg: m})
+	}
+	for i := range out.Push {
+		s.queue = append(s.queue, job{push: &out.Push[i]})
+	}
+	for i := range out.Witness {
+		s.queue = append(s.queue, job{wit: &out.Witness[i]})
+	}
+	for i := range out.Forks {
+		s.queue = append(s.queue, job{fork: &out.Forks[i]})
+	}
+	s.cond.Broadcast()
+}
+
+// reader reads and steps messages until the peer is done.
+func (s *session) reader(r io.Reader) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		msg, _, err := proto.ReadMsg(br)
+		if err != nil {
+			s.mu.Lock()
+			failed := s.failed
+			s.mu.Unlock()
+			if failed != nil {
+				return failed
+			}
+			return fmt.Errorf("sync: reading from peer: %w", err)
+		}
+		s.touch()
+		s.mu.Lock()
+		out, err := s.m.Step(msg)
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		s.enqueue(out)
+		done := s.m.PeerDone()
+		s.mu.Unlock()
+		for _, r := range out.Received {
+			s.receive(r)
+		}
+		if len(out.Received) > 0 {
+			s.report()
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// writer sends queued work, then Done. The responder says Done as soon as it
+// has nothing left; the initiator only after the responder's Done, so the
+// initiator's Done is the last message of the session.
+func (s *session) writer(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && s.failed == nil && !s.canFinish() {
+			s.cond.Wait()
+		}
+		if s.failed != nil {
+			err := s.failed
+			s.mu.Unlock()
+			return err
+		}
+		if len(s.queue) == 0 {
+			s.sentDone = true
+			s.mu.Unlock()
+			if err := s.send(bw, &proto.Msg{T: proto.TDone}); err != nil {
+				return err
+			}
+			return bw.Flush()
+		}
+		j := s.queue[0]
+		s.queue = s.queue[1:]
+		s.mu.Unlock()
+		if err := s.do(bw, j); err != nil {
+			s.fail(err)
+			return err
+		}
+		s.mu.Lock()
+		idle := len(s.queue) == 0
+		s.mu.Unlock()
+		if idle {
+			if err := bw.Flush(); err != nil {
+				s.fail(err)
+				return err
+			}
+		}
+	}
+}
+
+func (s *session) canFinish() bool {
+	return !s.sentDone && s.m.ReconDone() && (!s.initiator || s.m.PeerDone())
+}
+
+func (s *session) send(w io.Writer, m *proto.Msg) error {
+	if _, err := proto.WriteMsg(w, m); err != nil {
+		return err
+	}
+	s.touch()
+	return nil
+}
+
+func (s *session) do(w io.Writer, j job) error {
+	switch {
+	case j.msg != nil:
+		return s.send(w, j.msg)
+	case j.push != nil:
+		return s.push(w, *j.push)
+	case j.wit != nil:
+		c, err := s.st.Get(j.wit.Author, j.wit.Seq)
+		if err != nil {
+			return nil // nothing to show at that seq
+		}
+		return s.send(w, &proto.Msg{T: proto.TWitness, Author: j.wit.Author.Bytes(), From: j.wit.Seq,
+			Reply: j.wit.Reply, Cards: [][]byte{c.Bytes()}})
+	case j.fork != nil:
+		a, b, ok, err := s.st.ForkProof(*j.fork)
+		if err != nil || !ok {
+			return err
+		}
+		return s.send(w, &proto.Msg{T: proto.TFork, Author: j.fork.Bytes(), Cards: [][]byte{a, b}})
+	}
+	return nil
+}
+
+// push streams a log's cards From..To in chain order.
+func (s *session) push(w io.Writer, p proto.Push) error {
+	var batch [][]byte
+	size, first := 0, p.From
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := s.send(w, &proto.Msg{T: proto.TCards, Author: p.Author.Bytes(), From: first, Cards: batch})
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.stats.Sent += len(batch)
+		s.mu.Unlock()
+		s.report()
+		first += uint64(len(batch))
+		batch, size = nil, 0
+		return nil
+	}
+	next := p.From
+	err := s.st.Scan(p.Author, p.From, func(c *card.Card) error {
+		if c.Seq() > p.To {
+			return ErrStop
+		}
+		if c.Seq() != next {
+			return fmt.Errorf("sync: store scan of %s gave seq %d, want %d", p.Author, c.Seq(), next)
+		}
+		next++
+		if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, c.Bytes())
+		size += len(c.Bytes())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// receive verifies and stores what the peer sent, counting what it refuses.
+func (s *session) receive(r proto.Received) {
+	var received, rejected, forks int
+	switch r.Kind {
+	case proto.TCards:
+		received, rejected, forks = s.importRun(r.Author, r.From, r.Cards)
+	case proto.TWitness:
+		if a, err := PeekAuthor(r.Cards[0]); err != nil || a != r.Author {
+			rejected++
+			break
+		}
+		switch _, err := s.st.Import(r.Cards[0]); {
+		case errors.Is(err, ErrFork):
+			forks++
+		case err == nil:
+			received++
+		case !errors.Is(err, ErrDuplicate):
+			rejected++
+		}
+	case proto.TFork:
+		if a, err := PeekAuthor(r.Cards[0]); err != nil || a != r.Author {
+			rejected += 2
+		} else if err := s.st.AddForkProof(r.Cards[0], r.Cards[1]); err != nil {
+			rejected += 2
+		} else {
+			forks++
+		}
+	}
+	s.mu.Lock()
+	s.stats.Received += received
+	s.stats.Rejected += rejected
+	s.stats.Forks += forks
+	if received > 0 && !s.logs[r.Author] {
+		s.logs[r.Author] = true
+		s.stats.Logs++
+	}
+	s.mu.Unlock()
+}
+
+// importRun stores a chain segment of author starting at seq from. Cards the
+// store already has are skipped without a signature check (a replayed or
+// resent card costs one hash); a different card at a taken seq goes to the
+// store, which keeps it as a fork proof if it is valid.
+func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, rejected, forks int) {
+	for _, b := range cards {
+		if a, err := PeekAuthor(b); err != nil || a != author {
+			return 0, len(cards), 0
+		}
+	}
+	head, ok, err := st.Head(author)
+	if err != nil {
+		return 0, len(cards), 0
+	}
+	i := 0
+	for ; ok && i < len(cards) && from+uint64(i) <= head.Seq; i++ {
+		stored, err := st.Get(author, from+uint64(i))
+		if err == nil && card.IDOf(cards[i]) == stored.ID() {
+			continue
+		}
+		_, err = st.Import(cards[i])
+		switch {
+		case errors.Is(err, ErrFork):
+			forks++
+		case errors.Is(err, ErrDuplicate):
+			continue
+		default:
+			rejected++
+		}
+		// The rest of this segment cannot chain onto the stored log.
+		return received, rejected + len(cards) - i - 1, forks
+	}
+	n, err := st.ImportBatch(cards[i:])
+	received += n
+	if err != nil {
+		rejected += len(cards) - i - n
+	}
+	return received, rejected, forks
+}
+
+func (s *session) importRun(author key.ID, from uint64, cards [][]byte) (int, int, int) {
+	return importRun(s.st, author, from, cards)
+}
+
+func (s *session) report() {
+	if s.opt.Progress == nil {
+		return
+	}
+	s.mu.Lock()
+	st := s.stats
+	s.mu.Unlock()
+	st.BytesIn, st.BytesOut = s.conn.in.Load(), s.conn.out.Load()
+	s.opt.Progress(st)
+}
+
+// Dial connects to addr over t and runs a session as the initiator.
+func Dial(ctx context.Context, t transport.Transport, addr string, st Store, opt Options) (Stats, error) {
+	c, err := t.Dial(ctx, addr)
+	if err != nil {
+		return Stats{}, err
+	}
+	return Run(ctx, c, true, st, opt)
+}
+
+// Serve accepts connections on l and runs a responder session for each, one
+// at a time per connection in its own goroutine, until ctx ends. done, when
+// set, is told how each session went.
+func Serve(ctx context.Context, l transport.Listener, st Store, opt Options, done func(Stats, error)) error {
+	var wg stdsync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := l.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stats, err := Run(ctx, c, false, st, opt)
+			if done != nil {
+				done(stats, err)
+			}
+		}()
+	}
+}
