@@ -185,7 +185,7 @@ func (m *Machine) ranges(msg *Msg) (Output, error) {
 		}
 		reply = append(reply, r)
 	}
-	lo := 0           // index of my first item in the current range
+	lo := 0          // index of my first item in the current range
 	var lower []byte // the range's lower bound (inclusive); nil at the start
 	for _, r := range msg.Ranges {
 		hi := len(m.items)
