@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/sync/channel"
@@ -210,14 +211,10 @@ func (s *session) run(ctx context.Context) error {
 	}
 	defer stream.Close()
 
-	heads, err := s.st.Heads()
-	if err != nil {
-		return fmt.Errorf("sync: reading heads: %w", err)
-	}
-	shown := heads[:0:0]
-	for _, h := range heads {
+	var shown []proto.Head
+	for _, h := range s.st.Heads() {
 		if s.opt.Policy.Visible(s.peer, h.Author) {
-			shown = append(shown, h)
+			shown = append(shown, proto.Head(h))
 		}
 	}
 	peer := s.peer
@@ -400,11 +397,11 @@ func (s *session) do(w io.Writer, j job) error {
 		return s.send(w, &proto.Msg{T: proto.TWitness, Author: j.wit.Author.Bytes(), From: j.wit.Seq,
 			Reply: j.wit.Reply, Cards: [][]byte{c.Bytes()}})
 	case j.fork != nil:
-		a, b, ok, err := s.st.ForkProof(*j.fork)
-		if err != nil || !ok {
-			return err
+		p, err := s.st.ForkProof(*j.fork)
+		if err != nil {
+			return nil // the proof is no longer there to show
 		}
-		return s.send(w, &proto.Msg{T: proto.TFork, Author: j.fork.Bytes(), Cards: [][]byte{a, b}})
+		return s.send(w, &proto.Msg{T: proto.TFork, Author: j.fork.Bytes(), Proof: p.Encode()})
 	}
 	return nil
 }
@@ -432,7 +429,7 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 	next := p.From
 	err := s.st.Scan(p.Author, p.From, func(c *card.Card) error {
 		if c.Seq() > p.To {
-			return ErrStop
+			return io.EOF
 		}
 		if c.Seq() != next {
 			return fmt.Errorf("sync: store scan of %s gave seq %d, want %d", p.Author, c.Seq(), next)
@@ -465,18 +462,16 @@ func (s *session) receive(r proto.Received) {
 			break
 		}
 		switch _, err := s.st.Import(r.Cards[0]); {
-		case errors.Is(err, ErrFork):
+		case errors.Is(err, sublog.ErrFork):
 			forks++
 		case err == nil:
 			received++
-		case !errors.Is(err, ErrDuplicate):
+		case !errors.Is(err, sublog.ErrDuplicate):
 			rejected++
 		}
 	case proto.TFork:
-		if a, err := PeekAuthor(r.Cards[0]); err != nil || a != r.Author {
-			rejected += 2
-		} else if err := s.st.AddForkProof(r.Cards[0], r.Cards[1]); err != nil {
-			rejected += 2
+		if p, err := s.st.ImportForkProof(r.Proof); err != nil || p.Author() != r.Author {
+			rejected++ // (a proof of another author is still true evidence; keeping it is harmless)
 		} else {
 			forks++
 		}
@@ -502,10 +497,7 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 			return 0, len(cards), 0
 		}
 	}
-	head, ok, err := st.Head(author)
-	if err != nil {
-		return 0, len(cards), 0
-	}
+	head, ok := st.Head(author)
 	i := 0
 	for ; ok && i < len(cards) && from+uint64(i) <= head.Seq; i++ {
 		stored, err := st.Get(author, from+uint64(i))
@@ -514,9 +506,9 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 		}
 		_, err = st.Import(cards[i])
 		switch {
-		case errors.Is(err, ErrFork):
+		case errors.Is(err, sublog.ErrFork):
 			forks++
-		case errors.Is(err, ErrDuplicate):
+		case errors.Is(err, sublog.ErrDuplicate):
 			continue
 		default:
 			rejected++
@@ -524,10 +516,19 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 		// The rest of this segment cannot chain onto the stored log.
 		return received, rejected + len(cards) - i - 1, forks
 	}
-	n, err := st.ImportBatch(cards[i:])
-	received += n
+	res, err := st.ImportBatch(cards[i:])
 	if err != nil {
-		rejected += len(cards) - i - n
+		return received, rejected + len(cards) - i, forks
+	}
+	received += len(res.Accepted)
+	for _, e := range res.Errs {
+		switch {
+		case errors.Is(e, sublog.ErrFork):
+			forks++
+		case errors.Is(e, sublog.ErrDuplicate):
+		default:
+			rejected++
+		}
 	}
 	return received, rejected, forks
 }

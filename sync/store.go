@@ -3,105 +3,104 @@ package sync
 import (
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	stdsync "sync"
+
+	sublog "github.com/sublog/sublog/log"
 
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
-	"github.com/sublog/sublog/sync/proto"
 )
 
-// Store is what sync needs from a log store. Package log implements it
-// (through an adapter, see logstore.go); MemStore is the in-memory version
-// tests use. Every method is safe for concurrent use.
+// Store is what sync needs from a log store. *log.Store implements it (the
+// assertion below keeps them tied); MemStore is the in-memory version tests
+// use. Every method is safe for concurrent use.
 //
 // Import and ImportBatch verify every card fully (canonical form, signature,
-// capabilities) and accept it only in chain order; on refusal they return one
-// of the errors below (wrapped), or a card decoding error from log/card.
+// capabilities) and accept foreign cards only in chain order. They refuse
+// with the log package's sentinels: log.ErrInvalid (failed verification),
+// log.ErrDuplicate (already stored: a replay is harmless), log.ErrGap,
+// log.ErrBadChain, log.ErrForked, and log.ErrFork after keeping a fork proof.
 type Store interface {
-	// Heads lists the head of every log in the store.
-	Heads() ([]proto.Head, error)
+	// Heads lists the head of every log, ordered by author.
+	Heads() []sublog.Head
 	// Head is author's head; ok is false when the store has no card of author.
-	Head(author key.ID) (h proto.Head, ok bool, err error)
-	// Get returns author's card at seq, or ErrNotFound.
+	Head(author key.ID) (h sublog.Head, ok bool)
+	// Get returns author's card at seq, or log.ErrNotFound.
 	Get(author key.ID, seq uint64) (*card.Card, error)
 	// Scan calls fn with author's cards from seq from on, in chain order,
-	// until fn returns an error (which Scan returns; ErrStop ends it cleanly).
+	// until fn returns an error (io.EOF ends it quietly).
 	Scan(author key.ID, from uint64, fn func(*card.Card) error) error
-	// Import verifies and stores one card. A card whose seq is already
-	// taken by a different card is kept as a fork proof and ErrFork returned;
-	// the same card again gives ErrDuplicate.
+	// Import verifies and stores one card.
 	Import(b []byte) (*card.Card, error)
-	// ImportBatch imports cards in order and stops at the first refusal,
-	// returning how many were stored before it and its error.
-	ImportBatch(bs [][]byte) (int, error)
-	// ForkProof returns the two cards proving author forked, if the store
-	// holds such a proof.
-	ForkProof(author key.ID) (a, b []byte, ok bool, err error)
-	// AddForkProof verifies two cards of one author at one seq with
-	// different IDs and keeps them as a proof; the author is not extended
-	// past the fork afterwards.
-	AddForkProof(a, b []byte) error
+	// ImportBatch verifies and stores cards in input order (one author's in
+	// chain order), reporting per index why any was refused.
+	ImportBatch(raw [][]byte) (sublog.ImportResult, error)
+	// ForkProof returns the stored fork proof of author, or log.ErrNotFound.
+	ForkProof(author key.ID) (*sublog.ForkProof, error)
+	// ImportForkProof verifies an encoded fork proof and keeps it; the
+	// author is not extended past the fork afterwards.
+	ImportForkProof(b []byte) (*sublog.ForkProof, error)
 }
 
-// Errors of stores and sessions.
 var (
-	ErrNotFound   = errors.New("sync: no such card")
-	ErrDuplicate  = errors.New("sync: card already stored")
-	ErrFork       = errors.New("sync: card forks its author's log")
-	ErrForked     = errors.New("sync: author has forked; log not extended")
-	ErrGap        = errors.New("sync: card does not follow the author's head")
-	ErrBadChain   = errors.New("sync: card's prev is not the card before it")
-	ErrBadProof   = errors.New("sync: not a fork proof")
-	ErrStop       = errors.New("sync: stop scan")
-	ErrStalled    = errors.New("sync: peer stalled")
+	_ Store = (*sublog.Store)(nil)
+	_ Store = (*MemStore)(nil)
+)
+
+// Errors of sessions.
+var (
+	// ErrStalled: the peer made no progress within the timeout and was dropped.
+	ErrStalled = errors.New("sync: peer stalled")
+	// ErrWrongOwner: a card is not of the log it was sent as.
 	ErrWrongOwner = errors.New("sync: card of another author than announced")
 )
 
-// MemStore is an in-memory Store for tests and tools. It verifies exactly as
-// the Store contract says.
+// MemStore is an in-memory Store for tests and tools, with the log store's
+// verification and chain rules.
 type MemStore struct {
 	caps  card.Caps
 	mu    stdsync.RWMutex
 	logs  map[key.ID][]*card.Card
-	forks map[key.ID][2]*card.Card
+	forks map[key.ID]*sublog.ForkProof
 }
 
 // NewMemStore makes an empty store that checks required capabilities with caps.
 func NewMemStore(caps card.Caps) *MemStore {
-	return &MemStore{caps: caps, logs: map[key.ID][]*card.Card{}, forks: map[key.ID][2]*card.Card{}}
+	return &MemStore{caps: caps, logs: map[key.ID][]*card.Card{}, forks: map[key.ID]*sublog.ForkProof{}}
 }
 
-func (s *MemStore) head(a key.ID) (proto.Head, bool) {
+func (s *MemStore) head(a key.ID) (sublog.Head, bool) {
 	l := s.logs[a]
 	if len(l) == 0 {
-		return proto.Head{}, false
+		return sublog.Head{}, false
 	}
 	c := l[len(l)-1]
 	_, forked := s.forks[a]
-	return proto.Head{Author: a, Seq: c.Seq(), ID: c.ID(), Forked: forked}, true
+	return sublog.Head{Author: a, Seq: c.Seq(), ID: c.ID(), Forked: forked}, true
 }
 
 // Heads implements Store.
-func (s *MemStore) Heads() ([]proto.Head, error) {
+func (s *MemStore) Heads() []sublog.Head {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]proto.Head, 0, len(s.logs))
+	out := make([]sublog.Head, 0, len(s.logs))
 	for a := range s.logs {
-		h, _ := s.head(a)
-		out = append(out, h)
+		if h, ok := s.head(a); ok {
+			out = append(out, h)
+		}
 	}
-	slices.SortFunc(out, func(a, b proto.Head) int { return a.Author.Compare(b.Author) })
-	return out, nil
+	slices.SortFunc(out, func(a, b sublog.Head) int { return a.Author.Compare(b.Author) })
+	return out
 }
 
 // Head implements Store.
-func (s *MemStore) Head(a key.ID) (proto.Head, bool, error) {
+func (s *MemStore) Head(a key.ID) (sublog.Head, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	h, ok := s.head(a)
-	return h, ok, nil
+	return s.head(a)
 }
 
 // Get implements Store.
@@ -110,7 +109,7 @@ func (s *MemStore) Get(a key.ID, seq uint64) (*card.Card, error) {
 	defer s.mu.RUnlock()
 	l := s.logs[a]
 	if seq == 0 || seq > uint64(len(l)) {
-		return nil, fmt.Errorf("%w: %s@%d", ErrNotFound, a, seq)
+		return nil, fmt.Errorf("%w: %s@%d", sublog.ErrNotFound, a, seq)
 	}
 	return l[seq-1], nil
 }
@@ -122,7 +121,7 @@ func (s *MemStore) Scan(a key.ID, from uint64, fn func(*card.Card) error) error 
 	s.mu.RUnlock()
 	for seq := max(from, 1); seq <= uint64(len(l)); seq++ {
 		if err := fn(l[seq-1]); err != nil {
-			if errors.Is(err, ErrStop) {
+			if err == io.EOF {
 				return nil
 			}
 			return err
@@ -135,89 +134,95 @@ func (s *MemStore) Scan(a key.ID, from uint64, fn func(*card.Card) error) error 
 func (s *MemStore) Import(b []byte) (*card.Card, error) {
 	c, err := card.Decode(b, s.caps)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", sublog.ErrInvalid, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return c, s.put(c)
 }
 
+func (s *MemStore) fork(a key.ID, x, y []byte) error {
+	if _, ok := s.forks[a]; ok {
+		return fmt.Errorf("%w: %s", sublog.ErrForked, a)
+	}
+	p, err := sublog.DecodeForkProof(canon.MustMarshal(forkWire{V: 1, A: x, B: y}))
+	if err != nil {
+		p, err = sublog.DecodeForkProof(canon.MustMarshal(forkWire{V: 1, A: y, B: x}))
+	}
+	if err != nil {
+		return err
+	}
+	s.forks[a] = p
+	return fmt.Errorf("%w: %s at seq %d (proof stored)", sublog.ErrFork, a, p.Seq())
+}
+
+type forkWire struct {
+	V uint64 `cbor:"v"`
+	A []byte `cbor:"a"`
+	B []byte `cbor:"b"`
+}
+
 func (s *MemStore) put(c *card.Card) error {
 	a := c.Author()
 	l := s.logs[a]
 	n := uint64(len(l))
+	_, forked := s.forks[a]
 	switch {
 	case c.Seq() <= n:
 		old := l[c.Seq()-1]
 		if old.ID() == c.ID() {
-			return fmt.Errorf("%w: %s@%d", ErrDuplicate, a, c.Seq())
+			return fmt.Errorf("%w: %s@%d", sublog.ErrDuplicate, a, c.Seq())
 		}
-		if _, ok := s.forks[a]; !ok {
-			s.forks[a] = [2]*card.Card{old, c}
-		}
-		return fmt.Errorf("%w: %s@%d", ErrFork, a, c.Seq())
-	case s.forks[a] != [2]*card.Card{}:
-		return fmt.Errorf("%w: %s", ErrForked, a)
+		return s.fork(a, old.Bytes(), c.Bytes())
+	case forked:
+		return fmt.Errorf("%w: %s", sublog.ErrForked, a)
 	case c.Seq() != n+1:
-		return fmt.Errorf("%w: %s@%d after head %d", ErrGap, a, c.Seq(), n)
+		return fmt.Errorf("%w: %s@%d after head %d", sublog.ErrGap, a, c.Seq(), n)
 	}
 	if prev, _ := c.Prev(); n > 0 && prev != l[n-1].ID() {
-		return fmt.Errorf("%w: %s@%d", ErrBadChain, a, c.Seq())
+		return s.fork(a, l[n-1].Bytes(), c.Bytes())
 	}
 	s.logs[a] = append(l, c)
 	return nil
 }
 
 // ImportBatch implements Store.
-func (s *MemStore) ImportBatch(bs [][]byte) (int, error) {
-	for i, b := range bs {
-		if _, err := s.Import(b); err != nil {
-			return i, err
+func (s *MemStore) ImportBatch(raw [][]byte) (sublog.ImportResult, error) {
+	res := sublog.ImportResult{Errs: map[int]error{}}
+	for i, b := range raw {
+		c, err := s.Import(b)
+		if err != nil {
+			res.Errs[i] = err
+			continue
 		}
+		res.Accepted = append(res.Accepted, c)
 	}
-	return len(bs), nil
+	return res, nil
 }
 
 // ForkProof implements Store.
-func (s *MemStore) ForkProof(a key.ID) ([]byte, []byte, bool, error) {
+func (s *MemStore) ForkProof(a key.ID) (*sublog.ForkProof, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	f, ok := s.forks[a]
+	p, ok := s.forks[a]
 	if !ok {
-		return nil, nil, false, nil
+		return nil, fmt.Errorf("%w: fork proof for %s", sublog.ErrNotFound, a)
 	}
-	return f[0].Bytes(), f[1].Bytes(), true, nil
+	return p, nil
 }
 
-// AddForkProof implements Store.
-func (s *MemStore) AddForkProof(ab, bb []byte) error {
-	a, b, err := CheckForkProof(ab, bb, s.caps)
+// ImportForkProof implements Store.
+func (s *MemStore) ImportForkProof(b []byte) (*sublog.ForkProof, error) {
+	p, err := sublog.DecodeForkProof(b)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.forks[a.Author()]; !ok {
-		s.forks[a.Author()] = [2]*card.Card{a, b}
+	if _, ok := s.forks[p.Author()]; !ok {
+		s.forks[p.Author()] = p
 	}
-	return nil
-}
-
-// CheckForkProof verifies that two card encodings prove a fork: both valid,
-// one author, one seq, different IDs.
-func CheckForkProof(ab, bb []byte, caps card.Caps) (*card.Card, *card.Card, error) {
-	a, err := card.Decode(ab, caps)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrBadProof, err)
-	}
-	b, err := card.Decode(bb, caps)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrBadProof, err)
-	}
-	if a.Author() != b.Author() || a.Seq() != b.Seq() || a.ID() == b.ID() {
-		return nil, nil, fmt.Errorf("%w: %s@%d and %s@%d", ErrBadProof, a.Author(), a.Seq(), b.Author(), b.Seq())
-	}
-	return a, b, nil
+	return p, nil
 }
 
 // PeekAuthor reads the author (COSE kid) of card bytes without verifying

@@ -52,14 +52,15 @@ type WitnessOut struct {
 	Reply  bool
 }
 
-// Received is cards the peer sent, for the caller to verify and store.
+// Received is what the peer sent, for the caller to verify and store.
 // Kind is TCards (a chain segment starting at From), TWitness (one card that
-// may conflict with a stored one) or TFork (a fork proof: two cards).
+// may conflict with a stored one) or TFork (an encoded fork proof in Proof).
 type Received struct {
 	Kind   uint64
 	Author key.ID
 	From   uint64
 	Cards  [][]byte
+	Proof  []byte
 }
 
 // Output is what one step asks of the caller.
@@ -166,7 +167,7 @@ func (m *Machine) Step(msg *Msg) (Output, error) {
 			out.Witness = []WitnessOut{{Author: author, Seq: msg.From}}
 		}
 	case TFork:
-		out.Received = []Received{{Kind: TFork, Author: author, Cards: msg.Cards}}
+		out.Received = []Received{{Kind: TFork, Author: author, Proof: msg.Proof}}
 	}
 	return out, nil
 }

@@ -28,6 +28,8 @@ const (
 	MaxBatch = 1024
 	// MaxRanges is the most ranges one Ranges message carries.
 	MaxRanges = 4096
+	// MaxProof bounds an encoded fork proof (two cards and a little CBOR).
+	MaxProof = 2*card.MaxSize + 64
 	// ItemSize is the size of one packed item: author, seq, head ID, flags.
 	ItemSize = key.IDSize + 8 + 32 + 1
 )
@@ -79,7 +81,8 @@ type Msg struct {
 	Author []byte   `cbor:"a,omitempty"` // TCards, TWitness, TFork
 	From   uint64   `cbor:"s,omitempty"` // TCards: seq of the first card; TWitness: seq
 	Reply  bool     `cbor:"y,omitempty"` // TWitness: send your card at that seq back
-	Cards  [][]byte `cbor:"c,omitempty"` // TCards, TWitness (1), TFork (2)
+	Cards  [][]byte `cbor:"c,omitempty"` // TCards, TWitness (1)
+	Proof  []byte   `cbor:"p,omitempty"` // TFork: an encoded fork proof (log.ForkProof)
 }
 
 // Head is one log's position as a side shows it to a peer.
@@ -173,7 +176,7 @@ func (m *Msg) check() error {
 		if m.V != Version {
 			return fmt.Errorf("%w: %d", ErrVersion, m.V)
 		}
-		if m.Author != nil || m.From != 0 || m.Reply || m.Cards != nil {
+		if m.Author != nil || m.From != 0 || m.Reply || m.Cards != nil || m.Proof != nil {
 			return bad("ranges message with card fields")
 		}
 		if len(m.Ranges) > MaxRanges {
@@ -212,25 +215,25 @@ func (m *Msg) check() error {
 		if err := author(); err != nil {
 			return err
 		}
-		if m.From == 0 || len(m.Cards) == 0 || len(m.Cards) > MaxBatch || m.Reply || m.Ranges != nil || m.V != 0 {
+		if m.From == 0 || len(m.Cards) == 0 || len(m.Cards) > MaxBatch || m.Reply || m.Ranges != nil || m.V != 0 || m.Proof != nil {
 			return bad("cards message: from %d, %d cards", m.From, len(m.Cards))
 		}
 	case TWitness:
 		if err := author(); err != nil {
 			return err
 		}
-		if m.From == 0 || len(m.Cards) != 1 || m.Ranges != nil || m.V != 0 {
+		if m.From == 0 || len(m.Cards) != 1 || m.Ranges != nil || m.V != 0 || m.Proof != nil {
 			return bad("witness message: seq %d, %d cards", m.From, len(m.Cards))
 		}
 	case TFork:
 		if err := author(); err != nil {
 			return err
 		}
-		if len(m.Cards) != 2 || m.From != 0 || m.Reply || m.Ranges != nil || m.V != 0 {
-			return bad("fork message with %d cards", len(m.Cards))
+		if len(m.Proof) == 0 || len(m.Proof) > MaxProof || m.Cards != nil || m.From != 0 || m.Reply || m.Ranges != nil || m.V != 0 {
+			return bad("fork message: %d proof bytes", len(m.Proof))
 		}
 	case TDone:
-		if m.V != 0 || m.Ranges != nil || m.Author != nil || m.From != 0 || m.Reply || m.Cards != nil {
+		if m.V != 0 || m.Ranges != nil || m.Author != nil || m.From != 0 || m.Reply || m.Cards != nil || m.Proof != nil {
 			return bad("done message with fields")
 		}
 	default:
