@@ -487,20 +487,39 @@ func (s *session) receive(r proto.Received) {
 	s.mu.Unlock()
 }
 
+// Rejection says why one received card was not stored.
+type Rejection struct {
+	Author key.ID `json:"author"`
+	Seq    uint64 `json:"seq"`
+	Reason string `json:"reason"`
+	Err    error  `json:"-"`
+}
+
+func (r Rejection) String() string { return fmt.Sprintf("%s@%d: %s", r.Author, r.Seq, r.Reason) }
+
+func reject(a key.ID, seq uint64, err error) Rejection {
+	return Rejection{Author: a, Seq: seq, Reason: err.Error(), Err: err}
+}
+
 // importRun stores a chain segment of author starting at seq from. Cards the
 // store already has are skipped without a signature check (a replayed or
 // resent card costs one hash); a different card at a taken seq goes to the
-// store, which keeps it as a fork proof if it is valid.
-func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, rejected, forks int) {
-	for _, b := range cards {
+// store, which keeps it as a fork proof if it is valid. Nothing is stored
+// that the store did not verify.
+func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, forks int, rej []Rejection) {
+	for i, b := range cards {
 		if a, err := PeekAuthor(b); err != nil || a != author {
-			return 0, len(cards), 0
+			for j := range cards[i:] {
+				rej = append(rej, reject(author, from+uint64(i+j), fmt.Errorf("%w", ErrWrongOwner)))
+			}
+			return 0, 0, rej
 		}
 	}
 	head, ok := st.Head(author)
 	i := 0
 	for ; ok && i < len(cards) && from+uint64(i) <= head.Seq; i++ {
-		stored, err := st.Get(author, from+uint64(i))
+		seq := from + uint64(i)
+		stored, err := st.Get(author, seq)
 		if err == nil && card.IDOf(cards[i]) == stored.ID() {
 			continue
 		}
@@ -511,30 +530,38 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 		case errors.Is(err, sublog.ErrDuplicate):
 			continue
 		default:
-			rejected++
+			rej = append(rej, reject(author, seq, err))
 		}
 		// The rest of this segment cannot chain onto the stored log.
-		return received, rejected + len(cards) - i - 1, forks
+		for j := i + 1; j < len(cards); j++ {
+			rej = append(rej, reject(author, from+uint64(j), sublog.ErrForked))
+		}
+		return received, forks, rej
 	}
 	res, err := st.ImportBatch(cards[i:])
 	if err != nil {
-		return received, rejected + len(cards) - i, forks
+		for j := i; j < len(cards); j++ {
+			rej = append(rej, reject(author, from+uint64(j), err))
+		}
+		return received, forks, rej
 	}
 	received += len(res.Accepted)
-	for _, e := range res.Errs {
+	for j := range cards[i:] {
+		e, ok := res.Errs[j]
 		switch {
+		case !ok, errors.Is(e, sublog.ErrDuplicate):
 		case errors.Is(e, sublog.ErrFork):
 			forks++
-		case errors.Is(e, sublog.ErrDuplicate):
 		default:
-			rejected++
+			rej = append(rej, reject(author, from+uint64(i+j), e))
 		}
 	}
-	return received, rejected, forks
+	return received, forks, rej
 }
 
 func (s *session) importRun(author key.ID, from uint64, cards [][]byte) (int, int, int) {
-	return importRun(s.st, author, from, cards)
+	n, f, rej := importRun(s.st, author, from, cards)
+	return n, len(rej), f
 }
 
 func (s *session) report() {
