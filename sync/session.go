@@ -45,6 +45,9 @@ type Options struct {
 	Timeout time.Duration
 	// Progress, when set, is called with running totals as cards move.
 	Progress func(Stats)
+	// Trace, when set, receives a copy of every decrypted protocol byte
+	// received from the peer (for debugging and for privacy tests).
+	Trace io.Writer
 }
 
 // Stats describes one session.
@@ -245,7 +248,15 @@ func (s *session) run(ctx context.Context) error {
 		return rerr
 	}
 	if err := <-wdone; err != nil {
-		return err
+		s.mu.Lock()
+		sent := s.sentDone
+		s.mu.Unlock()
+		// The initiator's Done is the session's last message: once it is
+		// written, a shutdown racing with the write's acknowledgement is the
+		// responder closing after reading it, not a failure.
+		if !(s.initiator && sent) {
+			return err
+		}
 	}
 	if s.initiator {
 		// The responder closes first once it has our Done; wait for that
@@ -295,6 +306,9 @@ func (s *session) enqueue(out proto.Output) {
 
 // reader reads and steps messages until the peer is done.
 func (s *session) reader(r io.Reader) error {
+	if s.opt.Trace != nil {
+		r = io.TeeReader(r, s.opt.Trace)
+	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		msg, _, err := proto.ReadMsg(br)
