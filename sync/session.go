@@ -289,14 +289,14 @@ func (t *touchConn) Read(p []byte) (int, error) {
 
 // enqueue hands an output's sending work to the writer. Caller holds mu.
 func (s *session) enqueue(out proto.Output) {
+	for i := range out.Witness {
+		s.queue = append(s.queue, job{wit: &out.Witness[i]})
+	}
 	for _, m := range out.Send {
 		s.queue = append(s.queue, job{msg: m})
 	}
 	for i := range out.Push {
 		s.queue = append(s.queue, job{push: &out.Push[i]})
-	}
-	for i := range out.Witness {
-		s.queue = append(s.queue, job{wit: &out.Witness[i]})
 	}
 	for i := range out.Forks {
 		s.queue = append(s.queue, job{fork: &out.Forks[i]})

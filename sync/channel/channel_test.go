@@ -271,7 +271,11 @@ func TestTamperedHandshakeFails(t *testing.T) {
 			// alice <-> a | b <-> tamper <-> mid1 | mid2 <-> bob
 			go relay(b, mid1, frame, at)
 			done := make(chan error, 1)
-			go func() { _, err := Server(ctx(t), mid2, Config{Secret: bob, Rand: rand.Reader}); mid2.Close(); done <- err }()
+			go func() {
+				_, err := Server(ctx(t), mid2, Config{Secret: bob, Rand: rand.Reader})
+				mid2.Close()
+				done <- err
+			}()
 			_, err := Client(ctx(t), a, Config{Secret: alice, Rand: rand.Reader})
 			a.Close()
 			serr := <-done

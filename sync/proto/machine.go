@@ -63,7 +63,10 @@ type Received struct {
 	Proof  []byte
 }
 
-// Output is what one step asks of the caller.
+// Output is what one step asks of the caller, in this order: witness cards
+// first (so that a peer asked for a reply receives the question before the
+// Ranges message that may end its reconciliation), then messages, pushes
+// and fork proofs.
 type Output struct {
 	Send     []*Msg       // messages to send now, in order
 	Push     []Push       // card ranges to stream (after Send)
@@ -92,6 +95,7 @@ type Machine struct {
 	recon    bool // reconciliation finished
 	peerDone bool
 	rounds   int
+	awaiting map[WitnessOut]bool // witness replies asked of the peer
 }
 
 // New builds a machine.
@@ -99,7 +103,8 @@ func New(cfg Config) *Machine {
 	items := slices.Clone(cfg.Heads)
 	slices.SortFunc(items, func(a, b Head) int { return a.Author.Compare(b.Author) })
 	items = slices.CompactFunc(items, func(a, b Head) bool { return a.Author == b.Author })
-	m := &Machine{cfg: cfg, items: items, hashes: make([][32]byte, len(items)), index: map[key.ID]int{}}
+	m := &Machine{cfg: cfg, items: items, hashes: make([][32]byte, len(items)), index: map[key.ID]int{},
+		awaiting: map[WitnessOut]bool{}}
 	var buf []byte
 	for i, h := range items {
 		buf = packItem(buf[:0], h)
@@ -111,8 +116,10 @@ func New(cfg Config) *Machine {
 }
 
 // ReconDone reports whether set reconciliation has finished (every push it
-// implies has been handed out in an Output).
-func (m *Machine) ReconDone() bool { return m.recon }
+// implies has been handed out in an Output) and every witness card asked of
+// the peer has arrived. The caller says Done only after this and after it
+// has sent everything its Outputs asked for.
+func (m *Machine) ReconDone() bool { return m.recon && len(m.awaiting) == 0 }
 
 // PeerDone reports whether the peer has said Done.
 func (m *Machine) PeerDone() bool { return m.peerDone }
@@ -147,7 +154,7 @@ func (m *Machine) Step(msg *Msg) (Output, error) {
 	case TRanges:
 		return m.ranges(msg)
 	case TDone:
-		if !m.recon {
+		if !m.ReconDone() {
 			return Output{}, fmt.Errorf("%w: done before reconciliation ended", ErrUnexpected)
 		}
 		m.peerDone = true
@@ -155,6 +162,9 @@ func (m *Machine) Step(msg *Msg) (Output, error) {
 	}
 	author, _ := key.IDFromBytes(msg.Author) // checked by msg.check
 	if m.cfg.Want != nil && !m.cfg.Want(author) {
+		if msg.T == TWitness {
+			delete(m.awaiting, WitnessOut{Author: author, Seq: msg.From, Reply: true})
+		}
 		return Output{}, nil // not a log this side takes from this peer: drop it
 	}
 	var out Output
@@ -162,6 +172,7 @@ func (m *Machine) Step(msg *Msg) (Output, error) {
 	case TCards:
 		out.Received = []Received{{Kind: TCards, Author: author, From: msg.From, Cards: msg.Cards}}
 	case TWitness:
+		delete(m.awaiting, WitnessOut{Author: author, Seq: msg.From, Reply: true})
 		out.Received = []Received{{Kind: TWitness, Author: author, From: msg.From, Cards: msg.Cards}}
 		if i, ok := m.index[author]; msg.Reply && ok && msg.From <= m.items[i].Seq {
 			out.Witness = []WitnessOut{{Author: author, Seq: msg.From}}
@@ -308,7 +319,9 @@ func (m *Machine) diff(lo, hi int, theirs []Head) Output {
 			case ok && id == t.ID:
 				out.Push = append(out.Push, Push{Author: h.Author, From: t.Seq + 1, To: h.Seq})
 			case ok:
-				out.Witness = append(out.Witness, WitnessOut{Author: h.Author, Seq: t.Seq, Reply: true})
+				w := WitnessOut{Author: h.Author, Seq: t.Seq, Reply: true}
+				out.Witness = append(out.Witness, w)
+				m.awaiting[w] = true
 			}
 		case t.Seq == h.Seq && t.ID != h.ID:
 			// Both sides see this; each sends its own card, neither asks back.

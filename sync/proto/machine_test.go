@@ -120,7 +120,7 @@ func converse(t testing.TB, a, b *Machine) outcome {
 			t.Fatal(err)
 		}
 	}
-	if !a.ReconDone() || !b.ReconDone() {
+	if !a.recon || !b.recon {
 		t.Fatal("reconciliation did not end on both sides")
 	}
 	return o
@@ -201,9 +201,22 @@ func TestForkWitnesses(t *testing.T) {
 	b.forkAt[x], b.branch[x] = 5, 1
 	a.seqs[y], b.seqs[y] = 9, 4
 	b.forkAt[y], b.branch[y] = 3, 1
-	o := converse(t, New(a.config(true)), New(b.config(false)))
+	ma := New(a.config(true))
+	o := converse(t, ma, New(b.config(false)))
 	if len(o.pushA)+len(o.pushB) != 0 {
 		t.Fatalf("pushed onto a fork: %v %v", o.pushA, o.pushB)
+	}
+	// a asked b for its card at y@4 and is not done until it arrives.
+	if ma.ReconDone() {
+		t.Fatal("done while a witness reply is outstanding")
+	}
+	if _, err := ma.Step(&Msg{T: TDone}); !errors.Is(err, ErrUnexpected) {
+		t.Fatalf("peer done before answering: %v", err)
+	}
+	ma = New(a.config(true))
+	converse(t, ma, New(b.config(false)))
+	if _, err := ma.Step(&Msg{T: TWitness, Author: y.Bytes(), From: 4, Cards: [][]byte{{1}}}); err != nil || !ma.ReconDone() {
+		t.Fatalf("witness reply: %v, done %v", err, ma.ReconDone())
 	}
 	want := map[WitnessOut]bool{{Author: x, Seq: 5}: true, {Author: y, Seq: 4, Reply: true}: true}
 	for _, w := range o.witA {
