@@ -259,3 +259,13 @@ func copyStore(t *testing.T, from, to Store) {
 }
 
 var _ = io.EOF
+
+type protoMsgCards struct {
+	a     key.ID
+	from  uint64
+	cards [][]byte
+}
+
+func (p protoMsgCards) msg() *proto.Msg {
+	return &proto.Msg{T: proto.TCards, Author: p.a.Bytes(), From: p.from, Cards: p.cards}
+}

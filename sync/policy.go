@@ -60,3 +60,7 @@ type Everyone struct{}
 
 func (Everyone) Visible(_, _ key.ID) bool { return true }
 func (Everyone) Accept(_, _ key.ID) bool  { return true }
+
+// Known reports whether peer is on any list (a server may refuse others
+// before it reveals its own identity).
+func (l *Lists) Known(peer key.ID) bool { return l.Self[peer] || l.Trusted[peer] || l.Follow[peer] }
