@@ -286,7 +286,13 @@ func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
 	h := sha256.New()
 	tr := io.TeeReader(plain, h)
 	magic := make([]byte, len(MagicPlain))
-	if _, err := io.ReadFull(tr, magic); err != nil || string(magic) != MagicPlain {
+	if _, err := io.ReadFull(tr, magic); err != nil {
+		if errors.Is(err, ErrTruncated) || errors.Is(err, ErrDecrypt) || errors.Is(err, ErrMalformed) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrTruncated, err)
+	}
+	if string(magic) != MagicPlain {
 		return nil, fmt.Errorf("%w: bad magic", ErrFormat)
 	}
 	readRec := func(src io.Reader) ([]byte, error) {
