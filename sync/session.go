@@ -310,6 +310,20 @@ func (s *session) reader(r io.Reader) error {
 		r = io.TeeReader(r, s.opt.Trace)
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
+	// Storing runs beside reading, so the next message is read and decoded
+	// while the store verifies the last one. One importer keeps the order.
+	recv := make(chan []proto.Received, 4)
+	idone := make(chan struct{})
+	go func() {
+		defer close(idone)
+		for rs := range recv {
+			for _, r := range rs {
+				s.receive(r)
+			}
+			s.report()
+		}
+	}()
+	defer func() { close(recv); <-idone }()
 	for {
 		msg, _, err := proto.ReadMsg(br)
 		if err != nil {
@@ -331,11 +345,8 @@ func (s *session) reader(r io.Reader) error {
 		s.enqueue(out)
 		done := s.m.PeerDone()
 		s.mu.Unlock()
-		for _, r := range out.Received {
-			s.receive(r)
-		}
 		if len(out.Received) > 0 {
-			s.report()
+			recv <- out.Received
 		}
 		if done {
 			return nil
