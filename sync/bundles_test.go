@@ -50,6 +50,7 @@ func TestDivergedHomesConverge(t *testing.T) {
 	if ra.err != nil || rb.err != nil {
 		t.Fatal(ra.err, rb.err)
 	}
+	t.Logf("desk: %#v\nlap: %#v", ra.st, rb.st)
 	mustHeadsEqual(t, desk, lap)
 	for _, s := range []*sublog.Store{desk, lap} {
 		if rep, err := s.Verify(nil, nil); err != nil || !rep.OK() {

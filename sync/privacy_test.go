@@ -71,7 +71,8 @@ func TestPrivacyUnauthenticatedPartyLearnsNothing(t *testing.T) {
 			_, err := Run(context.Background(), cb, false, st, Options{Secret: server, Rand: rand.Reader, Policy: pol, Timeout: time.Second})
 			done <- err
 		}()
-		go io.Copy(io.Discard, rec)
+		copied := make(chan struct{})
+		go func() { io.Copy(io.Discard, rec); close(copied) }()
 		switch probe {
 		case "noise":
 			junk := make([]byte, 4096)
@@ -92,6 +93,7 @@ func TestPrivacyUnauthenticatedPartyLearnsNothing(t *testing.T) {
 			t.Fatalf("%s: server accepted an unauthenticated party", probe)
 		}
 		ca.Close()
+		<-copied
 		if leaks(rec.got.Bytes(), secrets) {
 			t.Fatalf("%s: server leaked an identity or log", probe)
 		}

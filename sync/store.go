@@ -173,6 +173,9 @@ func (s *MemStore) put(c *card.Card) error {
 		if old.ID() == c.ID() {
 			return fmt.Errorf("%w: %s@%d", sublog.ErrDuplicate, a, c.Seq())
 		}
+		if forked {
+			return fmt.Errorf("%w: %s", sublog.ErrForked, a)
+		}
 		return s.fork(a, old.Bytes(), c.Bytes())
 	case forked:
 		return fmt.Errorf("%w: %s", sublog.ErrForked, a)
@@ -180,7 +183,7 @@ func (s *MemStore) put(c *card.Card) error {
 		return fmt.Errorf("%w: %s@%d after head %d", sublog.ErrGap, a, c.Seq(), n)
 	}
 	if prev, _ := c.Prev(); n > 0 && prev != l[n-1].ID() {
-		return s.fork(a, l[n-1].Bytes(), c.Bytes())
+		return fmt.Errorf("%w: %s@%d", sublog.ErrBadChain, a, c.Seq())
 	}
 	s.logs[a] = append(l, c)
 	return nil
