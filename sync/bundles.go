@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -95,7 +96,7 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 					return err
 				}
 			}
-			batch = append(batch, c.Bytes())
+			batch = append(batch, bytes.Clone(c.Bytes())) // log.Store.Scan reuses its buffer after fn returns
 			size += len(c.Bytes())
 			return nil
 		})

@@ -8,6 +8,7 @@ package sync
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -465,7 +466,7 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 				return err
 			}
 		}
-		batch = append(batch, c.Bytes())
+		batch = append(batch, bytes.Clone(c.Bytes())) // log.Store.Scan reuses its buffer after fn returns
 		size += len(c.Bytes())
 		return nil
 	})
@@ -534,8 +535,11 @@ func reject(a key.ID, seq uint64, err error) Rejection {
 func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, forks int, rej []Rejection) {
 	for i, b := range cards {
 		if a, err := PeekAuthor(b); err != nil || a != author {
+			if err == nil {
+				err = fmt.Errorf("%w: %s", ErrWrongOwner, a)
+			}
 			for j := range cards[i:] {
-				rej = append(rej, reject(author, from+uint64(i+j), fmt.Errorf("%w", ErrWrongOwner)))
+				rej = append(rej, reject(author, from+uint64(i+j), err))
 			}
 			return 0, 0, rej
 		}

@@ -301,7 +301,7 @@ func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
 			if err == io.EOF {
 				return nil, io.EOF
 			}
-			return nil, fmt.Errorf("%w: %v", ErrTruncated, err)
+			return nil, wrapRead(err)
 		}
 		n := binary.BigEndian.Uint32(l[:])
 		if n > maxRecord {
@@ -309,7 +309,7 @@ func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
 		}
 		b := make([]byte, n)
 		if _, err := io.ReadFull(src, b); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrTruncated, err)
+			return nil, wrapRead(err)
 		}
 		return b, nil
 	}
@@ -358,6 +358,15 @@ func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
 		}
 		out.msgs = append(out.msgs, m)
 	}
+}
+
+// wrapRead keeps the decryption layer's own errors and calls anything else
+// a truncation.
+func wrapRead(err error) error {
+	if errors.Is(err, ErrDecrypt) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrTruncated) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrTruncated, err)
 }
 
 // decrypting checks the recipient and returns the decrypted plain stream.

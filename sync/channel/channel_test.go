@@ -381,3 +381,9 @@ func TestEndlessGarbageBoundedMemory(t *testing.T) {
 	}
 	raw.Close()
 }
+
+func freshCipher() *noise.CipherState {
+	var k [32]byte
+	rand.Read(k[:])
+	return noise.UnsafeNewCipherState(suite, k, 0)
+}
