@@ -30,7 +30,7 @@ import (
 const DefaultTimeout = 30 * time.Second
 
 // maxBatchBytes bounds the card bytes of one Cards message.
-const maxBatchBytes = 1 << 20
+const maxBatchBytes = 256 << 10
 
 // Options configure a session. Secret and Rand are required.
 type Options struct {
