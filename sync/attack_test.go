@@ -20,6 +20,15 @@ import (
 // evilResponder authenticates as sk, ends reconciliation at once, sends the
 // given messages and Done, and returns what it read.
 func evilResponder(t *testing.T, conn transport.Conn, sk *key.Secret, msgs []*proto.Msg) {
+	evilScript(t, conn, sk, func(w io.Writer) {
+		for _, m := range msgs {
+			proto.WriteMsg(w, m)
+		}
+	})
+}
+
+// evilScript is evilResponder with a free hand after "all in step".
+func evilScript(t *testing.T, conn transport.Conn, sk *key.Secret, script func(w io.Writer)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -45,9 +54,7 @@ func evilResponder(t *testing.T, conn transport.Conn, sk *key.Secret, msgs []*pr
 		return
 	}
 	proto.WriteMsg(st, &proto.Msg{T: proto.TRanges, V: proto.Version}) // "all in step"
-	for _, m := range msgs {
-		proto.WriteMsg(st, m)
-	}
+	script(st)
 	proto.WriteMsg(st, &proto.Msg{T: proto.TDone})
 	for {
 		if m, _, err := proto.ReadMsg(r); err != nil || m.T == proto.TDone {
@@ -250,7 +257,43 @@ func copyStore(t *testing.T, from, to Store) {
 	}
 }
 
-var _ = io.EOF
+func TestOversizedAndEndlessMessagesRefused(t *testing.T) {
+	honest, mallory := secret(t, "honest"), secret(t, "mallory")
+	scripts := map[string]func(w io.Writer){
+		// A length prefix over the 4 MiB limit: refused before any buffering.
+		"oversized": func(w io.Writer) { w.Write([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0}) },
+		// A message that never ends: a 4 MiB prefix and then endless bytes
+		// (the reader holds at most one message).
+		"endless": func(w io.Writer) {
+			w.Write([]byte{0x00, 0x40, 0x00, 0x00})
+			junk := make([]byte, 64<<10)
+			for range 80 {
+				if _, err := w.Write(junk); err != nil {
+					return
+				}
+			}
+		},
+	}
+	for name, script := range scripts {
+		t.Run(name, func(t *testing.T) {
+			st := newStore()
+			appendN(t, st, honest, 3)
+			before := snapshot(t, st)
+			ca, cb := transport.Pipe()
+			done := make(chan struct{})
+			go func() { defer close(done); evilScript(t, cb, mallory, script); cb.Close() }()
+			_, err := Run(context.Background(), ca, true, st, Options{Secret: honest, Rand: newRand(9), Policy: Everyone{}, Timeout: 5 * time.Second})
+			<-done
+			if !errors.Is(err, proto.ErrTooLarge) && !errors.Is(err, proto.ErrMalformed) {
+				t.Fatalf("session ended with %v", err)
+			}
+			t.Log(err)
+			if !bytes.Equal(before, snapshot(t, st)) {
+				t.Fatal("store changed")
+			}
+		})
+	}
+}
 
 type protoMsgCards struct {
 	a     key.ID
