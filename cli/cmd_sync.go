@@ -20,6 +20,7 @@ import (
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	lsync "github.com/sublog/sublog/sync"
+	"github.com/sublog/sublog/sync/channel"
 	"github.com/sublog/sublog/sync/bundle"
 	"github.com/sublog/sublog/sync/transport"
 )
@@ -221,7 +222,13 @@ of a command this one starts (--command). Prints a one-line summary.`,
 				finish()
 			}
 			if err != nil {
-				return rejected(fmt.Errorf("sync: %w (%s)", err, stats), "cards received before the failure are kept; run the sync again to resume")
+				hint := "cards received before the failure are kept; run the sync again to resume"
+				if stdio && errors.Is(err, channel.ErrRefused) {
+					hint = "the peer is on none of this home's lists: 'sublog trust' or 'sublog follow' it, or answer with --open"
+				} else if stats.Peer.IsZero() && !stdio {
+					hint = "no identity was proven: check the address, and that the other side knows yours ('sublog trust " + env.sk.ID().String() + "' there)"
+				}
+				return rejected(fmt.Errorf("sync: %w (%s)", err, stats), hint)
 			}
 			if err := a.report(out, stats); err != nil {
 				return err
