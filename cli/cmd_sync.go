@@ -20,8 +20,8 @@ import (
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	lsync "github.com/sublog/sublog/sync"
-	"github.com/sublog/sublog/sync/channel"
 	"github.com/sublog/sublog/sync/bundle"
+	"github.com/sublog/sublog/sync/channel"
 	"github.com/sublog/sublog/sync/transport"
 )
 
