@@ -48,6 +48,7 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 	for _, h := range o.Since {
 		since[h.Author] = h
 	}
+	leaves := func(a, b *card.Card) bool { return MayLeave(a, o.For, o.Policy) && MayLeave(b, o.For, o.Policy) }
 	logs := map[key.ID]bool{}
 	for _, h := range st.Heads() {
 		if o.For != nil && !o.Policy.Visible(*o.For, h.Author) {
@@ -60,7 +61,7 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 			}
 		}
 		if h.Forked {
-			if p, err := st.ForkProof(h.Author); err == nil {
+			if p, err := st.ForkProof(h.Author); err == nil && leaves(p.Cards()) {
 				if err := bw.Msg(&proto.Msg{T: proto.TFork, Author: h.Author.Bytes(), Proof: p.Encode()}); err != nil {
 					return stats, err
 				}
@@ -88,8 +89,8 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 			return nil
 		}
 		err := st.Scan(h.Author, from, func(c *card.Card) error {
-			if c.Seq() > h.Seq {
-				return io.EOF
+			if c.Seq() > h.Seq || !MayLeave(c, o.For, o.Policy) {
+				return io.EOF // (a card that may not leave holds back the rest of its log)
 			}
 			if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
 				if err := flush(); err != nil {

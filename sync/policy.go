@@ -1,15 +1,48 @@
 package sync
 
-import "github.com/sublog/sublog/log/key"
+import (
+	"github.com/sublog/sublog/log/capsule"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
+)
 
 // Policy decides who syncs what. Visible says whether peer may learn that
 // this side holds author's log (and receive it); Accept whether this side
 // takes author's cards from peer. A session shows a peer only the logs
 // Visible allows: heads, fingerprints, range bounds and cards are all drawn
 // from that filtered set, so a peer learns nothing of the others.
+//
+// Shares says whether peer is close enough to receive cards whose capsule
+// limits their distribution to trusted nodes or to recipients (see MayLeave).
 type Policy interface {
 	Visible(peer, author key.ID) bool
 	Accept(peer, author key.ID) bool
+	Shares(peer key.ID) bool
+}
+
+// MayLeave reports whether card c may be sent to peer (nil: to anyone, as
+// an unaddressed bundle may travel) under the distribution in its policy
+// capsule: cards without a capsule and "public" ones go wherever their log
+// goes; "trusted_nodes" and "to_recipients_only" go only to peers the policy
+// Shares with (capsule wraps are anonymous, so recipients cannot be told
+// apart from other trusted peers); "this_node_only", an unknown mode or an
+// unreadable capsule never leave the node. A log is a chain, so a card that
+// may not leave also holds back every later card of its log.
+func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
+	p, sealed, err := capsule.PolicyOf(c)
+	switch {
+	case !sealed:
+		return true
+	case err != nil:
+		return false
+	}
+	switch p.Distribution {
+	case capsule.DistPublic:
+		return true
+	case capsule.TrustedNodes, capsule.ToRecipientsOnly:
+		return peer != nil && pol.Shares(*peer)
+	}
+	return false
 }
 
 // Lists is the default policy, from the lists a home keeps:
@@ -60,6 +93,10 @@ type Everyone struct{}
 
 func (Everyone) Visible(_, _ key.ID) bool { return true }
 func (Everyone) Accept(_, _ key.ID) bool  { return true }
+func (Everyone) Shares(key.ID) bool       { return true }
+
+// Shares implements Policy: own identities and devices, and trusted peers.
+func (l *Lists) Shares(peer key.ID) bool { return l.Self[peer] || l.Trusted[peer] }
 
 // Known reports whether peer is on any list (a server may refuse others
 // before it reveals its own identity).

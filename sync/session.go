@@ -417,7 +417,7 @@ func (s *session) do(w io.Writer, j job) error {
 		return s.push(w, *j.push)
 	case j.wit != nil:
 		c, err := s.st.Get(j.wit.Author, j.wit.Seq)
-		if err != nil {
+		if err != nil || !MayLeave(c, &s.peer, s.opt.Policy) {
 			return nil // nothing to show at that seq
 		}
 		return s.send(w, &proto.Msg{T: proto.TWitness, Author: j.wit.Author.Bytes(), From: j.wit.Seq,
@@ -426,6 +426,9 @@ func (s *session) do(w io.Writer, j job) error {
 		p, err := s.st.ForkProof(*j.fork)
 		if err != nil {
 			return nil // the proof is no longer there to show
+		}
+		if a, b := p.Cards(); !MayLeave(a, &s.peer, s.opt.Policy) || !MayLeave(b, &s.peer, s.opt.Policy) {
+			return nil
 		}
 		return s.send(w, &proto.Msg{T: proto.TFork, Author: j.fork.Bytes(), Proof: p.Encode()})
 	}
@@ -454,8 +457,8 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 	}
 	next := p.From
 	err := s.st.Scan(p.Author, p.From, func(c *card.Card) error {
-		if c.Seq() > p.To {
-			return io.EOF
+		if c.Seq() > p.To || !MayLeave(c, &s.peer, s.opt.Policy) {
+			return io.EOF // (a card that may not leave holds back the rest of its log)
 		}
 		if c.Seq() != next {
 			return fmt.Errorf("sync: store scan of %s gave seq %d, want %d", p.Author, c.Seq(), next)
