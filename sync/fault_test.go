@@ -306,3 +306,22 @@ func TestLoopbackTCPSync(t *testing.T) {
 	}
 	t.Logf("final sync: %s", st)
 }
+
+func TestCancelEndsSession(t *testing.T) {
+	alice, bob := secret(t, "alice"), secret(t, "bob")
+	a, b := newStore(), newStore()
+	appendN(t, a, alice, 5)
+	ca, cb := transport.Pipe()
+	// bob handshakes and then says nothing (a long timeout: only the
+	// cancellation can end alice's side).
+	stall := &stallConn{Conn: cb, limit: 300, closed: make(chan struct{})}
+	go Run(context.Background(), stall, false, b, Options{Secret: bob, Rand: newRand(1), Timeout: time.Hour, Policy: Everyone{}})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(200 * time.Millisecond); cancel() }()
+	start := time.Now()
+	_, err := Run(ctx, ca, true, a, Options{Secret: alice, Rand: newRand(2), Timeout: time.Hour, Policy: Everyone{}})
+	if err == nil || time.Since(start) > 10*time.Second {
+		t.Fatalf("cancel: %v after %v", err, time.Since(start))
+	}
+	stall.Close()
+}

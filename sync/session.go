@@ -154,13 +154,17 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 func (s *session) touch() { s.progress.Store(time.Now().UnixNano()) }
 
 // watch drops the connection when the session makes no progress for the
-// timeout, so a stalled peer cannot hang this side.
+// timeout, so a stalled peer cannot hang this side, or when ctx ends.
 func (s *session) watch(ctx context.Context, cancel func(), stalled chan struct{}) {
 	t := time.NewTicker(s.opt.Timeout / 8)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			// Cancelled by the caller (or the session is over): unblock
+			// every read and write.
+			s.fail(ctx.Err())
+			s.conn.Close()
 			return
 		case <-t.C:
 			if time.Since(time.Unix(0, s.progress.Load())) > s.opt.Timeout {
