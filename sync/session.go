@@ -29,6 +29,10 @@ import (
 // message, or a protocol message read or written) before dropping the peer.
 const DefaultTimeout = 30 * time.Second
 
+// importers is how many goroutines store received cards (each owns a
+// share of the logs).
+const importers = 2
+
 // maxBatchBytes bounds the card bytes of one Cards message.
 const maxBatchBytes = 256 << 10
 
@@ -316,19 +320,28 @@ func (s *session) reader(r io.Reader) error {
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	// Storing runs beside reading, so the next message is read and decoded
-	// while the store verifies the last one. One importer keeps the order.
-	recv := make(chan []proto.Received, 4)
-	idone := make(chan struct{})
-	go func() {
-		defer close(idone)
-		for rs := range recv {
-			for _, r := range rs {
+	// while the store verifies the last one. Importers are chosen by
+	// author, so each log's cards are stored in order while two logs'
+	// batches can be verified and committed at once.
+	var recv [importers]chan proto.Received
+	var iwg stdsync.WaitGroup
+	for i := range recv {
+		recv[i] = make(chan proto.Received, 4)
+		iwg.Add(1)
+		go func(ch chan proto.Received) {
+			defer iwg.Done()
+			for r := range ch {
 				s.receive(r)
+				s.report()
 			}
-			s.report()
+		}(recv[i])
+	}
+	defer func() {
+		for _, ch := range recv {
+			close(ch)
 		}
+		iwg.Wait()
 	}()
-	defer func() { close(recv); <-idone }()
 	for {
 		msg, _, err := proto.ReadMsg(br)
 		if err != nil {
@@ -350,8 +363,9 @@ func (s *session) reader(r io.Reader) error {
 		s.enqueue(out)
 		done := s.m.PeerDone()
 		s.mu.Unlock()
-		if len(out.Received) > 0 {
-			recv <- out.Received
+		for _, r := range out.Received {
+			a := r.Author.Array()
+			recv[int(a[0]^a[31])%importers] <- r
 		}
 		if done {
 			return nil
