@@ -1,10 +1,12 @@
 package cli_test
 
 import (
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -12,7 +14,8 @@ import (
 // TestSyncScripts runs testdata/sync: homes syncing over pipes, bundles,
 // follow and trust, with two helper commands: `envfile VAR FILE` sets VAR
 // to FILE's trimmed content (FILE "stdout" is the last command's output),
-// and `truncate FILE N` cuts a file to N bytes.
+// `truncate FILE N` cuts a file to N bytes, `freeport VAR` and `waitport ADDR`
+// for real processes on loopback TCP.
 func TestSyncScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/sync",
@@ -22,6 +25,24 @@ func TestSyncScripts(t *testing.T) {
 					ts.Fatalf("usage: envfile VAR FILE")
 				}
 				ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile(args[1])))
+			},
+			// freeport VAR: a free loopback port in VAR.
+			"freeport": func(ts *testscript.TestScript, neg bool, args []string) {
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				ts.Check(err)
+				ts.Setenv(args[0], strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+				l.Close()
+			},
+			// waitport ADDR: wait (up to 10 s) until something listens on ADDR.
+			"waitport": func(ts *testscript.TestScript, neg bool, args []string) {
+				for range 200 {
+					if c, err := net.Dial("tcp", args[0]); err == nil {
+						c.Close()
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				ts.Fatalf("nothing listens on %s", args[0])
 			},
 			"truncate": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {
