@@ -576,3 +576,38 @@ func (d *Doc) Provenance(path ...string) []string {
 	sort.Strings(tags)
 	return tags
 }
+
+// WritesOf lists, sorted, the fields the changes carried under tag wrote,
+// as "path=value" ("path removed" for deletions); containers are left out.
+func (d *Doc) WritesOf(tag string) []string {
+	var out []string
+	for _, c := range d.changes {
+		if c.Tag != tag || c.genesis {
+			continue
+		}
+		for p, v := range c.Writes {
+			if v == "{}" {
+				continue
+			}
+			if v == "" {
+				out = append(out, DisplayPath(p)+" removed")
+			} else {
+				out = append(out, DisplayPath(p)+"="+ShowValue(v))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ShowValue writes an encoded value for people.
+func ShowValue(v string) string {
+	t, s, _ := strings.Cut(v, ":")
+	switch t {
+	case "s":
+		return strconv.Quote(s)
+	case "n":
+		return "null"
+	}
+	return s
+}
