@@ -149,8 +149,8 @@ func (s *State) Plan(now time.Time) *Plan {
 		want := d.Replicas
 		// Update instances running a bundle other than the desired one.
 		for _, in := range keep {
-			if d.Bundle != "" && bundleText(in.b.Bundle) != d.Bundle && want > 0 {
-				act(ActDeploy, in.host.String(), "", fmt.Sprintf("runs %s, intent says %s", orNone(bundleText(in.b.Bundle)), d.Bundle),
+			if d.Bundle != "" && in.b.Bundle != nil && bundleText(in.b.Bundle) != d.Bundle && want > 0 {
+				act(ActDeploy, in.host.String(), "", fmt.Sprintf("runs %s, intent says %s", bundleText(in.b.Bundle), d.Bundle),
 					append(intentCause("spec", "bundle"), s.cause(in.c)))
 			}
 		}
@@ -241,13 +241,6 @@ func (s *State) Plan(now time.Time) *Plan {
 		}
 	}
 	return p
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "no bundle"
-	}
-	return s
 }
 
 func active(state string) bool { return state == StateRunning || state == StateDeployed }
