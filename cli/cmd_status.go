@@ -125,6 +125,13 @@ func short(s string) string {
 	return s
 }
 
+func shortHash(s string) string {
+	if len(s) > 19 {
+		return s[:19]
+	}
+	return s
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -158,7 +165,7 @@ func printDesired(w io.Writer, ds []projections.ServiceIntent) {
 			place = append(place, fmt.Sprintf("avoid:%d", len(d.Avoid)))
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Service, short(d.Owner), state, d.Replicas,
-			orDash(short(d.Bundle)), orDash(d.Version), units.FormatMilliCPU(uint64(d.CPU)), units.FormatBytes(uint64(d.Memory)),
+			orDash(shortHash(d.Bundle)), orDash(d.Version), units.FormatMilliCPU(uint64(d.CPU)), units.FormatBytes(uint64(d.Memory)),
 			orDash(strings.Join(place, ",")), d.Changes)
 	}
 	tw.Flush()

@@ -234,6 +234,9 @@ func (s *State) Plan(now time.Time) *Plan {
 				_, why, _ := s.eligible(h, d, now, free[h])
 				u.Reasons = append(u.Reasons, h.Short()+": "+why)
 			}
+			if len(u.Reasons) == 0 && len(hosts) > 0 {
+				u.Reasons = append(u.Reasons, "every eligible host already holds a replica (one per host)")
+			}
 			if len(hosts) == 0 {
 				u.Reasons = append(u.Reasons, "no host has published a capability profile")
 			}

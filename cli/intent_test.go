@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+type cliEnv struct {
+	t    *testing.T
+	home string
+}
+
+func (e *cliEnv) run(stdin string, args ...string) (string, string, int) {
+	e.t.Helper()
+	var out, errb bytes.Buffer
+	env := func(k string) string {
+		if k == "SUBLOG_HOME" {
+			return e.home
+		}
+		return ""
+	}
+	code := Main(args, strings.NewReader(stdin), &out, &errb, env)
+	return out.String(), errb.String(), code
+}
+
+func (e *cliEnv) ok(stdin string, args ...string) string {
+	e.t.Helper()
+	out, errs, code := e.run(stdin, args...)
+	if code != 0 {
+		e.t.Fatalf("sublog %v: exit %d: %s", args, code, errs)
+	}
+	return strings.TrimSpace(out)
+}
+
+func manifestYAML(owner string, replicas int, version string) string {
+	return fmt.Sprintf(`kind: intent
+service: web
+owner: %s
+spec:
+  bundle: sha256:%064d
+  replicas: %d
+  resources: {cpu: 500m, memory: 64Mi, disk: 10Mi, gpu: 0}
+  placement: {labels: {zone: eu}}
+  version: %s
+`, owner, 1, replicas, version)
+}
+
+func TestIntentManifestErrorsNameFieldAndLine(t *testing.T) {
+	e := &cliEnv{t: t, home: t.TempDir()}
+	e.ok("", "init")
+	cases := []struct{ doc, want string }{
+		{"kind: intent\nservice: web\nspec:\n  replicas: 2\n  resources:\n    memory: 64Q\n", "<stdin>:6: field spec.resources.memory"},
+		{"kind: intent\nservice: web\nspec:\n  replicas: lots\n", "<stdin>:4: field spec.replicas"},
+		{"kind: intent\nservice: web\nspec:\n  placement:\n    hosts:\n      - nope\n", "<stdin>:6: field spec.placement.hosts.0"},
+		{"kind: intent\nservice: web\nspec:\n  version: 1.2\n", "<stdin>:4: field spec.version"},
+		{"kind: intent\nservice: Web!\nspec: {}\n", "<stdin>:2: field service"},
+		{"kind: intent\nservice: web\nspec:\n  resources:\n    cpu: fast\n", "<stdin>:5: field spec.resources.cpu"},
+		{"kind: intent\nservice: web\nspec:\n  replicas: 1\n  colour: red\n", "<stdin>:5: field spec.colour"},
+	}
+	for _, c := range cases {
+		_, errs, code := e.run(c.doc, "append", "-")
+		if code != 1 || !strings.Contains(errs, c.want) {
+			t.Errorf("%q: exit %d, stderr %q; want %q", c.doc, code, errs, c.want)
+		}
+	}
+}
+
+func TestDelegateStatusPlanAudit(t *testing.T) {
+	e := &cliEnv{t: t, home: t.TempDir()}
+	owner := e.ok("", "init")
+	laptop := e.ok("", "init", "--name", "laptop")
+	host := e.ok("", "init", "--name", "h1")
+	e.ok("", "delegate", laptop, "--services", "web")
+	e.ok(manifestYAML(owner, 1, "1.0.0"), "append", "-", "--as", "laptop")
+	e.ok("kind: profile\ncpu: 4000\nmemory: 4294967296\ndisk: 1073741824\ngpu: 0\nlabels: {zone: eu}\n", "append", "-", "--as", "h1")
+	e.ok("kind: grant\nservice: web\nlimits: {memory: 1073741824}\n", "append", "-", "--as", "h1")
+
+	var st struct {
+		Desired []struct {
+			Service  string
+			Replicas int64
+			Version  string
+		}
+		Plan struct {
+			Actions []struct{ Action, Host string }
+		}
+	}
+	if err := json.Unmarshal([]byte(e.ok("", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Desired) != 1 || st.Desired[0].Replicas != 1 || len(st.Plan.Actions) != 1 ||
+		st.Plan.Actions[0].Action != "deploy" || st.Plan.Actions[0].Host != host {
+		t.Fatalf("status %+v", st)
+	}
+	text := e.ok("", "status", "web")
+	for _, want := range []string{"DESIRED", "OBSERVED", "PLAN", "deploy", "1.0.0"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status lacks %q:\n%s", want, text)
+		}
+	}
+	// Revoke the laptop: its later intent does not count.
+	e.ok("", "undelegate", laptop)
+	e.ok(manifestYAML(owner, 3, "9.9.9"), "append", "-", "--as", "laptop")
+	if err := json.Unmarshal([]byte(e.ok("", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Desired[0].Replicas != 1 || st.Desired[0].Version != "1.0.0" {
+		t.Fatalf("revoked laptop changed intent: %+v", st.Desired)
+	}
+	// The audit names the decision and the authority behind the plan.
+	audit := e.ok("", "replay", "--audit")
+	for _, want := range []string{"DECISION", "ignored:", "delegation revoked", "applied:", "because of intent", "delegated by"} {
+		if !strings.Contains(audit, want) {
+			t.Errorf("audit lacks %q:\n%s", want, audit)
+		}
+	}
+	plan := e.ok("", "plan")
+	if !strings.Contains(plan, "deploy") {
+		t.Errorf("plan:\n%s", plan)
+	}
+	// An unchanged manifest is refused (nothing to change).
+	if _, errs, code := e.run(manifestYAML(owner, 1, "1.0.0"), "append", "-"); code != 1 || !strings.Contains(errs, "nothing to change") {
+		t.Errorf("unchanged: %d %s", code, errs)
+	}
+	if _, _, code := e.run("", "status", "nosuch"); code != 1 {
+		t.Errorf("status of unknown service: exit %d", code)
+	}
+}
