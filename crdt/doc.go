@@ -611,3 +611,14 @@ func ShowValue(v string) string {
 	}
 	return s
 }
+
+// ReadDocument loads a whole saved Automerge document (from any
+// implementation) and returns its flattened form, as Flat does.
+func ReadDocument(b []byte) (flat map[string]string, err error) {
+	defer safe(&err)
+	am, err := automerge.Load(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadChanges, err)
+	}
+	return flatten(am)
+}

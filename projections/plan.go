@@ -131,7 +131,7 @@ func (s *State) Plan(now time.Time) *Plan {
 		}
 		placed := map[key.ID]bool{}
 		var keep []svcInst
-		var idle []svcInst     // suspended/stopped/failed on eligible hosts
+		var idle []svcInst      // suspended/stopped/failed on eligible hosts
 		var displaced []svcInst // active on hosts no longer eligible
 		for _, in := range ins {
 			placed[in.host] = true
@@ -445,4 +445,3 @@ func (s *State) sortedGrants(h key.ID) []*card.Card {
 	sort.Slice(out, func(i, j int) bool { return idLess(out[i].ID(), out[j].ID()) })
 	return out
 }
-
