@@ -33,6 +33,8 @@ type rawChange struct {
 	actor string
 	seq   uint64
 	raw   []byte // the chunk as carried
+	body  []byte // the uncompressed change body
+	ops   []op
 }
 
 func uleb(b []byte) (uint64, int, error) {
@@ -100,7 +102,10 @@ func splitChanges(b []byte) ([]rawChange, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: chunk %d: %v", ErrBadChanges, len(out), err)
 		}
-		rc.hash, rc.raw = hash, b[:end]
+		rc.hash, rc.raw, rc.body = hash, b[:end], body
+		if _, rc.ops, err = decodeOps(body); err != nil {
+			return nil, fmt.Errorf("%w: chunk %d: %v", ErrBadChanges, len(out), err)
+		}
 		out = append(out, rc)
 		b = b[end:]
 	}

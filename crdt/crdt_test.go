@@ -326,3 +326,80 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestOpWritesMatchDiff checks the operation decoder against the naive
+// way of learning what a change wrote: fork the document at the change's
+// dependencies and compare it before and after the change.
+func TestOpWritesMatchDiff(t *testing.T) {
+	r := rand.New(rand.NewSource(7))
+	owner := ident(t, 1)
+	ids := []*key.Secret{owner, ident(t, 2), ident(t, 3)}
+	views := []*Doc{New(owner.ID(), "web"), New(owner.ID(), "web"), New(owner.ID(), "web")}
+	ref := New(owner.ID(), "web")
+	var all [][]byte
+	var authors []key.ID
+	checked := 0
+	for n := 0; n < 60; n++ {
+		i := r.Intn(3)
+		if r.Intn(3) == 0 {
+			for k, b := range all {
+				p, _ := Check(authors[k], owner.ID(), "web", b)
+				if len(views[i].Ready(p)) == 0 {
+					views[i].Apply(p, "x")
+				}
+			}
+		}
+		m := manifest(int64(r.Intn(3)), []string{"1", "2"}[r.Intn(2)])
+		if r.Intn(2) == 0 {
+			m.Labels = map[string]string{"zone": []string{"eu", "us"}[r.Intn(2)]}
+		}
+		b, err := views[i].Build(ids[i].ID(), m, time.Unix(int64(n), 0))
+		if errors.Is(err, ErrUnchanged) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply(t, views[i], ids[i].ID(), b, "x")
+		all, authors = append(all, b), append(authors, ids[i].ID())
+	}
+	for k, b := range all {
+		p, _ := Check(authors[k], owner.ID(), "web", b)
+		for _, c := range p.chs {
+			if ref.Has(c.hash) {
+				continue
+			}
+			base := New(owner.ID(), "web").am
+			if len(c.deps) > 0 {
+				var err error
+				if base, err = ref.am.Fork(c.deps...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before, _ := flatten(base)
+			if err := base.LoadIncremental(c.raw); err != nil {
+				t.Fatal(err)
+			}
+			after, _ := flatten(base)
+			naive := diff(before, after)
+			got := ref.writesPreview(c)
+			for p, v := range naive {
+				if got[p] != v {
+					t.Fatalf("change %d: naive says %s=%q, decoder %q", k, DisplayPath(p), v, got[p])
+				}
+			}
+			for p, v := range got {
+				if _, ok := naive[p]; !ok && before[p] != v {
+					t.Fatalf("change %d: decoder says %s=%q, which changes nothing (was %q)", k, DisplayPath(p), v, before[p])
+				}
+			}
+			checked++
+			if _, err := ref.Apply(&Parsed{author: authors[k], chs: []rawChange{c}}, "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d changes checked", checked)
+	}
+}

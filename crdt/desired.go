@@ -38,7 +38,8 @@ func (d *Doc) Desired() Desired {
 		out.Heads = append(out.Heads, h.String())
 	}
 	var keys []string
-	for k := range d.flat {
+	flat := d.current()
+	for k := range flat {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
@@ -80,7 +81,7 @@ func (d *Doc) Desired() Desired {
 		*dst = v[2:]
 	}
 	for _, k := range keys {
-		v := d.flat[k]
+		v := flat[k]
 		seg := strings.Split(k, Sep)
 		switch {
 		case k == "removed":

@@ -139,8 +139,10 @@ type Doc struct {
 	changes map[Hash]*Change
 	seqs    map[string]uint64 // actor -> highest applied seq
 	heads   []Hash
-	flat    map[string]string
+	flat    map[string]string // nil when it must be read again
 	writers map[string][]*Change // path -> maximal writers of the path
+	objs    map[string]string    // object ID (ctr@actor) -> flat path; "" is the root
+	texts   map[string]bool      // object IDs of text objects
 	log     []logEntry
 }
 
@@ -148,7 +150,7 @@ type Doc struct {
 func New(owner key.ID, service string) *Doc {
 	return &Doc{owner: owner, service: service, am: automerge.New(),
 		changes: map[Hash]*Change{}, seqs: map[string]uint64{}, flat: map[string]string{},
-		writers: map[string][]*Change{}}
+		writers: map[string][]*Change{}, objs: map[string]string{}, texts: map[string]bool{}}
 }
 
 // Owner and Service name the document.
@@ -318,46 +320,13 @@ func (d *Doc) applyOne(c rawChange, tag string) (*Change, error) {
 	}
 	ch.clock[ch.Actor] = ch.Seq
 
-	// What did this change write? Compare the document at deps(c) with the
-	// document at deps(c)+c. When the deps are the current heads that is
-	// the live document; otherwise a scratch fork at the deps.
-	var before, after map[string]string
-	if sameHeads(deps, d.heads) {
-		before = d.flat
-		if err := d.load(d.am, c); err != nil {
-			return nil, err
-		}
-		var err error
-		if after, err = flatten(d.am); err != nil {
-			return nil, err
-		}
-		d.flat = after
-	} else {
-		f := automerge.New()
-		if len(deps) > 0 {
-			var err error
-			if f, err = d.am.Fork(deps...); err != nil {
-				return nil, fmt.Errorf("%w: fork: %v", ErrBadChanges, err)
-			}
-		}
-		var err error
-		if before, err = flatten(f); err != nil {
-			return nil, err
-		}
-		if err := d.load(f, c); err != nil {
-			return nil, err
-		}
-		if after, err = flatten(f); err != nil {
-			return nil, err
-		}
-		if err := d.load(d.am, c); err != nil {
-			return nil, err
-		}
-		if d.flat, err = flatten(d.am); err != nil {
-			return nil, err
-		}
+	// What did this change write? Its operations say: every map key it
+	// sets, deletes or makes an object at, with the value.
+	if err := d.load(d.am, c); err != nil {
+		return nil, err
 	}
-	ch.Writes = diff(before, after)
+	d.flat = nil
+	ch.Writes = d.writesOf(c.actor, c.ops)
 	d.changes[ch.Hash] = ch
 	d.seqs[ch.Actor] = ch.Seq
 	d.heads = sortedHeads(d.am.Heads())
@@ -382,6 +351,96 @@ func (d *Doc) load(am *automerge.Doc, c rawChange) error {
 		return fmt.Errorf("%w: change %s did not apply", ErrBadChanges, c.hash)
 	}
 	return nil
+}
+
+func objKey(ctr uint64, actor string) string {
+	if actor == "" {
+		return ""
+	}
+	return strconv.FormatUint(ctr, 10) + "@" + actor
+}
+
+// writesOf records the objects ops create and returns the map keys they
+// write (flat path -> encoded value, "" for a deletion). Writes inside
+// lists are not register writes; edits of a text object count as a write
+// of the text, whose value is read back from the document.
+func (d *Doc) writesOf(actor string, ops []op) map[string]string {
+	w := map[string]string{}
+	var texts []string
+	for _, o := range ops {
+		parentID := objKey(o.objCtr, o.objActor)
+		parent, known := d.objs[parentID]
+		if parentID == "" {
+			parent, known = "", true
+		}
+		if !known {
+			continue
+		}
+		if o.elem {
+			if d.texts[parentID] {
+				texts = append(texts, parent)
+			}
+			continue
+		}
+		path := o.key
+		if parent != "" {
+			path = parent + Sep + o.key
+		}
+		switch o.action {
+		case actSet:
+			w[path] = o.value
+		case actDel:
+			w[path] = ""
+		case actMakeMap, actMakeTable:
+			w[path] = "{}"
+		case actMakeList:
+			w[path] = "l:"
+		case actMakeText:
+			texts = append(texts, path)
+		default:
+			continue
+		}
+		if o.action == actMakeMap || o.action == actMakeTable || o.action == actMakeList || o.action == actMakeText {
+			oid := objKey(o.ctr, actor)
+			d.objs[oid] = path
+			if o.action == actMakeText {
+				d.texts[oid] = true
+			}
+		}
+	}
+	for _, p := range texts {
+		w[p] = d.readPath(p)
+	}
+	return w
+}
+
+// readPath reads one flat path from the live document.
+func (d *Doc) readPath(p string) string {
+	seg := strings.Split(p, Sep)
+	args := make([]any, len(seg))
+	for i, s := range seg {
+		args[i] = s
+	}
+	v, err := d.am.Path(args...).Get()
+	if err != nil || v.IsVoid() {
+		return ""
+	}
+	if v.Kind() == automerge.KindMap {
+		return "{}"
+	}
+	return encodeValue(v)
+}
+
+// current returns the flattened live document, reading it when stale.
+func (d *Doc) current() map[string]string {
+	if d.flat == nil {
+		f, err := flatten(d.am)
+		if err != nil {
+			f = map[string]string{}
+		}
+		d.flat = f
+	}
+	return d.flat
 }
 
 // before reports whether w is in c's causal past.
@@ -495,8 +554,9 @@ func encodeValue(v *automerge.Value) string {
 
 // Flat returns a copy of the flattened current document.
 func (d *Doc) Flat() map[string]string {
-	out := make(map[string]string, len(d.flat))
-	for k, v := range d.flat {
+	cur := d.current()
+	out := make(map[string]string, len(cur))
+	for k, v := range cur {
 		out[k] = v
 	}
 	return out
@@ -533,7 +593,7 @@ func (d *Doc) Conflicts() []Conflict {
 		if len(ws) < 2 {
 			continue
 		}
-		cur := d.flat[p]
+		cur := d.current()[p]
 		vals := map[string]bool{}
 		for _, w := range ws {
 			vals[w.Writes[p]] = true
@@ -564,7 +624,7 @@ func (d *Doc) Conflicts() []Conflict {
 // sorted. Empty when no applied change wrote it.
 func (d *Doc) Provenance(path ...string) []string {
 	p := strings.Join(path, Sep)
-	cur := d.flat[p]
+	cur := d.current()[p]
 	var tags []string
 	seen := map[string]bool{}
 	for _, w := range d.writers[p] {
@@ -621,4 +681,16 @@ func ReadDocument(b []byte) (flat map[string]string, err error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadChanges, err)
 	}
 	return flatten(am)
+}
+
+// writesPreview decodes what c would write, without applying it (tests).
+func (d *Doc) writesPreview(c rawChange) map[string]string {
+	objs := make(map[string]string, len(d.objs))
+	for k, v := range d.objs {
+		objs[k] = v
+	}
+	texts := d.texts
+	w := d.writesOf(c.actor, c.ops)
+	d.objs, d.texts = objs, texts
+	return w
 }

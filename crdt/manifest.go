@@ -489,28 +489,9 @@ func (d *Doc) Build(author key.ID, m *Manifest, ts time.Time) (b []byte, err err
 	if t.IsZero() {
 		t = zeroTime
 	}
-	// A field in conflict whose winning value the author keeps is settled
-	// by writing it again; a write of an unchanged value is invisible to
-	// the provenance bookkeeping, so the settling first clears the field in
-	// a change of its own (both changes travel in the same card).
-	var settle []string
-	for _, k := range paths {
-		w, has := want[k]
-		c, had := cur[k]
-		if has && had && w == c && conflicted[k] {
-			settle = append(settle, k)
-		}
-	}
-	if len(settle) > 0 {
-		for _, k := range settle {
-			if err := setPath(f, k, "n:", true); err != nil {
-				return nil, err
-			}
-		}
-		if _, err := f.Commit("", automerge.CommitOptions{Time: &t}); err != nil {
-			return nil, err
-		}
-	}
+	// A field in conflict is written even when the author keeps the
+	// winning value: the write has seen every conflicting value, so it
+	// settles the conflict.
 	ops := 0
 	for _, k := range paths {
 		w, has := want[k]
