@@ -139,7 +139,7 @@ type Doc struct {
 	changes map[Hash]*Change
 	seqs    map[string]uint64 // actor -> highest applied seq
 	heads   []Hash
-	flat    map[string]string // nil when it must be read again
+	flat    map[string]string    // nil when it must be read again
 	writers map[string][]*Change // path -> maximal writers of the path
 	objs    map[string]string    // object ID (ctr@actor) -> flat path; "" is the root
 	texts   map[string]bool      // object IDs of text objects
@@ -693,4 +693,25 @@ func (d *Doc) writesPreview(c rawChange) map[string]string {
 	w := d.writesOf(c.actor, c.ops)
 	d.objs, d.texts = objs, texts
 	return w
+}
+
+// RawDoc is a bare Automerge document with no sublog bookkeeping: the
+// physical limit benchmarks compare against.
+type RawDoc struct{ am *automerge.Doc }
+
+// NewRawDoc returns an empty bare document.
+func NewRawDoc() *RawDoc { return &RawDoc{am: automerge.New()} }
+
+// Load applies change bytes.
+func (r *RawDoc) Load(changes []byte) (err error) {
+	defer safe(&err)
+	if len(r.am.Heads()) == 0 {
+		// An empty document would read the bytes as a whole document.
+		f, err := automerge.Load(changes)
+		if err == nil {
+			r.am = f
+			return nil
+		}
+	}
+	return r.am.LoadIncremental(changes)
 }

@@ -453,16 +453,22 @@ func (d *Doc) Build(author key.ID, m *Manifest, ts time.Time) (b []byte, err err
 	} else if f, err = d.am.Fork(); err != nil {
 		return nil, err
 	}
+	conflicted := map[string]bool{}
+	for _, c := range d.Conflicts() {
+		conflicted[strings.ReplaceAll(c.Path, ".", Sep)] = true
+	}
+	return buildOn(f, author, m, ts, conflicted, d.heads)
+}
+
+// buildOn makes the changes in f itself and returns those made since the
+// heads since (genesis included when since is empty).
+func buildOn(f *automerge.Doc, author key.ID, m *Manifest, ts time.Time, conflicted map[string]bool, since []Hash) ([]byte, error) {
 	if err := f.SetActorID(ActorOf(author)); err != nil {
 		return nil, err
 	}
 	cur, err := flatten(f)
 	if err != nil {
 		return nil, err
-	}
-	conflicted := map[string]bool{}
-	for _, c := range d.Conflicts() {
-		conflicted[strings.ReplaceAll(c.Path, ".", Sep)] = true
 	}
 	want := map[string]string{}
 	if m.Remove {
@@ -510,7 +516,7 @@ func (d *Doc) Build(author key.ID, m *Manifest, ts time.Time) (b []byte, err err
 	if _, err := f.Commit("", automerge.CommitOptions{Time: &t}); err != nil {
 		return nil, err
 	}
-	chs, err := f.Changes(d.heads...)
+	chs, err := f.Changes(since...)
 	if err != nil {
 		return nil, err
 	}
@@ -559,4 +565,54 @@ func decodeScalar(v string) any {
 		return nil
 	}
 	return s
+}
+
+// Writer is one device's own copy of a document for making changes in a
+// long-running process: changes are made in place, with no copy of the
+// document per change. Feed it every change of the document (Receive) and
+// publish what Write returns.
+type Writer struct {
+	am      *automerge.Doc
+	owner   key.ID
+	service string
+}
+
+// NewWriter returns a writer for (owner, service) with an empty document.
+func NewWriter(owner key.ID, service string) *Writer {
+	return &Writer{am: automerge.New(), owner: owner, service: service}
+}
+
+// Receive applies changes made elsewhere (any order; Automerge queues
+// changes until their dependencies arrive).
+func (w *Writer) Receive(changes []byte) (err error) {
+	defer safe(&err)
+	if len(w.am.Heads()) == 0 {
+		// An empty document would read the bytes as a whole document.
+		gen, err := Genesis(w.owner, w.service)
+		if err != nil {
+			return err
+		}
+		if err := w.am.LoadIncremental(gen); err != nil {
+			return err
+		}
+	}
+	return w.am.LoadIncremental(changes)
+}
+
+// Write makes the minimal changes to reach m as author.
+func (w *Writer) Write(author key.ID, m *Manifest, ts time.Time) (b []byte, err error) {
+	defer safe(&err)
+	var since []Hash
+	if len(w.am.Heads()) == 0 {
+		gen, err := Genesis(w.owner, w.service)
+		if err != nil {
+			return nil, err
+		}
+		if err := w.am.LoadIncremental(gen); err != nil {
+			return nil, err
+		}
+	} else {
+		since = w.am.Heads()
+	}
+	return buildOn(w.am, author, m, ts, nil, since)
 }
