@@ -97,9 +97,13 @@ func (h *benchHistory) round(r *rand.Rand, perDevice int) {
 			round = append(round, made{s, b})
 		}
 	}
+	batch := map[string][]byte{}
 	for _, m := range round {
-		for _, w := range h.writers[m.svc] {
-			if err := w.Receive(m.b); err != nil {
+		batch[m.svc] = append(batch[m.svc], m.b...)
+	}
+	for s, b := range batch {
+		for _, w := range h.writers[s] {
+			if err := w.Receive(b); err != nil {
 				panic(err)
 			}
 		}
@@ -181,7 +185,7 @@ func BenchmarkIncrementalOneCard(b *testing.B) {
 	h := newBenchHistory(b, 10, 10)
 	r := rand.New(rand.NewSource(2))
 	for len(h.order) < total {
-		h.round(r, 10)
+		h.round(r, 50)
 	}
 	s := New()
 	for _, c := range h.order {
