@@ -89,11 +89,14 @@ func New() *State {
 // with no state: the check to run before a card is stored. For an intent
 // card that includes parsing the Automerge change bytes.
 func Check(c *card.Card) error {
-	_, err := checkBody(c)
+	_, err := checkBody(c, true)
 	return err
 }
 
-func checkBody(c *card.Card) (any, error) {
+// checkBody decodes and checks a body; full adds Automerge's own parse of
+// intent changes (Add leaves that to the application, which undoes a
+// refused change).
+func checkBody(c *card.Card, full bool) (any, error) {
 	switch c.Kind() {
 	case card.KindIntent:
 		var b IntentBody
@@ -107,7 +110,11 @@ func checkBody(c *card.Card) (any, error) {
 		if b.Service == "" || len(b.Service) > 63 {
 			return nil, fmt.Errorf("%w: intent service %q", ErrBadBody, b.Service)
 		}
-		p, err := crdt.Check(c.Author(), owner, b.Service, b.Changes)
+		check := crdt.CheckStructure
+		if full {
+			check = crdt.Check
+		}
+		p, err := check(c.Author(), owner, b.Service, b.Changes)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadIntent, err)
 		}
@@ -205,7 +212,7 @@ func (s *State) Add(c *card.Card) error {
 		return nil
 	}
 	s.seen[c.ID()] = c
-	v, err := checkBody(c)
+	v, err := checkBody(c, false)
 	if err != nil {
 		s.bad[c.ID()] = err.Error()
 		return err
