@@ -64,6 +64,11 @@ type RevokeBody struct {
 	Reason string `cbor:"reason,omitempty"`
 }
 
+// CRLBody lists card IDs the author withdraws (a revocation list).
+type CRLBody struct {
+	Revoked [][]byte `cbor:"revoked"`
+}
+
 // ObserveBody is a host's report of a peer's state.
 type ObserveBody struct {
 	Peer    []byte `cbor:"peer"`

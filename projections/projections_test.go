@@ -262,3 +262,24 @@ func TestPlanMoveSuspendResumeRemove(t *testing.T) {
 		t.Fatalf("unmet: %+v", p)
 	}
 }
+
+func TestCRLWithdrawsGrantAndDelegation(t *testing.T) {
+	w := newWorld(t, "owner", "l1", "h1")
+	d := w.delegate("owner", "l1")
+	w.sync("owner", "l1")
+	w.intent("l1", "owner", spec(1, "1"))
+	w.profile("h1", 4000, 4<<30, nil)
+	g := w.grant("h1", "owner", "web")
+	st := fold(w.all())
+	if len(st.Desired()) != 1 || len(st.Plan(now).Actions) != 1 {
+		t.Fatalf("before: %+v %+v", st.Desired(), st.Plan(now))
+	}
+	w.append("h1", card.KindCRL, CRLBody{Revoked: [][]byte{idBytes(g.ID())}})
+	if p := fold(w.all()).Plan(now); len(p.Actions) != 0 || len(p.Unmet) != 1 {
+		t.Fatalf("a crl naming the grant must withdraw it: %+v", p)
+	}
+	w.append("owner", card.KindCRL, CRLBody{Revoked: [][]byte{idBytes(d.ID())}})
+	if ds := fold(w.all()).Desired(); len(ds) != 0 {
+		t.Fatalf("a crl naming the delegation must revoke it (no position: nothing counts): %+v", ds)
+	}
+}

@@ -164,6 +164,17 @@ func checkBody(c *card.Card, full bool) (any, error) {
 			return nil, fmt.Errorf("%w: revoke card: %w", ErrBadBody, err)
 		}
 		return &b, nil
+	case card.KindCRL:
+		var b CRLBody
+		if err := c.DecodeBody(&b); err != nil {
+			return nil, fmt.Errorf("%w: crl: %w", ErrBadBody, err)
+		}
+		for _, id := range b.Revoked {
+			if _, err := card.IDFromBytes(id); err != nil {
+				return nil, fmt.Errorf("%w: crl entry: %w", ErrBadBody, err)
+			}
+		}
+		return &b, nil
 	case card.KindObserve:
 		var b ObserveBody
 		if err := c.DecodeBody(&b); err != nil {
@@ -240,11 +251,10 @@ func (s *State) Add(c *card.Card) error {
 	case *GrantBody:
 		s.grants[c.ID()] = c
 	case *RevokeBody:
-		target := card.ID(b.Card)
-		s.revokes[target] = append(s.revokes[target], c)
-		if p, ok := s.delegCards[target]; ok && p.owner == c.Author() {
-			s.deleg(p).revs = append(s.deleg(p).revs, c)
-			s.recount(p)
+		s.withdraw(c, card.ID(b.Card))
+	case *CRLBody:
+		for _, id := range b.Revoked {
+			s.withdraw(c, card.ID(id))
 		}
 	case *ObserveBody:
 		k := obsKey{host: c.Author(), service: b.Service}
@@ -261,7 +271,17 @@ func (s *State) Add(c *card.Card) error {
 	return nil
 }
 
-// revokedBy returns the earliest revoke card by t's own author naming t.
+// withdraw records that card c (a revoke or crl) names target.
+func (s *State) withdraw(c *card.Card, target card.ID) {
+	s.revokes[target] = append(s.revokes[target], c)
+	if p, ok := s.delegCards[target]; ok && p.owner == c.Author() {
+		s.deleg(p).revs = append(s.deleg(p).revs, c)
+		s.recount(p)
+	}
+}
+
+// revokedBy returns the earliest revoke or crl card by t's own author
+// naming t.
 func (s *State) revokedBy(t *card.Card) *card.Card {
 	var best *card.Card
 	for _, r := range s.revokes[t.ID()] {

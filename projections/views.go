@@ -259,6 +259,10 @@ func (s *State) Explain(id card.ID, now time.Time) Status {
 		default:
 			st.Verdict, st.Reason = "recorded", "withdraws "+t.Kind()+" "+t.ID().String()
 		}
+	case card.KindCRL:
+		var b CRLBody
+		_ = c.DecodeBody(&b)
+		st.Verdict, st.Reason = "recorded", fmt.Sprintf("withdraws %d card(s) of its author", len(b.Revoked))
 	case card.KindObserve:
 		live := false
 		for _, o := range s.observes {
