@@ -154,6 +154,27 @@ func TestArrivalOrderDoesNotMatter(t *testing.T) {
 		if len(full.Plan(now).Actions) > 0 {
 			seen["a"] = true
 		}
+		// A revoked device's intent after the position its revocation names
+		// never counts.
+		cut := map[key.ID]uint64{}
+		for _, c := range w.logs[w.id("owner")] {
+			var b DelegateBody
+			if c.Kind() == card.KindDelegate && c.DecodeBody(&b) == nil && b.Revoked {
+				d := mustID(b.Device)
+				if u, ok := cut[d]; !ok || *b.Upto < u {
+					cut[d] = *b.Upto
+				}
+			}
+		}
+		for d, u := range cut {
+			for _, c := range w.logs[d] {
+				if c.Kind() == card.KindIntent && c.Seq() > u {
+					if v := full.Explain(c.ID(), now); v.Verdict == "applied" {
+						rt.Fatalf("device card seq %d after revocation at %d counted: %+v", c.Seq(), u, v)
+					}
+				}
+			}
+		}
 		for k, n := range map[string]*int{"c": &conflicts, "i": &ignored, "p": &pending, "a": &actions} {
 			if seen[k] {
 				*n++
@@ -175,6 +196,17 @@ func TestArrivalOrderDoesNotMatter(t *testing.T) {
 			}
 			if got := snapshot(inc, now); !bytes.Equal(got, ref) {
 				rt.Fatalf("arrival order %d gives different projections:\n%x\n%x", k, got, ref)
+			}
+		}
+		// Every participant's own view, built incrementally while it made
+		// its cards, converges on the same bytes once all have synced.
+		for _, a := range actors[1:] {
+			w.sync("owner", a)
+		}
+		for _, a := range actors {
+			w.sync("owner", a)
+			if got := snapshot(w.views[a].st, now); !bytes.Equal(got, ref) {
+				rt.Fatalf("%s's view differs from the full replay after syncing", a)
 			}
 		}
 	})
