@@ -129,3 +129,44 @@ func TestDelegateStatusPlanAudit(t *testing.T) {
 		t.Errorf("status of unknown service: exit %d", code)
 	}
 }
+
+func TestObservedKindsFromYAML(t *testing.T) {
+	e := &cliEnv{t: t, home: t.TempDir()}
+	owner := e.ok("", "init")
+	host := e.ok("", "init", "--name", "h1")
+	bad := []struct{ doc, want string }{
+		{"kind: profile\ncpu: 2\nmemory: 4Q\n", "<stdin>:3: field memory"},
+		{"kind: profile\ncpu: 2000\nnetwork:\n  egress: maybe\n", "<stdin>:4: field network.egress"},
+		{"kind: grant\nservice: web\nowner: nope\n", "<stdin>:3: field owner"},
+		{"kind: grant\nlimits: {memory: 1Gi}\n", "field service"},
+		{"kind: observe\nservice: web\nstate: running\n", "field peer"},
+		{"kind: observe\npeer: " + host + "\nstate: dancing\n", "<stdin>:3: field state"},
+		{"kind: delegate\ndevice: " + host + "\nupto: 3\n", "<stdin>:3: field upto"},
+		{"kind: grant\nservice: web\ncolour: red\n", "<stdin>:3: field colour"},
+	}
+	for _, c := range bad {
+		_, errs, code := e.run(c.doc, "append", "-", "--as", "h1")
+		if code != 1 || !strings.Contains(errs, c.want) {
+			t.Errorf("%q: exit %d, stderr %q; want %q", c.doc, code, errs, c.want)
+		}
+	}
+	e.ok(manifestYAML(owner, 1, "1.0.0"), "append", "-")
+	e.ok("kind: profile\ncpu: 4000m\nmemory: 4Gi\ndisk: 100Gi\ngpu: 0\nlabels: {zone: eu}\n", "append", "-", "--as", "h1")
+	e.ok("kind: grant\nservice: web\nowner: "+owner+"\nlimits: {memory: 1Gi, instances: 2}\nexpires: 720h\n", "append", "-", "--as", "h1")
+	e.ok("kind: observe\npeer: "+host+"\nservice: web\nowner: "+owner+"\nstate: running\nusage: {memory: 32Mi, cpu_ms: 1200}\n", "append", "-", "--as", "h1")
+	var st struct {
+		Observed []struct {
+			Host    string
+			Profile struct{ CPU, Memory uint64 }
+			Instances []struct{ Service, State string }
+		}
+		Plan struct{ Actions []struct{ Action string } }
+	}
+	if err := json.Unmarshal([]byte(e.ok("", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Observed) != 1 || st.Observed[0].Profile.CPU != 4000 || st.Observed[0].Profile.Memory != 4<<30 ||
+		len(st.Observed[0].Instances) != 1 || st.Observed[0].Instances[0].State != "running" || len(st.Plan.Actions) != 0 {
+		t.Fatalf("observed %+v plan %+v", st.Observed, st.Plan)
+	}
+}

@@ -227,6 +227,13 @@ func TestManifestErrorsNameFieldAndLine(t *testing.T) {
 			t.Errorf("%v: got %v, want field %s line %d", c.doc, err, c.field, c.line)
 		}
 	}
+	pl, err := ParseManifest(spec("placement", map[string]any{"region": "home-lab", "labels": map[string]any{"zone": "eu"}}), nil)
+	if err != nil || pl.Labels["region"] != "home-lab" || pl.Labels["zone"] != "eu" {
+		t.Fatalf("placement shorthand: %+v %v", pl, err)
+	}
+	if _, err := ParseManifest(spec("placement", map[string]any{"region": 3}), nil); err == nil {
+		t.Fatal("a non-string placement shorthand was accepted")
+	}
 	m, err := ParseManifest(spec("replicas", uint64(2), "resources", map[string]any{"cpu": "500m", "memory": "64Mi", "gpu": 0}), nil)
 	if err != nil || *m.Replicas != 2 || *m.CPU != 500 || *m.Memory != 64<<20 || *m.GPU != 0 {
 		t.Fatalf("%+v %v", m, err)

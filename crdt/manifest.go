@@ -162,19 +162,43 @@ func ParseManifest(doc map[string]any, lineOf func(path string) int) (*Manifest,
 		}
 	}
 	if v, ok := sm["placement"]; ok {
+		// hosts, avoid and labels; any other key with a string value is
+		// shorthand for a label ({region: home-lab}).
 		pm := p.mapOf("spec.placement", v)
-		p.known("spec.placement", pm, "hosts", "avoid", "labels")
 		m.Hosts = p.ids("spec.placement.hosts", pm["hosts"])
 		m.Avoid = p.ids("spec.placement.avoid", pm["avoid"])
-		if v, ok := pm["labels"]; ok {
-			lm := p.mapOf("spec.placement.labels", v)
-			m.Labels = map[string]string{}
-			for k, v := range lm {
-				f := "spec.placement.labels." + k
-				if !policyRE.MatchString(k) {
-					p.fail(f, "label names are 1 to 63 of A-Z a-z 0-9 _ . - /")
+		label := func(f, k string, v any) {
+			if !policyRE.MatchString(k) {
+				p.fail(f, "label names are 1 to 63 of A-Z a-z 0-9 _ . - /")
+			}
+			if _, ok := v.(string); !ok {
+				p.fail(f, "a label constraint is a string (placement knows hosts, avoid, labels and label shorthands)")
+			}
+			if m.Labels == nil {
+				m.Labels = map[string]string{}
+			}
+			m.Labels[k] = p.str(f, v, true)
+		}
+		var keys []string
+		for k := range pm {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			switch k {
+			case "hosts", "avoid":
+			case "labels":
+				lm := p.mapOf("spec.placement.labels", pm[k])
+				var lk []string
+				for k := range lm {
+					lk = append(lk, k)
 				}
-				m.Labels[k] = p.str(f, v, true)
+				sort.Strings(lk)
+				for _, l := range lk {
+					label("spec.placement.labels."+l, l, lm[l])
+				}
+			default:
+				label("spec.placement."+k, k, pm[k])
 			}
 		}
 	}
