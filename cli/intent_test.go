@@ -156,8 +156,8 @@ func TestObservedKindsFromYAML(t *testing.T) {
 	e.ok("kind: observe\npeer: "+host+"\nservice: web\nowner: "+owner+"\nstate: running\nusage: {memory: 32Mi, cpu_ms: 1200}\n", "append", "-", "--as", "h1")
 	var st struct {
 		Observed []struct {
-			Host    string
-			Profile struct{ CPU, Memory uint64 }
+			Host      string
+			Profile   struct{ CPU, Memory uint64 }
 			Instances []struct{ Service, State string }
 		}
 		Plan struct{ Actions []struct{ Action string } }
