@@ -238,8 +238,8 @@ func (f *fields) when(a *App, k string) int64 {
 
 func top(d *Doc) *fields { return &fields{d: d, m: d.Fields} }
 
-// finish checks the body with the projections' own decoder.
-func finish(f *fields, kind string, body any) (card.Draft, error) {
+// finish returns the draft, or the first field error.
+func finish(f *fields, body any) (card.Draft, error) {
 	if f.err != nil {
 		return card.Draft{}, f.err
 	}
@@ -265,7 +265,7 @@ func profileDraft(a *App, d *Doc) (card.Draft, error) {
 			f.err = l.err
 		}
 	}
-	return finish(f, card.KindProfile, b)
+	return finish(f, b)
 }
 
 func grantDraft(a *App, d *Doc) (card.Draft, error) {
@@ -284,7 +284,7 @@ func grantDraft(a *App, d *Doc) (card.Draft, error) {
 	if f.err == nil && b.Peer == nil && b.Bundle == nil && b.Service == "" {
 		f.fail("service", "a grant names a service, a peer or a bundle")
 	}
-	return finish(f, card.KindGrant, b)
+	return finish(f, b)
 }
 
 func observeDraft(a *App, d *Doc) (card.Draft, error) {
@@ -306,7 +306,7 @@ func observeDraft(a *App, d *Doc) (card.Draft, error) {
 			f.err = u.err
 		}
 	}
-	return finish(f, card.KindObserve, b)
+	return finish(f, b)
 }
 
 func delegateDraft(a *App, d *Doc) (card.Draft, error) {
@@ -323,5 +323,5 @@ func delegateDraft(a *App, d *Doc) (card.Draft, error) {
 		u := f.uint("upto")
 		b.Upto = &u
 	}
-	return finish(f, card.KindDelegate, b)
+	return finish(f, b)
 }
