@@ -170,3 +170,92 @@ func TestObservedKindsFromYAML(t *testing.T) {
 		t.Fatalf("observed %+v plan %+v", st.Observed, st.Plan)
 	}
 }
+
+// TestLaptopsOfflineViaBundles is the acceptance scenario end to
+// end: an owner and three device homes exchange cards only as bundle files;
+// two laptops edit the same service offline and converge on the same
+// intent and plan (a conflict shown with its winner); the third device is
+// revoked and its later intent does not count anywhere.
+func TestLaptopsOfflineViaBundles(t *testing.T) {
+	dir := t.TempDir()
+	homes := map[string]*cliEnv{}
+	ids := map[string]string{}
+	for _, n := range []string{"owner", "l1", "l2", "l3"} {
+		homes[n] = &cliEnv{t: t, home: dir + "/" + n}
+		ids[n] = homes[n].ok("", "init")
+	}
+	send := func(from string, to ...string) {
+		t.Helper()
+		f := dir + "/" + from + ".bundle"
+		homes[from].ok("", "export", "--out", f)
+		for _, n := range to {
+			homes[n].ok("", "import", f)
+		}
+	}
+	m := func(replicas int, version, memory string) string {
+		return fmt.Sprintf("kind: intent\nservice: web\nspec:\n  replicas: %d\n  version: %s\n  resources: {cpu: 250m, memory: %s}\n",
+			replicas, version, memory)
+	}
+	o := homes["owner"]
+	for _, d := range []string{"l1", "l2", "l3"} {
+		o.ok("", "delegate", ids[d])
+	}
+	o.ok(m(1, "1.0.0", "64Mi"), "append", "-")
+	send("owner", "l1", "l2", "l3")
+
+	homes["l3"].ok(m(2, "1.0.0", "64Mi"), "append", "-") // counts: the owner sees it before revoking
+	send("l3", "owner")
+	o.ok("", "undelegate", ids["l3"])
+	send("owner", "l1", "l2") // the laptops pick up l3's counted edit and the revocation
+	homes["l3"].ok(m(9, "6.6.6", "64Mi"), "append", "-") // after the revocation point
+
+	// Offline edits: different fields, and the same field (memory).
+	homes["l1"].ok(m(3, "1.0.0", "128Mi"), "append", "-")
+	homes["l2"].ok(m(2, "2.0.0", "256Mi"), "append", "-") // keeps replicas as it sees them
+
+	send("l1", "l2", "owner")
+	send("l2", "l1", "owner")
+	send("l3", "owner", "l1", "l2")
+	send("owner", "l1", "l2", "l3")
+
+	type view struct {
+		Desired []struct {
+			Replicas  int64
+			Version   string
+			Memory    int64
+			Conflicts []struct{ Path string }
+		}
+		Plan any
+	}
+	var first []byte
+	for _, n := range []string{"l1", "l2", "owner", "l3"} {
+		out := homes[n].ok("", "status", "--json")
+		var v view
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatal(err)
+		}
+		if len(v.Desired) != 1 || v.Desired[0].Replicas != 3 || v.Desired[0].Version != "2.0.0" {
+			t.Fatalf("%s: desired %+v", n, v.Desired)
+		}
+		if mem := v.Desired[0].Memory; mem != 128<<20 && mem != 256<<20 {
+			t.Fatalf("%s: memory %d", n, mem)
+		}
+		if len(v.Desired[0].Conflicts) != 1 || v.Desired[0].Conflicts[0].Path != "spec.resources.memory" {
+			t.Fatalf("%s: conflicts %+v", n, v.Desired[0].Conflicts)
+		}
+		d, _ := json.Marshal(v)
+		if first == nil {
+			first = d
+		} else if string(d) != string(first) {
+			t.Fatalf("%s disagrees:\n%s\n%s", n, d, first)
+		}
+	}
+	text := homes["l2"].ok("", "status", "web")
+	if !strings.Contains(text, "conflict: web") || !strings.Contains(text, "won") || !strings.Contains(text, "lost") {
+		t.Fatalf("status does not show the conflict:\n%s", text)
+	}
+	audit := o.ok("", "replay", "--audit")
+	if !strings.Contains(audit, "ignored:") || !strings.Contains(audit, "delegation revoked") {
+		t.Fatalf("audit does not show the revoked device's card as ignored:\n%s", audit)
+	}
+}
