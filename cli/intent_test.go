@@ -206,7 +206,7 @@ func TestLaptopsOfflineViaBundles(t *testing.T) {
 	homes["l3"].ok(m(2, "1.0.0", "64Mi"), "append", "-") // counts: the owner sees it before revoking
 	send("l3", "owner")
 	o.ok("", "undelegate", ids["l3"])
-	send("owner", "l1", "l2") // the laptops pick up l3's counted edit and the revocation
+	send("owner", "l1", "l2")                            // the laptops pick up l3's counted edit and the revocation
 	homes["l3"].ok(m(9, "6.6.6", "64Mi"), "append", "-") // after the revocation point
 
 	// Offline edits: different fields, and the same field (memory).
