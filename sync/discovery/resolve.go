@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -208,27 +209,31 @@ func profileString(id card.ID) string {
 	return id.String()
 }
 
-// tokenHint checks a token against want and now.
-func (u *run) tokenHint(text string) (Hint, error) {
+// token decodes a token and checks it against want and now.
+func (u *run) token(text string) (*Token, error) {
 	t, err := DecodeToken(text, u.r.now())
 	if err != nil {
-		return Hint{}, err
+		return nil, err
 	}
 	if t.ID() != u.want {
-		return Hint{}, fmt.Errorf("%w: the token is for %s, not %s", ErrWrongIdentity, t.ID(), u.want)
+		return nil, fmt.Errorf("%w: the token is for %s, not %s", ErrWrongIdentity, t.ID(), u.want)
 	}
-	return Hint{Addrs: t.Addrs(), Profile: profileString(t.Profile()), Expires: t.Expires()}, nil
+	return t, nil
+}
+
+func tokenToHint(t *Token) Hint {
+	return Hint{Addrs: t.Addrs(), Profile: profileString(t.Profile()), Expires: t.Expires()}
 }
 
 func (u *run) tokens() bool {
 	for i, text := range u.r.Tokens {
 		a := Attempt{Source: SourceToken, Where: fmt.Sprintf("#%d", i+1)}
-		h, err := u.tokenHint(text)
+		tok, err := u.token(text)
 		if err != nil {
 			u.fail(a, Rejected, err)
 			continue
 		}
-		if u.try(a, h, u.r.now().Add(u.cacheTTL())) {
+		if u.try(a, tokenToHint(tok), u.r.now().Add(u.cacheTTL())) {
 			return true
 		}
 	}
@@ -304,27 +309,31 @@ func (u *run) dns() bool {
 			u.fail(a, outcome, err)
 			continue
 		}
-		// A domain may list several identities: use the records for want;
-		// report why every other record was passed over.
+		// A domain may list several identities: use the records for want,
+		// newest first (a newer hint supersedes an older one); say why
+		// every other record was passed over.
 		var reasons []string
-		found := false
+		var hints []*Token
 		for _, txt := range txts {
 			if !strings.HasPrefix(strings.TrimSpace(txt), TokenPrefix) {
 				continue
 			}
-			h, err := u.tokenHint(txt)
+			tok, err := u.token(txt)
 			if err != nil {
 				reasons = append(reasons, err.Error())
 				continue
 			}
-			found = true
-			if u.try(a, h, u.r.now().Add(u.cacheTTL())) {
+			hints = append(hints, tok)
+		}
+		sort.SliceStable(hints, func(i, j int) bool { return hints[i].Issued().After(hints[j].Issued()) })
+		for _, tok := range hints {
+			if u.try(a, tokenToHint(tok), u.r.now().Add(u.cacheTTL())) {
 				return true
 			}
 			a.Candidates = nil
 		}
-		if !found {
-			err := fmt.Errorf("%w: no valid hint for %s among %d TXT records", ErrNotFound, u.want, len(txts))
+		if len(hints) == 0 {
+			err := fmt.Errorf("%w: no hint for %s among %d TXT records", ErrNotFound, u.want, len(txts))
 			if len(reasons) > 0 {
 				err = fmt.Errorf("%w: no valid hint for %s: %s", ErrWrongIdentity, u.want, strings.Join(reasons, "; "))
 				u.fail(a, Rejected, err)

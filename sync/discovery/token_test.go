@@ -63,7 +63,7 @@ func TestTokenRoundTrip(t *testing.T) {
 }
 
 // rawToken decodes a token's CBOR so tests can build altered ones.
-func rawToken(t *testing.T, tok *Token) tokenWire {
+func rawToken(t testing.TB, tok *Token) tokenWire {
 	t.Helper()
 	raw, err := b64.DecodeString(strings.TrimPrefix(tok.String(), TokenPrefix))
 	if err != nil {
