@@ -161,7 +161,7 @@ func TestDNSHints(t *testing.T) {
 			issuedToken(t, alice, now.Add(-time.Second), now, impostor).String(),
 			issuedToken(t, alice, now.Add(-time.Hour), now, aliceAddr).String(),
 		},
-		"_sublog.long.example.org.": {tok(alice, append(many, aliceAddr)...)},
+		"_sublog.long.example.org.":   {tok(alice, append(many, aliceAddr)...)},
 		"_sublog.forged.example.org.": {forgedToken(t, alice, mallory, now, impostor)},
 	}
 	server, kind := startDNS(t, records)

@@ -25,7 +25,9 @@ type Prover interface {
 type ProverFunc func(ctx context.Context, addr string, want key.ID) error
 
 // Prove calls f.
-func (f ProverFunc) Prove(ctx context.Context, addr string, want key.ID) error { return f(ctx, addr, want) }
+func (f ProverFunc) Prove(ctx context.Context, addr string, want key.ID) error {
+	return f(ctx, addr, want)
+}
 
 // The challenge protocol (version 1), for use until the authenticated
 // channel (sync/channel) proves identities on connect:

@@ -84,10 +84,10 @@ func TestResolvePoisonedFallThrough(t *testing.T) {
 		Relays: []string{
 			fixedRelay(t, newPacket(t, "mallory", now, impostor).Payload()),     // another key's packet
 			fixedRelay(t, newPacket(t, "alice", now.Add(-time.Hour)).Payload()), // stale (older than cached)
-			fixedRelay(t, tampered),                                             // bad signature
-			startRelay(t, http.NotFoundHandler()),                               // has nothing
-			"http://127.0.0.1:1",                                                // unreachable
-			fixedRelay(t, newest.Payload()),                                     // valid, points at an impostor
+			fixedRelay(t, tampered),               // bad signature
+			startRelay(t, http.NotFoundHandler()), // has nothing
+			"http://127.0.0.1:1",                  // unreachable
+			fixedRelay(t, newest.Payload()),       // valid, points at an impostor
 		},
 		DNSNames: []string{"example.org"},
 		Prover:   &ChallengeProver{Timeout: 2 * time.Second},
