@@ -482,3 +482,20 @@ func (v verifier) Verify(content, sig []byte) error {
 	}
 	return nil
 }
+
+// DecodeStored parses bytes that passed Decode before and were read back from
+// a store: every structural and canonical-form check, but not the signature
+// or the capabilities (the store's Verify re-checks signatures).
+func DecodeStored(b []byte) (*Card, error) {
+	c, _, err := parse(b)
+	return c, err
+}
+
+// DecodeAnyCaps is Decode for evidence (fork proofs): the signature and form
+// are checked, but required capabilities are not, since proving that an
+// author signed something does not need understanding it.
+func DecodeAnyCaps(b []byte) (*Card, error) { return Decode(b, anyCaps{}) }
+
+type anyCaps struct{}
+
+func (anyCaps) Require([]string) error { return nil }

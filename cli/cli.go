@@ -1,0 +1,281 @@
+// Package cli owns the sublog command line: parsing, output, and the one
+// place where errors become exit codes (0 success, 1 rejected input or failed
+// operation, 2 usage error). Each command lives in its own cmd_*.go file and
+// registers itself with register.
+package cli
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	sublog "github.com/sublog/sublog/log"
+	"github.com/sublog/sublog/log/home"
+	"github.com/sublog/sublog/log/key"
+)
+
+// Exit codes: the command line contract.
+const (
+	ExitOK       = 0
+	ExitRejected = 1
+	ExitUsage    = 2
+)
+
+// App is what a command sees of the process: streams, environment, the
+// home and store (opened lazily, once), the clock and randomness.
+type App struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	homeFlag string
+	asFlag   string
+	jsonOut  bool
+	ran      bool // a command's RunE started (errors before it are usage errors)
+
+	now  func() time.Time
+	rand io.Reader
+
+	home  *home.Home
+	store *sublog.Store
+}
+
+var constructors []func(*App) *cobra.Command
+
+// register adds a top-level command; each cmd_*.go file calls it from init.
+func register(f func(*App) *cobra.Command) { constructors = append(constructors, f) }
+
+// exitError carries an exit code and an optional hint to Main.
+type exitError struct {
+	code int
+	err  error
+	hint string
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// rejected marks err as exit 1, with a hint ("" for none).
+func rejected(err error, hint string) error {
+	return &exitError{code: ExitRejected, err: err, hint: hint}
+}
+
+// usage marks err as exit 2.
+func usage(err error) error { return &exitError{code: ExitUsage, err: err} }
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) (code int) {
+	a := &App{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now, rand: rand.Reader}
+	defer func() {
+		if a.store != nil {
+			if err := a.store.Close(); err != nil && code == ExitOK {
+				fmt.Fprintf(stderr, "sublog: error: closing the store: %v\n", err)
+				code = ExitRejected
+			}
+		}
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "sublog: error: internal error (please report): %v\n%s", r, debug.Stack())
+			code = ExitRejected
+		}
+	}()
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	code = ExitRejected
+	var ee *exitError
+	hint := ""
+	if errors.As(err, &ee) {
+		code, hint = ee.code, ee.hint
+	} else if !a.ran {
+		code = ExitUsage
+	}
+	if hint == "" {
+		hint = hintFor(err)
+	}
+	fmt.Fprintf(stderr, "sublog: error: %v\n", err)
+	if hint != "" {
+		fmt.Fprintf(stderr, "sublog: hint: %s\n", hint)
+	} else if code == ExitUsage {
+		fmt.Fprintf(stderr, "sublog: hint: see 'sublog --help'\n")
+	}
+	return code
+}
+
+// hintFor suggests a next step for well-known errors.
+func hintFor(err error) string {
+	switch {
+	case errors.Is(err, home.ErrNoHome):
+		return "create one with 'sublog init' (or point --home / $SUBLOG_HOME at an existing home)"
+	case errors.Is(err, home.ErrKeyPerms):
+		return "make the key file private: chmod 600 the file named above"
+	case errors.Is(err, home.ErrNoID):
+		return "list identities with 'sublog id --list'; create one with 'sublog init --name NAME'"
+	case errors.Is(err, sublog.ErrLocked):
+		return "another sublog command (or 'sublog serve') is using this home; wait for it or stop it"
+	}
+	return ""
+}
+
+func (a *App) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sublog",
+		Short:         "sublog: signed, hash-chained logs of cards, synced peer to peer",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version(),
+	}
+	root.PersistentFlags().StringVar(&a.homeFlag, "home", "", "sublog home directory (default $SUBLOG_HOME, else $XDG_DATA_HOME/sublog, else ~/.local/share/sublog)")
+	root.PersistentFlags().StringVar(&a.asFlag, "as", "", "act as this named identity of the home (default: the home's default)")
+	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print JSON on stdout")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
+	root.CompletionOptions.DisableDefaultCmd = true
+	for _, f := range constructors {
+		root.AddCommand(a.wrap(f(a)))
+	}
+	return root
+}
+
+// wrap marks when a command's own code starts, so argument errors found by
+// cobra before it count as usage errors, and recurses into subcommands.
+func (a *App) wrap(c *cobra.Command) *cobra.Command {
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			a.ran = true
+			return run(cmd, args)
+		}
+	}
+	if c.Args == nil && c.RunE != nil {
+		c.Args = cobra.NoArgs
+	}
+	for _, sub := range c.Commands() {
+		a.wrap(sub)
+	}
+	return c
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Out and Err are the command's output streams.
+func (a *App) Out() io.Writer { return a.stdout }
+func (a *App) Err() io.Writer { return a.stderr }
+
+// In is standard input.
+func (a *App) In() io.Reader { return a.stdin }
+
+// JSON reports whether --json was given.
+func (a *App) JSON() bool { return a.jsonOut }
+
+// Now is the clock; Rand the randomness (tests replace both).
+func (a *App) Now() time.Time         { return a.now() }
+func (a *App) Rand() io.Reader        { return a.rand }
+func (a *App) Getenv(k string) string { return a.getenv(k) }
+
+// HomeDir is where the home is (it may not exist yet).
+func (a *App) HomeDir() (string, error) { return home.Locate(a.homeFlag, a.getenv) }
+
+// Home opens the home (once).
+func (a *App) Home() (*home.Home, error) {
+	if a.home != nil {
+		return a.home, nil
+	}
+	dir, err := a.HomeDir()
+	if err != nil {
+		return nil, err
+	}
+	h, err := home.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	a.home = h
+	return h, nil
+}
+
+// Store opens the home's store (once); Main closes it.
+func (a *App) Store() (*sublog.Store, error) {
+	if a.store != nil {
+		return a.store, nil
+	}
+	h, err := a.Home()
+	if err != nil {
+		return nil, err
+	}
+	var logf func(string, ...any)
+	if a.getenv("SUBLOG_DEBUG") != "" {
+		logf = func(f string, args ...any) { fmt.Fprintf(a.stderr, "sublog: debug: "+f+"\n", args...) }
+	}
+	s, err := h.OpenStore(sublog.Options{Logf: logf})
+	if err != nil {
+		return nil, err
+	}
+	a.store = s
+	return s, nil
+}
+
+// Secret loads the identity named by --as (or the default).
+func (a *App) Secret() (*key.Secret, error) {
+	h, err := a.Home()
+	if err != nil {
+		return nil, err
+	}
+	return h.Identity(a.asFlag)
+}
+
+// AsName is the --as flag's value ("" for the default identity).
+func (a *App) AsName() string { return a.asFlag }
+
+// PrintJSON writes v as indented JSON and a newline.
+func (a *App) PrintJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// Progress returns a callback that draws a progress bar on stderr when
+// stderr is a terminal (total -1 when unknown), and a function to finish it.
+func (a *App) Progress(total int64, desc string) (update func(done int64), finish func()) {
+	f, ok := a.stderr.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return func(int64) {}, func() {}
+	}
+	bar := progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(f),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("cards"),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	return func(done int64) { _ = bar.Set64(done) }, func() { _ = bar.Finish() }
+}
+
+// parseIdentity parses an identity argument, as a usage-level error.
+func parseIdentity(s string) (key.ID, error) {
+	id, err := key.ParseID(s)
+	if err != nil {
+		return key.ID{}, rejected(fmt.Errorf("%q is not an identity: %w", s, err), "an identity is 52 z-base-32 characters, as printed by 'sublog id'")
+	}
+	return id, nil
+}

@@ -1,0 +1,258 @@
+package cli
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/spf13/cobra"
+
+	"github.com/sublog/sublog/log/canon"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
+)
+
+func init() {
+	register(newLogCmd)
+	register(newShowCmd)
+}
+
+// cardView is the JSON shape of a card (stable: scripts rely on it).
+type cardView struct {
+	ID          card.ID  `json:"id"`
+	Author      key.ID   `json:"author"`
+	Seq         uint64   `json:"seq"`
+	Prev        *card.ID `json:"prev,omitempty"`
+	Kind        string   `json:"kind"`
+	Time        string   `json:"time"`
+	TS          int64    `json:"ts"`
+	Net         string   `json:"net"`
+	RID         string   `json:"rid"`
+	Reqs        []string `json:"reqs,omitempty"`
+	Prov        []string `json:"prov,omitempty"`
+	PolicyRef   string   `json:"policy_ref,omitempty"`
+	ContentURI  string   `json:"content_uri,omitempty"`
+	ContentHash string   `json:"content_hash,omitempty"`
+	DistTag     string   `json:"dist_tag,omitempty"`
+	Size        int      `json:"size"`
+	Body        any      `json:"body,omitempty"`
+}
+
+func viewOf(c *card.Card, withBody bool) cardView {
+	v := cardView{ID: c.ID(), Author: c.Author(), Seq: c.Seq(), Kind: c.Kind(),
+		Time: c.Time().Format(time.RFC3339), TS: c.TS(), Net: c.Net(), RID: hex.EncodeToString(c.RID()),
+		Reqs: c.Reqs(), ContentURI: c.ContentURI(), Size: len(c.Bytes())}
+	if p, ok := c.Prev(); ok {
+		v.Prev = &p
+	}
+	if len(c.Prov()) > 0 && c.Prov()[0] != "" && fmt.Sprint(c.Prov()) != fmt.Sprint(c.Reqs()) {
+		v.Prov = c.Prov()
+	}
+	if b := c.PolicyRef(); b != nil {
+		v.PolicyRef = "sha256:" + hex.EncodeToString(b)
+	}
+	if b := c.ContentHash(); b != nil {
+		v.ContentHash = "sha256:" + hex.EncodeToString(b)
+	}
+	if b := c.DistTag(); b != nil {
+		v.DistTag = hex.EncodeToString(b)
+	}
+	if withBody && c.Body() != nil {
+		var body any
+		if err := canon.Unmarshal(c.Body(), &body); err == nil {
+			v.Body = jsonable(body)
+		}
+	}
+	return v
+}
+
+// jsonable turns decoded CBOR into values JSON and YAML can print: maps get
+// string keys, byte strings become hex strings.
+func jsonable(v any) any {
+	switch t := v.(type) {
+	case map[any]any:
+		m := make(map[string]any, len(t))
+		for k, e := range t {
+			m[fmt.Sprint(jsonable(k))] = jsonable(e)
+		}
+		return m
+	case map[string]any:
+		m := make(map[string]any, len(t))
+		for k, e := range t {
+			m[k] = jsonable(e)
+		}
+		return m
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = jsonable(e)
+		}
+		return out
+	case []byte:
+		return "0x" + hex.EncodeToString(t)
+	}
+	return v
+}
+
+func newLogCmd(a *App) *cobra.Command {
+	var heads bool
+	c := &cobra.Command{
+		Use:   "log [IDENTITY] | log --heads",
+		Short: "List the cards of a log (default: your own), or the heads of all logs",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := a.Store()
+			if err != nil {
+				return rejected(err, "")
+			}
+			if heads {
+				hs := st.Heads()
+				if a.JSON() {
+					return a.PrintJSON(hs)
+				}
+				tw := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "AUTHOR\tSEQ\tHEAD\tSTATE")
+				for _, h := range hs {
+					state := "ok"
+					if h.Forked {
+						state = "FORKED"
+					}
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", h.Author, h.Seq, h.ID, state)
+				}
+				return tw.Flush()
+			}
+			var who key.ID
+			if len(args) == 1 {
+				if who, err = parseIdentity(args[0]); err != nil {
+					return err
+				}
+			} else {
+				sk, err := a.Secret()
+				if err != nil {
+					return rejected(err, "")
+				}
+				who = sk.ID()
+			}
+			var views []cardView
+			err = st.Scan(who, 1, func(c *card.Card) error {
+				views = append(views, viewOf(c, a.JSON()))
+				return nil
+			})
+			if err != nil {
+				return rejected(err, "")
+			}
+			if a.JSON() {
+				if views == nil {
+					views = []cardView{}
+				}
+				return a.PrintJSON(views)
+			}
+			tw := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tID")
+			for _, v := range views {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", v.Seq, v.Time, v.Kind, v.ID)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(views) == 0 {
+				fmt.Fprintf(a.Err(), "sublog: no cards in the log of %s\n", who)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&heads, "heads", false, "list the head of every log in the store")
+	return c
+}
+
+// showHook, when set (by the encryption feature), explains or decrypts a
+// card's protected content for `show`; it returns the body to display.
+var showHook func(a *App, c *card.Card) (body any, note string, err error)
+
+func newShowCmd(a *App) *cobra.Command {
+	var asHex bool
+	c := &cobra.Command{
+		Use:   "show CARD-ID",
+		Short: "Show one card",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := card.ParseID(args[0])
+			if err != nil {
+				return rejected(err, "card IDs look like sha256:<64 hex digits>, as printed by 'sublog log'")
+			}
+			st, err := a.Store()
+			if err != nil {
+				return rejected(err, "")
+			}
+			c, err := st.GetByID(id)
+			if err != nil {
+				return rejected(err, "")
+			}
+			if asHex {
+				fmt.Fprintln(a.Out(), hex.EncodeToString(c.Bytes()))
+				return nil
+			}
+			v := viewOf(c, true)
+			note := ""
+			if showHook != nil {
+				body, n, err := showHook(a, c)
+				if err != nil {
+					return rejected(err, "")
+				}
+				if body != nil {
+					v.Body = body
+				}
+				note = n
+			}
+			if a.JSON() {
+				return a.PrintJSON(v)
+			}
+			w := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
+			row := func(k string, val any) { fmt.Fprintf(w, "%s\t%v\n", k, val) }
+			row("card", v.ID)
+			row("author", v.Author)
+			row("seq", v.Seq)
+			if v.Prev != nil {
+				row("prev", *v.Prev)
+			}
+			row("kind", v.Kind)
+			row("time", v.Time)
+			row("net", v.Net)
+			row("rid", v.RID)
+			for _, r := range v.Reqs {
+				row("requires", r)
+			}
+			if v.ContentHash != "" {
+				row("content", v.ContentHash)
+			}
+			row("size", fmt.Sprintf("%d bytes", v.Size))
+			if note != "" {
+				row("note", note)
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if v.Body != nil {
+				out, err := yaml.MarshalWithOptions(v.Body, yaml.Indent(2))
+				if err != nil {
+					return rejected(err, "")
+				}
+				fmt.Fprintf(a.Out(), "body:\n%s", indent(string(out), "  "))
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asHex, "hex", false, "print the card's exact bytes as hex")
+	return c
+}
+
+func indent(s, pfx string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+		b.WriteString(pfx + l + "\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,757 @@
+// Package log owns the log store: every identity's hash-chained log of cards,
+// kept in Pebble. It appends (sign, chain, group-committed durable write),
+// imports foreign cards after full verification and only in chain order,
+// detects forks and keeps portable fork proofs, and serves reads by author
+// and seq, by card ID, and the heads of all logs.
+//
+// The package name shadows the standard library's log; import it as
+//
+//	sublog "github.com/sublog/sublog/log"
+package log
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"strings"
+	stdsync "sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sublog/sublog/log/caps"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
+)
+
+// Errors of the store. Import returns one of the chain errors for a card
+// that verified but does not fit; verification failures come from
+// log/card and log/canon, wrapped in ErrInvalid.
+var (
+	ErrInvalid   = errors.New("log: card failed verification")
+	ErrDuplicate = errors.New("log: card already stored (replayed)")
+	ErrGap       = errors.New("log: card skips ahead of the author's head (missing earlier cards)")
+	ErrBadChain  = errors.New("log: prev does not name the author's previous card")
+	ErrFork      = errors.New("log: fork: author signed two different cards at one position")
+	ErrForked    = errors.New("log: author's log is forked; not extended past the fork")
+	ErrNotFound  = errors.New("log: not found")
+	ErrCorrupt   = errors.New("log: stored data is corrupt")
+	ErrClosed    = errors.New("log: store is closed")
+	ErrFormat    = errors.New("log: unsupported store format")
+	ErrLocked    = errors.New("log: store is in use by another process")
+)
+
+// FormatVersion is the on-disk format this code writes and reads.
+const FormatVersion = 1
+
+// Key prefixes. All keys are ASCII prefix + fixed-size binary fields.
+const (
+	pfxCard  = 'c' // c author(32) seq(8)      -> card bytes
+	pfxIndex = 'i' // i cardID(32)             -> author(32) seq(8)
+	pfxHead  = 'h' // h author(32)             -> seq(8) cardID(32)
+	pfxFork  = 'f' // f author(32)             -> fork proof (canonical CBOR)
+	pfxMeta  = 'm' // m name                   -> value
+)
+
+var metaFormat = []byte("mformat")
+
+// Options configures a store; the zero value works.
+type Options struct {
+	// Caps is the node's supported capability set used to verify imports and
+	// appends; nil means caps.Builtin().
+	Caps card.Caps
+	// Logf receives Pebble's informational and error messages; nil discards
+	// them (the store is quiet by default).
+	Logf func(format string, args ...any)
+	// MaxBatch bounds how many writes share one sync (default 4096).
+	MaxBatch int
+}
+
+// Head is the last card of one author's log.
+type Head struct {
+	Author key.ID  `json:"author"`
+	Seq    uint64  `json:"seq"`
+	ID     card.ID `json:"id"`
+	Forked bool    `json:"forked,omitempty"`
+}
+
+type head struct {
+	seq    uint64
+	id     card.ID
+	forked bool
+}
+
+// Store is a log store. All methods are safe for concurrent use.
+type Store struct {
+	db    *pebble.DB
+	caps  card.Caps
+	locks [64]stdsync.Mutex // per-author stripes: serialise each log's tip
+
+	mu     stdsync.RWMutex
+	heads  map[[key.IDSize]byte]head
+	failed error // set when a commit failed; the store must be reopened
+
+	queue   chan *write
+	stop    chan struct{}
+	stopped chan struct{}
+	max     int
+}
+
+type kv struct{ k, v []byte }
+
+type write struct {
+	sets []kv
+	done chan error
+}
+
+// Open opens or creates a store in dir.
+func Open(dir string, o Options) (*Store, error) {
+	if o.Caps == nil {
+		o.Caps = caps.Builtin()
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 4096
+	}
+	db, err := pebble.Open(dir, &pebble.Options{Logger: quietLogger{o.Logf}})
+	if err != nil {
+		if isLockErr(err) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("log: opening %s: %w", dir, err)
+	}
+	s := &Store{db: db, caps: o.Caps, heads: map[[key.IDSize]byte]head{},
+		queue: make(chan *write, 1024), stop: make(chan struct{}), stopped: make(chan struct{}), max: o.MaxBatch}
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go s.committer()
+	return s, nil
+}
+
+func (s *Store) load() error {
+	v, closer, err := s.db.Get(metaFormat)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], FormatVersion)
+		if err := s.db.Set(metaFormat, b[:], pebble.Sync); err != nil {
+			return fmt.Errorf("log: writing format: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("log: reading format: %w", err)
+	default:
+		ok := len(v) == 8 && binary.BigEndian.Uint64(v) == FormatVersion
+		closer.Close()
+		if !ok {
+			return fmt.Errorf("%w: %x (this sublog reads format %d)", ErrFormat, v, FormatVersion)
+		}
+	}
+	it, err := s.db.NewIter(prefixBounds(pfxHead))
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k, val := it.Key(), it.Value()
+		if len(k) != 1+key.IDSize || len(val) != 8+32 {
+			it.Close()
+			return fmt.Errorf("%w: head record %x", ErrCorrupt, k)
+		}
+		var a [key.IDSize]byte
+		copy(a[:], k[1:])
+		h := head{seq: binary.BigEndian.Uint64(val)}
+		copy(h.id[:], val[8:])
+		s.heads[a] = h
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	it, err = s.db.NewIter(prefixBounds(pfxFork))
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		var a [key.IDSize]byte
+		copy(a[:], it.Key()[1:])
+		h := s.heads[a]
+		h.forked = true
+		s.heads[a] = h
+	}
+	return it.Close()
+}
+
+// Close stops the committer and closes the database. Pending writes finish first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.db == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.stopped
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.db.Close()
+	s.db = nil
+	return err
+}
+
+// Caps is the capability set the store verifies against.
+func (s *Store) Caps() card.Caps { return s.caps }
+
+// committer is the group-commit loop: it takes every write that queued up
+// while the previous sync ran and commits them with one sync.
+func (s *Store) committer() {
+	defer close(s.stopped)
+	for {
+		var first *write
+		select {
+		case first = <-s.queue:
+		case <-s.stop:
+			// Drain what is left so no caller waits for ever.
+			for {
+				select {
+				case w := <-s.queue:
+					s.commit([]*write{w})
+				default:
+					return
+				}
+			}
+		}
+		group := []*write{first}
+	more:
+		for len(group) < s.max {
+			select {
+			case w := <-s.queue:
+				group = append(group, w)
+			default:
+				break more
+			}
+		}
+		s.commit(group)
+	}
+}
+
+func (s *Store) commit(group []*write) {
+	s.mu.RLock()
+	failed := s.failed
+	s.mu.RUnlock()
+	err := failed
+	if err == nil {
+		b := s.db.NewBatch()
+		for _, w := range group {
+			for _, p := range w.sets {
+				_ = b.Set(p.k, p.v, nil) // Set on an in-memory batch only fails on misuse
+			}
+		}
+		err = b.Commit(pebble.Sync)
+		b.Close()
+		if err != nil {
+			err = fmt.Errorf("log: commit: %w", err)
+			s.mu.Lock()
+			s.failed = err // heads in memory may be ahead of disk now: refuse everything
+			s.mu.Unlock()
+		}
+	}
+	for _, w := range group {
+		w.done <- err
+	}
+}
+
+// enqueue hands a write to the committer. The caller holds the author's
+// stripe, so writes of one log reach the queue in chain order.
+func (s *Store) enqueue(sets []kv) (chan error, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return nil, ErrClosed
+	}
+	if s.failed != nil {
+		return nil, s.failed
+	}
+	w := &write{sets: sets, done: make(chan error, 1)}
+	s.queue <- w
+	return w.done, nil
+}
+
+func (s *Store) stripe(a key.ID) *stdsync.Mutex {
+	b := a.Array()
+	return &s.locks[b[0]%byte(len(s.locks))]
+}
+
+func (s *Store) headOf(a key.ID) (head, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h, ok := s.heads[a.Array()]
+	return h, ok
+}
+
+func (s *Store) setHead(a key.ID, h head) {
+	s.mu.Lock()
+	s.heads[a.Array()] = h
+	s.mu.Unlock()
+}
+
+func (s *Store) usable() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	return s.failed
+}
+
+// Append signs draft as the next card of sk's log and returns once it is
+// durable. Concurrent appends share syncs (group commit).
+func (s *Store) Append(sk *key.Secret, d card.Draft) (*card.Card, error) {
+	a := sk.ID()
+	l := s.stripe(a)
+	l.Lock()
+	h, _ := s.headOf(a)
+	if h.forked {
+		l.Unlock()
+		return nil, fmt.Errorf("%w: %s (this key was used to sign two histories; see `sublog log --forks`)", ErrForked, a)
+	}
+	c, err := card.Sign(sk, h.seq+1, h.id, d, s.caps)
+	if err != nil {
+		l.Unlock()
+		return nil, err
+	}
+	done, err := s.enqueue(cardSets(c))
+	if err != nil {
+		l.Unlock()
+		return nil, err
+	}
+	s.setHead(a, head{seq: c.Seq(), id: c.ID()})
+	l.Unlock()
+	if err := <-done; err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// cardSets are the writes that store one card as its author's new head.
+func cardSets(c *card.Card) []kv {
+	id := c.ID()
+	hv := make([]byte, 8+32)
+	binary.BigEndian.PutUint64(hv, c.Seq())
+	copy(hv[8:], id[:])
+	return []kv{
+		{cardKey(c.Author(), c.Seq()), c.Bytes()},
+		{indexKey(id), cardKey(c.Author(), c.Seq())[1:]},
+		{headKey(c.Author()), hv},
+	}
+}
+
+func cardKey(a key.ID, seq uint64) []byte {
+	k := make([]byte, 1+key.IDSize+8)
+	k[0] = pfxCard
+	copy(k[1:], a.Bytes())
+	binary.BigEndian.PutUint64(k[1+key.IDSize:], seq)
+	return k
+}
+
+func prefixBounds(p byte) *pebble.IterOptions {
+	return &pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}}
+}
+
+func indexKey(id card.ID) []byte { return append([]byte{pfxIndex}, id[:]...) }
+func headKey(a key.ID) []byte    { return append([]byte{pfxHead}, a.Bytes()...) }
+func forkKey(a key.ID) []byte    { return append([]byte{pfxFork}, a.Bytes()...) }
+
+// Import verifies one foreign card and stores it if it continues its
+// author's log. It returns ErrDuplicate for a card already stored, ErrGap,
+// ErrBadChain, ErrForked, or ErrFork after storing a fork proof. The store
+// is unchanged by every error but ErrFork (which adds the proof).
+func (s *Store) Import(b []byte) (*card.Card, error) {
+	c, err := card.Decode(b, s.caps)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	l := s.stripe(c.Author())
+	l.Lock()
+	sets, proof, err := s.place(c, nil)
+	if err != nil && proof == nil {
+		l.Unlock()
+		return nil, err
+	}
+	done, qerr := s.enqueue(sets)
+	if qerr != nil {
+		l.Unlock()
+		return nil, qerr
+	}
+	if proof != nil {
+		h, _ := s.headOf(c.Author())
+		h.forked = true
+		s.setHead(c.Author(), h)
+	} else {
+		s.setHead(c.Author(), head{seq: c.Seq(), id: c.ID()})
+	}
+	l.Unlock()
+	if werr := <-done; werr != nil {
+		return nil, werr
+	}
+	return c, err
+}
+
+// place decides where a verified card goes relative to its author's head
+// (pending holds heads advanced earlier in the same batch). On a fork it
+// returns the proof's writes and ErrFork.
+func (s *Store) place(c *card.Card, pending map[[key.IDSize]byte]head) ([]kv, *ForkProof, error) {
+	a := c.Author()
+	h, ok := pending[a.Array()]
+	if !ok {
+		h, _ = s.headOf(a)
+	}
+	if c.Seq() <= h.seq {
+		stored, err := s.rawAt(a, c.Seq())
+		if err != nil {
+			return nil, nil, err
+		}
+		if card.IDOf(stored) == c.ID() {
+			return nil, nil, fmt.Errorf("%w: %s@%d", ErrDuplicate, a, c.Seq())
+		}
+		if h.forked {
+			return nil, nil, fmt.Errorf("%w: %s", ErrForked, a)
+		}
+		return s.forkWrites(stored, c)
+	}
+	if h.forked {
+		return nil, nil, fmt.Errorf("%w: %s", ErrForked, a)
+	}
+	if c.Seq() > h.seq+1 {
+		return nil, nil, fmt.Errorf("%w: %s@%d arrives after seq %d", ErrGap, a, c.Seq(), h.seq)
+	}
+	if prev, _ := c.Prev(); prev != h.id {
+		if h.seq == 0 {
+			return nil, nil, fmt.Errorf("%w: %s@%d", ErrBadChain, a, c.Seq())
+		}
+		// The author signed seq n+1 over a seq-n card that is not ours:
+		// two histories, provable with our seq n and this card.
+		stored, err := s.rawAt(a, h.seq)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s.forkWrites(stored, c)
+	}
+	return cardSets(c), nil, nil
+}
+
+func (s *Store) forkWrites(stored []byte, c *card.Card) ([]kv, *ForkProof, error) {
+	p, err := newForkProof(stored, c.Bytes())
+	if err != nil {
+		return nil, nil, err
+	}
+	return []kv{{forkKey(c.Author()), p.Encode()}}, p,
+		fmt.Errorf("%w: %s at seq %d (proof stored)", ErrFork, c.Author(), p.Seq())
+}
+
+// ImportResult reports a batch import: the cards accepted, and for each
+// input index that was not accepted, why.
+type ImportResult struct {
+	Accepted []*card.Card
+	Errs     map[int]error
+}
+
+// ImportBatch verifies cards in parallel and stores, in input order, those
+// that continue their logs, with one sync for the whole batch. Cards of one
+// author must come in chain order.
+func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
+	res := ImportResult{Errs: map[int]error{}}
+	if err := s.usable(); err != nil {
+		return res, err
+	}
+	decoded := make([]*card.Card, len(raw))
+	errs := make([]error, len(raw))
+	workers := runtime.GOMAXPROCS(0)
+	var wg stdsync.WaitGroup
+	next := make(chan int, len(raw))
+	for i := range raw {
+		next <- i
+	}
+	close(next)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				c, err := card.Decode(raw[i], s.caps)
+				if err != nil {
+					errs[i] = fmt.Errorf("%w: %w", ErrInvalid, err)
+					continue
+				}
+				decoded[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+
+	// One import batch at a time: the batch spans many authors.
+	s.locksAll()
+	defer s.unlockAll()
+	pending := map[[key.IDSize]byte]head{}
+	var sets []kv
+	var accepted []int
+	for i, c := range decoded {
+		if c == nil {
+			continue
+		}
+		w, proof, err := s.place(c, pending)
+		if proof != nil {
+			sets = append(sets, w...)
+			h, ok := pending[c.Author().Array()]
+			if !ok {
+				h, _ = s.headOf(c.Author())
+			}
+			h.forked = true
+			pending[c.Author().Array()] = h
+		}
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		sets = append(sets, w...)
+		pending[c.Author().Array()] = head{seq: c.Seq(), id: c.ID()}
+		accepted = append(accepted, i)
+	}
+	for i, e := range errs {
+		if e != nil {
+			res.Errs[i] = e
+		}
+	}
+	if len(sets) == 0 {
+		return res, nil
+	}
+	done, err := s.enqueue(sets)
+	if err != nil {
+		return res, err
+	}
+	for a, h := range pending {
+		s.mu.Lock()
+		s.heads[a] = h
+		s.mu.Unlock()
+	}
+	if err := <-done; err != nil {
+		return ImportResult{Errs: res.Errs}, err
+	}
+	for _, i := range accepted {
+		res.Accepted = append(res.Accepted, decoded[i])
+	}
+	return res, nil
+}
+
+func (s *Store) locksAll() {
+	for i := range s.locks {
+		s.locks[i].Lock()
+	}
+}
+
+func (s *Store) unlockAll() {
+	for i := range s.locks {
+		s.locks[i].Unlock()
+	}
+}
+
+// rawAt reads the stored bytes of author's card at seq.
+func (s *Store) rawAt(a key.ID, seq uint64) ([]byte, error) {
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	v, closer, err := s.db.Get(cardKey(a, seq))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s@%d", ErrNotFound, a, seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("log: read %s@%d: %w", a, seq, err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+// storedCard parses bytes read back from the store. They were verified on
+// the way in; here the structure is re-checked (not the signature, which
+// Verify re-checks) and damage is reported as ErrCorrupt.
+func storedCard(a key.ID, seq uint64, b []byte) (*card.Card, error) {
+	c, err := card.DecodeStored(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s@%d: %w", ErrCorrupt, a, seq, err)
+	}
+	if c.Author() != a || c.Seq() != seq {
+		return nil, fmt.Errorf("%w: key %s@%d holds %s@%d", ErrCorrupt, a, seq, c.Author(), c.Seq())
+	}
+	return c, nil
+}
+
+// Get returns author's card at seq.
+func (s *Store) Get(a key.ID, seq uint64) (*card.Card, error) {
+	b, err := s.rawAt(a, seq)
+	if err != nil {
+		return nil, err
+	}
+	return storedCard(a, seq, b)
+}
+
+// GetByID returns the card with the given ID.
+func (s *Store) GetByID(id card.ID) (*card.Card, error) {
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	v, closer, err := s.db.Get(indexKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: card %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(v) != key.IDSize+8 {
+		closer.Close()
+		return nil, fmt.Errorf("%w: index entry for %s", ErrCorrupt, id)
+	}
+	a, err := key.IDFromBytes(v[:key.IDSize])
+	seq := binary.BigEndian.Uint64(v[key.IDSize:])
+	closer.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: index entry for %s: %w", ErrCorrupt, id, err)
+	}
+	c, err := s.Get(a, seq)
+	if err != nil {
+		return nil, err
+	}
+	if c.ID() != id {
+		return nil, fmt.Errorf("%w: index for %s points at %s", ErrCorrupt, id, c.ID())
+	}
+	return c, nil
+}
+
+// Head returns the head of author's log (ok false when the store has none).
+func (s *Store) Head(a key.ID) (Head, bool) {
+	h, ok := s.headOf(a)
+	return Head{Author: a, Seq: h.seq, ID: h.id, Forked: h.forked}, ok && h.seq > 0
+}
+
+// Heads returns the heads of all logs, ordered by author.
+func (s *Store) Heads() []Head {
+	s.mu.RLock()
+	out := make([]Head, 0, len(s.heads))
+	for a, h := range s.heads {
+		if h.seq == 0 {
+			continue
+		}
+		id, err := key.IDFromBytes(a[:])
+		if err != nil {
+			continue // only verified authors ever become heads
+		}
+		out = append(out, Head{Author: id, Seq: h.seq, ID: h.id, Forked: h.forked})
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Author.Compare(out[j].Author) < 0 })
+	return out
+}
+
+// Scan calls fn for author's cards from seq from (inclusive), in chain order,
+// until fn returns an error (io.EOF stops quietly).
+func (s *Store) Scan(a key.ID, from uint64, fn func(*card.Card) error) error {
+	lo := cardKey(a, from)
+	hi := cardKey(a, ^uint64(0))
+	return s.scanRaw(lo, append(hi, 0), func(a key.ID, seq uint64, b []byte) error {
+		c, err := storedCard(a, seq, b)
+		if err != nil {
+			return err
+		}
+		return fn(c)
+	})
+}
+
+// All calls fn for every stored card, log by log (authors in byte order),
+// each log in chain order.
+func (s *Store) All(fn func(*card.Card) error) error {
+	return s.ScanRaw(func(a key.ID, seq uint64, b []byte) error {
+		c, err := storedCard(a, seq, b)
+		if err != nil {
+			return err
+		}
+		return fn(c)
+	})
+}
+
+// ScanRaw calls fn with the stored bytes of every card (the slice is only
+// valid during the call), log by log in chain order.
+func (s *Store) ScanRaw(fn func(author key.ID, seq uint64, b []byte) error) error {
+	o := prefixBounds(pfxCard)
+	return s.scanRaw(o.LowerBound, o.UpperBound, fn)
+}
+
+func (s *Store) scanRaw(lo, hi []byte, fn func(key.ID, uint64, []byte) error) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	var last [key.IDSize]byte
+	var lastID key.ID
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 1+key.IDSize+8 {
+			it.Close()
+			return fmt.Errorf("%w: card key %x", ErrCorrupt, k)
+		}
+		if lastID.IsZero() || string(last[:]) != string(k[1:1+key.IDSize]) {
+			copy(last[:], k[1:])
+			if lastID, err = key.IDFromBytes(last[:]); err != nil {
+				it.Close()
+				return fmt.Errorf("%w: card key author: %w", ErrCorrupt, err)
+			}
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if err := fn(lastID, binary.BigEndian.Uint64(k[1+key.IDSize:]), v); err != nil {
+			it.Close()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+	return it.Close()
+}
+
+// Count returns the number of stored cards and logs.
+func (s *Store) Count() (cards uint64, logs int) {
+	for _, h := range s.Heads() {
+		cards += h.Seq
+		logs++
+	}
+	return cards, logs
+}
+
+// quietLogger keeps Pebble silent unless the caller asks for its messages.
+type quietLogger struct{ logf func(string, ...any) }
+
+func (q quietLogger) Infof(f string, a ...any) {
+	if q.logf != nil {
+		q.logf("pebble: "+f, a...)
+	}
+}
+func (q quietLogger) Errorf(f string, a ...any) {
+	if q.logf != nil {
+		q.logf("pebble: error: "+f, a...)
+	}
+}
+
+// Fatalf is called by Pebble on an unrecoverable internal inconsistency,
+// after which it must not continue; like Pebble's own logger we stop here.
+func (q quietLogger) Fatalf(f string, a ...any) { panic(fmt.Sprintf("pebble: fatal: "+f, a...)) }
+
+// isLockErr recognises Pebble's failure to take the directory lock.
+func isLockErr(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "resource temporarily unavailable") || strings.Contains(msg, "lock held")
+}
