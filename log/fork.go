@@ -13,14 +13,11 @@ import (
 var ErrBadProof = errors.New("log: not a valid fork proof")
 
 // ForkProof is portable evidence that an author signed two histories: two
-// valid cards by one author that cannot both be in one chain. Either both
-// sit at the same seq with different IDs, or the second sits at the next seq
-// and its prev does not name the first. Anyone can verify it offline with
-// nothing but the two cards.
+// valid cards by one author at the same seq with different IDs. Anyone can
+// verify it offline with nothing but the two cards.
 //
 // Encoding (canonical CBOR): {"v": 1, "a": bstr, "b": bstr}, where a and b
-// are the cards' COSE_Sign1 bytes; for a same-seq proof a has the smaller
-// card ID, otherwise a has the smaller seq.
+// are the cards' COSE_Sign1 bytes and a has the smaller card ID.
 type ForkProof struct {
 	a, b *card.Card
 }
@@ -31,7 +28,8 @@ type forkWire struct {
 	B []byte `cbor:"b"`
 }
 
-func newForkProof(x, y []byte) (*ForkProof, error) {
+// NewForkProof builds a proof from two conflicting cards (in any order).
+func NewForkProof(x, y []byte) (*ForkProof, error) {
 	a, err := card.DecodeAnyCaps(x)
 	if err != nil {
 		return nil, fmt.Errorf("%w: first card: %w", ErrBadProof, err)
@@ -40,7 +38,7 @@ func newForkProof(x, y []byte) (*ForkProof, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: second card: %w", ErrBadProof, err)
 	}
-	if b.Seq() < a.Seq() || (a.Seq() == b.Seq() && lessID(b.ID(), a.ID())) {
+	if lessID(b.ID(), a.ID()) {
 		a, b = b, a
 	}
 	p := &ForkProof{a: a, b: b}
@@ -54,17 +52,11 @@ func (p *ForkProof) check() error {
 	if a.Author() != b.Author() {
 		return fmt.Errorf("%w: two authors", ErrBadProof)
 	}
-	switch {
-	case a.Seq() == b.Seq():
-		if a.ID() == b.ID() {
-			return fmt.Errorf("%w: the same card twice", ErrBadProof)
-		}
-	case b.Seq() == a.Seq()+1:
-		if prev, _ := b.Prev(); prev == a.ID() {
-			return fmt.Errorf("%w: the cards are consecutive in one chain", ErrBadProof)
-		}
-	default:
-		return fmt.Errorf("%w: seqs %d and %d do not conflict", ErrBadProof, a.Seq(), b.Seq())
+	if a.Seq() != b.Seq() {
+		return fmt.Errorf("%w: seqs %d and %d differ", ErrBadProof, a.Seq(), b.Seq())
+	}
+	if a.ID() == b.ID() {
+		return fmt.Errorf("%w: the same card twice", ErrBadProof)
 	}
 	return nil
 }
@@ -78,7 +70,7 @@ func DecodeForkProof(b []byte) (*ForkProof, error) {
 	if w.V != 1 {
 		return nil, fmt.Errorf("%w: version %d", ErrBadProof, w.V)
 	}
-	p, err := newForkProof(w.A, w.B)
+	p, err := NewForkProof(w.A, w.B)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +88,7 @@ func (p *ForkProof) Encode() []byte {
 // Author is the identity that forked.
 func (p *ForkProof) Author() key.ID { return p.a.Author() }
 
-// Seq is the contested position: the first seq at which the histories differ.
+// Seq is the contested position.
 func (p *ForkProof) Seq() uint64 { return p.a.Seq() }
 
 // Cards returns the two conflicting cards.

@@ -426,22 +426,13 @@ func (s *Store) place(c *card.Card, pending map[[key.IDSize]byte]head) ([]kv, *F
 		return nil, nil, fmt.Errorf("%w: %s@%d arrives after seq %d", ErrGap, a, c.Seq(), h.seq)
 	}
 	if prev, _ := c.Prev(); prev != h.id {
-		if h.seq == 0 {
-			return nil, nil, fmt.Errorf("%w: %s@%d", ErrBadChain, a, c.Seq())
-		}
-		// The author signed seq n+1 over a seq-n card that is not ours:
-		// two histories, provable with our seq n and this card.
-		stored, err := s.rawAt(a, h.seq)
-		if err != nil {
-			return nil, nil, err
-		}
-		return s.forkWrites(stored, c)
+		return nil, nil, fmt.Errorf("%w: %s@%d names prev %s, the stored seq %d is %s", ErrBadChain, a, c.Seq(), prev, h.seq, h.id)
 	}
 	return cardSets(c), nil, nil
 }
 
 func (s *Store) forkWrites(stored []byte, c *card.Card) ([]kv, *ForkProof, error) {
-	p, err := newForkProof(stored, c.Bytes())
+	p, err := NewForkProof(stored, c.Bytes())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -157,11 +157,12 @@ type protectedHeader struct {
 
 // Card is a decoded, verified card. It is immutable.
 type Card struct {
-	raw    []byte
-	id     ID
-	author key.ID
-	p      payload
-	prev   ID
+	raw     []byte
+	payload []byte
+	id      ID
+	author  key.ID
+	p       payload
+	prev    ID
 }
 
 // Bytes returns the exact COSE_Sign1 bytes (do not modify).
@@ -398,7 +399,7 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 	if err := msg.Headers.UnmarshalFromRaw(); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrBadHeader, err)
 	}
-	card := &Card{raw: b, id: IDOf(b), author: author, p: p}
+	card := &Card{raw: b, payload: env.Payload, id: IDOf(b), author: author, p: p}
 	if p.Seq > 1 {
 		copy(card.prev[:], p.Prev)
 	}
