@@ -151,6 +151,20 @@ func discoveryCache(a *App) (*discovery.Cache, error) {
 	return discovery.OpenCache(filepath.Join(dir, "cache.json"))
 }
 
+// startDHT joins the Mainline DHT (the public routers unless boot names
+// other nodes) as a client-only node.
+func startDHT(ctx context.Context, boot []string) (*discovery.DHT, error) {
+	d, err := discovery.NewDHT(discovery.DHTConfig{Bootstrap: boot})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Bootstrap(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("DHT bootstrap: %w", err)
+	}
+	return d, nil
+}
+
 // prover is how the CLI checks a candidate. Until the authenticated
 // channel (sync/channel) is on main, it is the discovery challenge protocol
 // (a peer answers it with `sublog relay --prove ADDR`).
@@ -162,12 +176,14 @@ func newResolveCmd(a *App) *cobra.Command {
 		dnsServer             string
 		noCache               bool
 		timeout               time.Duration
+		useDHT                bool
+		dhtBoot               []string
 	)
 	c := &cobra.Command{
-		Use:   "resolve IDENTITY [--token T ...] [--pkarr URL ...] [--dns NAME ...] [--json]",
+		Use:   "resolve IDENTITY [--token T ...] [--pkarr URL ...] [--dht] [--dns NAME ...] [--json]",
 		Short: "Find where an identity can be reached: token, cache, PKARR, DNS; proven on connect",
-		Long: `Try, in order: the out-of-band tokens, the cached result, each PKARR relay, each DNS
-name (TXT records at _sublog.NAME). Every hint is only a candidate: an address is the answer
+		Long: `Try, in order: the out-of-band tokens, the cached result, each PKARR relay, the
+Mainline DHT (only with --dht), each DNS name (TXT records at _sublog.NAME). Every hint is only a candidate: an address is the answer
 only once the peer there has proved the identity. Nothing about this node is sent to a
 candidate address. --json shows every source tried, what it gave and why it was accepted
 or rejected. Results are cached in the home with their expiry; the newest PKARR timestamp
@@ -192,6 +208,14 @@ seen is kept so a relay cannot roll an identity back.`,
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
+			if useDHT || len(dhtBoot) > 0 {
+				d, err := startDHT(ctx, dhtBoot)
+				if err != nil {
+					return rejected(err, "")
+				}
+				defer d.Close()
+				r.DHT = d
+			}
 			res, rerr := r.Resolve(ctx, want)
 			if res == nil {
 				return rejected(rerr, "")
@@ -215,6 +239,8 @@ seen is kept so a relay cannot roll an identity back.`,
 	c.Flags().StringVar(&dnsServer, "dns-server", "", "DNS server HOST:PORT (default: the system's)")
 	c.Flags().BoolVar(&noCache, "no-cache", false, "neither read nor write the home's discovery cache")
 	c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	c.Flags().BoolVar(&useDHT, "dht", false, "also look on the Mainline DHT (joins it through the public routers)")
+	c.Flags().StringArrayVar(&dhtBoot, "dht-bootstrap", nil, "join the DHT through this node HOST:PORT instead (repeatable; implies --dht)")
 	return c
 }
 
@@ -247,18 +273,22 @@ func newPublishCmd(a *App) *cobra.Command {
 		profile bool
 		ttl     time.Duration
 		dryRun  bool
+		useDHT  bool
+		dhtBoot []string
 	)
 	c := &cobra.Command{
-		Use:   "publish --pkarr URL ... [--addr HOST:PORT ...] [--profile] [--dry-run]",
+		Use:   "publish --pkarr URL ... [--dht] [--addr HOST:PORT ...] [--profile] [--dry-run]",
 		Short: "Publish this identity's address hints as a PKARR packet (opt-in; says what becomes public)",
-		Long: `Sign a PKARR packet under this identity's key and PUT it to each named relay. This is
+		Long: `Sign a PKARR packet under this identity's key and PUT it to each named relay (and,
+with --dht, store it on the Mainline DHT). This is
 the only command that makes anything about this node public; it first prints exactly what
 will be readable by anyone who knows the identity: the identity, the --addr hints, the
 profile card ID (with --profile), the TTL and the packet's timestamp. Relays and DHT nodes
 may keep copies; a newer packet replaces it. --dry-run prints that and sends nothing.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(relays) == 0 {
-				return usage(errors.New("name at least one relay with --pkarr URL (none is contacted unless named)"))
+			useDHT = useDHT || len(dhtBoot) > 0
+			if len(relays) == 0 && !useDHT {
+				return usage(errors.New("name at least one relay with --pkarr URL, or --dht (nothing is contacted unless named)"))
 			}
 			if err := checkAddrFlags(addrs); err != nil {
 				return err
@@ -325,9 +355,23 @@ may keep copies; a newer packet replaces it. --dry-run prints that and sends not
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				rc := &discovery.RelayClient{}
-				for _, u := range relays {
+				targets := append([]string(nil), relays...)
+				if useDHT {
+					targets = append(targets, "dht")
+				}
+				var d *discovery.DHT
+				for _, u := range targets {
 					o := outcome{Relay: u, OK: true}
-					if err := rc.Put(ctx, u, p); err != nil {
+					var err error
+					if u == "dht" {
+						if d, err = startDHT(ctx, dhtBoot); err == nil {
+							err = d.Put(ctx, p)
+							d.Close()
+						}
+					} else {
+						err = rc.Put(ctx, u, p)
+					}
+					if err != nil {
 						o.OK, o.Reason = false, err.Error()
 						failed++
 					}
@@ -348,7 +392,7 @@ may keep copies; a newer packet replaces it. --dry-run prints that and sends not
 					return err
 				}
 			}
-			if failed == len(relays) && !dryRun {
+			if !dryRun && failed == len(report.Relays) {
 				return rejected(fmt.Errorf("no relay accepted the packet"), "check the relay URLs; a 409 means a newer packet is already published")
 			}
 			return nil
@@ -359,6 +403,8 @@ may keep copies; a newer packet replaces it. --dry-run prints that and sends not
 	c.Flags().BoolVar(&profile, "profile", false, "publish the card ID of this identity's newest profile card")
 	c.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long resolvers may cache the hints")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would become public; send nothing")
+	c.Flags().BoolVar(&useDHT, "dht", false, "also publish on the Mainline DHT (joins it through the public routers)")
+	c.Flags().StringArrayVar(&dhtBoot, "dht-bootstrap", nil, "join the DHT through this node HOST:PORT instead (repeatable; implies --dht)")
 	return c
 }
 

@@ -17,6 +17,7 @@ const (
 	SourceToken = "token"
 	SourceCache = "cache"
 	SourcePKARR = "pkarr"
+	SourceDHT   = "dht"
 	SourceDNS   = "dns"
 )
 
@@ -36,6 +37,7 @@ type Resolver struct {
 	Tokens   []string     // out-of-band tokens, tried first
 	Relays   []string     // PKARR relay base URLs
 	DNSNames []string     // domains with _sublog TXT hints
+	DHT      *DHT         // Mainline DHT node, tried after the relays; nil: not used
 	Relay    *RelayClient // nil: default client
 	DNS      *DNSClient   // nil: system resolver
 	Prover   Prover       // required: proves each candidate
@@ -104,8 +106,8 @@ type run struct {
 	passed bool
 }
 
-// Resolve tries, in order: the tokens, the cache, each PKARR relay, each DNS
-// name. The first candidate address that proves want wins. It returns an
+// Resolve tries, in order: the tokens, the cache, each PKARR relay, the
+// Mainline DHT (when configured), each DNS name. The first candidate address that proves want wins. It returns an
 // error wrapping ErrUnreachable when no source gave a proven address; the
 // Result is returned in both cases. It never returns an address that has not
 // proved want, and saves the cache before returning.
@@ -117,7 +119,7 @@ func (r *Resolver) Resolve(ctx context.Context, want key.ID) (*Result, error) {
 	if e, ok := r.Cache.Lookup(want); ok {
 		u.pkarr = e.PkarrTS
 	}
-	done := u.tokens() || u.cache() || u.relays() || u.dns()
+	done := u.tokens() || u.cache() || u.relays() || u.dht() || u.dns()
 	saveErr := r.Cache.Save()
 	if !done {
 		if err := ctx.Err(); err != nil {
@@ -260,38 +262,48 @@ func (u *run) cache() bool {
 
 func (u *run) relays() bool {
 	for _, base := range u.r.Relays {
-		a := Attempt{Source: SourcePKARR, Where: base}
 		p, err := u.r.Relay.Get(u.ctx, base, u.want)
-		if err != nil {
-			outcome := Rejected
-			switch {
-			case errors.Is(err, ErrNotFound):
-				outcome = Empty
-			case !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge):
-				outcome = Failed
-			}
-			u.fail(a, outcome, err)
-			continue
-		}
-		if p.Timestamp() < u.pkarr {
-			u.fail(a, Rejected, fmt.Errorf("%w: packet of %s is older than one already seen (%s)", ErrStale,
-				p.Time().Format(time.RFC3339Nano), time.UnixMicro(int64(u.pkarr)).UTC().Format(time.RFC3339Nano)))
-			continue
-		}
-		u.pkarr = p.Timestamp()
-		u.r.Cache.SeePacket(u.want, p.Timestamp())
-		rec, err := p.Record()
-		if err != nil {
-			u.fail(a, Rejected, err)
-			continue
-		}
-		ttl := time.Duration(p.MinTTL()) * time.Second
-		h := Hint{Addrs: rec.Addrs, Profile: profileString(rec.Profile), Timestamp: p.Time()}
-		if u.try(a, h, u.r.now().Add(ttl)) {
+		if u.packet(Attempt{Source: SourcePKARR, Where: base}, p, err) {
 			return true
 		}
 	}
 	return false
+}
+
+func (u *run) dht() bool {
+	if u.r.DHT == nil {
+		return false
+	}
+	p, err := u.r.DHT.Get(u.ctx, u.want)
+	return u.packet(Attempt{Source: SourceDHT, Where: "mainline"}, p, err)
+}
+
+// packet judges a PKARR packet from a relay or the DHT: refused when older
+// than one already seen (no rollback), else its records are the hint.
+func (u *run) packet(a Attempt, p *SignedPacket, err error) bool {
+	if err != nil {
+		outcome := Rejected
+		switch {
+		case errors.Is(err, ErrNotFound):
+			outcome = Empty
+		case !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge):
+			outcome = Failed
+		}
+		return u.fail(a, outcome, err)
+	}
+	if p.Timestamp() < u.pkarr {
+		return u.fail(a, Rejected, fmt.Errorf("%w: packet of %s is older than one already seen (%s)", ErrStale,
+			p.Time().Format(time.RFC3339Nano), time.UnixMicro(int64(u.pkarr)).UTC().Format(time.RFC3339Nano)))
+	}
+	u.pkarr = p.Timestamp()
+	u.r.Cache.SeePacket(u.want, p.Timestamp())
+	rec, err := p.Record()
+	if err != nil {
+		return u.fail(a, Rejected, err)
+	}
+	ttl := time.Duration(p.MinTTL()) * time.Second
+	h := Hint{Addrs: rec.Addrs, Profile: profileString(rec.Profile), Timestamp: p.Time()}
+	return u.try(a, h, u.r.now().Add(ttl))
 }
 
 func (u *run) dns() bool {
