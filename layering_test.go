@@ -39,9 +39,14 @@ func codeMap(t *testing.T) map[string]row {
 	defer f.Close()
 	rows := map[string]row{}
 	sc := bufio.NewScanner(f)
+	inMap := false
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "| `") {
+		if strings.HasPrefix(line, "## ") {
+			inMap = line == "## Code map"
+			continue
+		}
+		if !inMap || !strings.HasPrefix(line, "| `") {
 			continue
 		}
 		cells := strings.Split(line, "|")

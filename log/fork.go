@@ -144,14 +144,14 @@ func (s *Store) ImportForkProof(b []byte) (*ForkProof, error) {
 	l.Lock()
 	defer l.Unlock()
 	h, _ := s.headOf(a)
-	if h.forked {
+	if h.forked() {
 		return p, nil // one proof per author is enough
 	}
 	done, err := s.enqueue([]kv{{forkKey(a), p.Encode()}})
 	if err != nil {
 		return nil, err
 	}
-	h.forked = true
+	h.forkSeq = p.Seq()
 	s.setHead(a, h)
 	return p, <-done
 }

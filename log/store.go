@@ -78,10 +78,12 @@ type Head struct {
 }
 
 type head struct {
-	seq    uint64
-	id     card.ID
-	forked bool
+	seq     uint64
+	id      card.ID
+	forkSeq uint64 // 0, or the contested seq of a known fork: nothing at or past it is accepted
 }
+
+func (h head) forked() bool { return h.forkSeq > 0 }
 
 // Store is a log store. All methods are safe for concurrent use.
 type Store struct {
@@ -175,8 +177,13 @@ func (s *Store) load() error {
 	for it.First(); it.Valid(); it.Next() {
 		var a [key.IDSize]byte
 		copy(a[:], it.Key()[1:])
+		p, err := DecodeForkProof(it.Value())
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("%w: fork proof: %w", ErrCorrupt, err)
+		}
 		h := s.heads[a]
-		h.forked = true
+		h.forkSeq = p.Seq()
 		s.heads[a] = h
 	}
 	return it.Close()
@@ -311,7 +318,7 @@ func (s *Store) Append(sk *key.Secret, d card.Draft) (*card.Card, error) {
 	l := s.stripe(a)
 	l.Lock()
 	h, _ := s.headOf(a)
-	if h.forked {
+	if h.forked() {
 		l.Unlock()
 		return nil, fmt.Errorf("%w: %s (this key was used to sign two histories; see `sublog log --forks`)", ErrForked, a)
 	}
@@ -385,10 +392,12 @@ func (s *Store) Import(b []byte) (*card.Card, error) {
 	}
 	if proof != nil {
 		h, _ := s.headOf(c.Author())
-		h.forked = true
+		h.forkSeq = proof.Seq()
 		s.setHead(c.Author(), h)
 	} else {
-		s.setHead(c.Author(), head{seq: c.Seq(), id: c.ID()})
+		h, _ := s.headOf(c.Author())
+		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
+		s.setHead(c.Author(), h)
 	}
 	l.Unlock()
 	if werr := <-done; werr != nil {
@@ -397,30 +406,32 @@ func (s *Store) Import(b []byte) (*card.Card, error) {
 	return c, err
 }
 
-// place decides where a verified card goes relative to its author's head
-// (pending holds heads advanced earlier in the same batch). On a fork it
-// returns the proof's writes and ErrFork.
-func (s *Store) place(c *card.Card, pending map[[key.IDSize]byte]head) ([]kv, *ForkProof, error) {
+// place decides where a verified card goes relative to its author's head.
+// pending holds heads and cards placed earlier in the same batch (nil for a
+// single import). On a fork it returns the proof's writes and ErrFork.
+func (s *Store) place(c *card.Card, pending *batchState) ([]kv, *ForkProof, error) {
 	a := c.Author()
-	h, ok := pending[a.Array()]
+	h, ok := pending.head(a)
 	if !ok {
 		h, _ = s.headOf(a)
 	}
+	if h.forked() && c.Seq() >= h.forkSeq {
+		if c.Seq() <= h.seq {
+			if stored, err := s.rawAtPending(a, c.Seq(), pending); err == nil && card.IDOf(stored) == c.ID() {
+				return nil, nil, fmt.Errorf("%w: %s@%d", ErrDuplicate, a, c.Seq())
+			}
+		}
+		return nil, nil, fmt.Errorf("%w: %s (fork at seq %d)", ErrForked, a, h.forkSeq)
+	}
 	if c.Seq() <= h.seq {
-		stored, err := s.rawAt(a, c.Seq())
+		stored, err := s.rawAtPending(a, c.Seq(), pending)
 		if err != nil {
 			return nil, nil, err
 		}
 		if card.IDOf(stored) == c.ID() {
 			return nil, nil, fmt.Errorf("%w: %s@%d", ErrDuplicate, a, c.Seq())
 		}
-		if h.forked {
-			return nil, nil, fmt.Errorf("%w: %s", ErrForked, a)
-		}
 		return s.forkWrites(stored, c)
-	}
-	if h.forked {
-		return nil, nil, fmt.Errorf("%w: %s", ErrForked, a)
 	}
 	if c.Seq() > h.seq+1 {
 		return nil, nil, fmt.Errorf("%w: %s@%d arrives after seq %d", ErrGap, a, c.Seq(), h.seq)
@@ -429,6 +440,29 @@ func (s *Store) place(c *card.Card, pending map[[key.IDSize]byte]head) ([]kv, *F
 		return nil, nil, fmt.Errorf("%w: %s@%d names prev %s, the stored seq %d is %s", ErrBadChain, a, c.Seq(), prev, h.seq, h.id)
 	}
 	return cardSets(c), nil, nil
+}
+
+// batchState is what an ImportBatch has placed but not yet committed.
+type batchState struct {
+	heads map[[key.IDSize]byte]head
+	cards map[string][]byte // cardKey -> bytes
+}
+
+func (b *batchState) head(a key.ID) (head, bool) {
+	if b == nil {
+		return head{}, false
+	}
+	h, ok := b.heads[a.Array()]
+	return h, ok
+}
+
+func (s *Store) rawAtPending(a key.ID, seq uint64, pending *batchState) ([]byte, error) {
+	if pending != nil {
+		if b, ok := pending.cards[string(cardKey(a, seq))]; ok {
+			return b, nil
+		}
+	}
+	return s.rawAt(a, seq)
 }
 
 func (s *Store) forkWrites(stored []byte, c *card.Card) ([]kv, *ForkProof, error) {
@@ -483,7 +517,7 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	// One import batch at a time: the batch spans many authors.
 	s.locksAll()
 	defer s.unlockAll()
-	pending := map[[key.IDSize]byte]head{}
+	pending := &batchState{heads: map[[key.IDSize]byte]head{}, cards: map[string][]byte{}}
 	var sets []kv
 	var accepted []int
 	for i, c := range decoded {
@@ -493,19 +527,25 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 		w, proof, err := s.place(c, pending)
 		if proof != nil {
 			sets = append(sets, w...)
-			h, ok := pending[c.Author().Array()]
+			h, ok := pending.head(c.Author())
 			if !ok {
 				h, _ = s.headOf(c.Author())
 			}
-			h.forked = true
-			pending[c.Author().Array()] = h
+			h.forkSeq = proof.Seq()
+			pending.heads[c.Author().Array()] = h
 		}
 		if err != nil {
 			errs[i] = err
 			continue
 		}
 		sets = append(sets, w...)
-		pending[c.Author().Array()] = head{seq: c.Seq(), id: c.ID()}
+		h, ok := pending.head(c.Author())
+		if !ok {
+			h, _ = s.headOf(c.Author())
+		}
+		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
+		pending.heads[c.Author().Array()] = h
+		pending.cards[string(cardKey(c.Author(), c.Seq()))] = c.Bytes()
 		accepted = append(accepted, i)
 	}
 	for i, e := range errs {
@@ -520,11 +560,11 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	if err != nil {
 		return res, err
 	}
-	for a, h := range pending {
-		s.mu.Lock()
+	s.mu.Lock()
+	for a, h := range pending.heads {
 		s.heads[a] = h
-		s.mu.Unlock()
 	}
+	s.mu.Unlock()
 	if err := <-done; err != nil {
 		return ImportResult{Errs: res.Errs}, err
 	}
@@ -620,7 +660,7 @@ func (s *Store) GetByID(id card.ID) (*card.Card, error) {
 // Head returns the head of author's log (ok false when the store has none).
 func (s *Store) Head(a key.ID) (Head, bool) {
 	h, ok := s.headOf(a)
-	return Head{Author: a, Seq: h.seq, ID: h.id, Forked: h.forked}, ok && h.seq > 0
+	return Head{Author: a, Seq: h.seq, ID: h.id, Forked: h.forked()}, ok && h.seq > 0
 }
 
 // Heads returns the heads of all logs, ordered by author.
@@ -635,7 +675,7 @@ func (s *Store) Heads() []Head {
 		if err != nil {
 			continue // only verified authors ever become heads
 		}
-		out = append(out, Head{Author: id, Seq: h.seq, ID: h.id, Forked: h.forked})
+		out = append(out, Head{Author: id, Seq: h.seq, ID: h.id, Forked: h.forked()})
 	}
 	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Author.Compare(out[j].Author) < 0 })

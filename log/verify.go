@@ -65,7 +65,7 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 		}
 		rep.Logs++
 		h, _ := s.headOf(cur)
-		if h.forked {
+		if h.forked() {
 			rep.Forked++
 		}
 		if h.seq != nextSeq-1 || h.id != lastID {
@@ -156,4 +156,41 @@ func parallelDecode(items []verifyItem, caps card.Caps) {
 		}()
 	}
 	wg.Wait()
+}
+
+// CheckChains is the fast integrity scan: for every stored card it hashes the
+// bytes and checks the links (seq continuity from 1, prev = hash of the card
+// before, the key it is stored under), without checking signatures. Verify is
+// the full check.
+func (s *Store) CheckChains() (cards int, problems []Problem, err error) {
+	var (
+		cur     key.ID
+		have    bool
+		nextSeq uint64
+		lastID  card.ID
+	)
+	err = s.ScanRaw(func(a key.ID, seq uint64, b []byte) error {
+		cards++
+		if !have || a != cur {
+			cur, have, nextSeq, lastID = a, true, 1, card.ID{}
+		}
+		id := card.IDOf(b)
+		author, cseq, prev, lerr := card.Links(b)
+		bad := func(e error) {
+			problems = append(problems, Problem{Author: a, Seq: seq, ID: id, Err: e, Reason: e.Error()})
+		}
+		switch {
+		case lerr != nil:
+			bad(fmt.Errorf("%w: %w", ErrCorrupt, lerr))
+		case string(author) != string(a.Bytes()) || cseq != seq:
+			bad(fmt.Errorf("%w: stored under %s@%d", ErrCorrupt, a, seq))
+		case seq != nextSeq:
+			bad(fmt.Errorf("%w: expected seq %d", ErrGap, nextSeq))
+		case seq > 1 && prev != lastID:
+			bad(fmt.Errorf("%w: prev %s, previous card is %s", ErrBadChain, prev, lastID))
+		}
+		nextSeq, lastID = seq+1, id
+		return nil
+	})
+	return cards, problems, err
 }

@@ -500,3 +500,36 @@ func DecodeAnyCaps(b []byte) (*Card, error) { return Decode(b, anyCaps{}) }
 type anyCaps struct{}
 
 func (anyCaps) Require([]string) error { return nil }
+
+// links is the part of the payload a chain check reads.
+type links struct {
+	Author []byte `cbor:"author"`
+	Seq    uint64 `cbor:"seq"`
+	Prev   []byte `cbor:"prev"`
+}
+
+var linkMode, _ = cbor.DecOptions{IndefLength: cbor.IndefLengthForbidden, TagsMd: cbor.TagsForbidden, MaxNestedLevels: canon.MaxNesting}.DecMode()
+
+// Links reads only the chain fields (author, seq, prev) of stored card bytes,
+// without the canonical-form or signature checks: the fast path of a chain
+// scan over cards that were fully verified when stored.
+func Links(b []byte) (author []byte, seq uint64, prev ID, err error) {
+	if len(b) == 0 || b[0] != coseTag {
+		return nil, 0, ID{}, ErrNotSign1
+	}
+	var env envelope
+	if err := linkMode.Unmarshal(b[1:], &env); err != nil {
+		return nil, 0, ID{}, fmt.Errorf("%w: %v", ErrNotSign1, err)
+	}
+	var l links
+	if err := linkMode.Unmarshal(env.Payload, &l); err != nil {
+		return nil, 0, ID{}, fmt.Errorf("%w: %v", ErrBadField, err)
+	}
+	if l.Seq > 1 {
+		if len(l.Prev) != len(prev) {
+			return nil, 0, ID{}, fmt.Errorf("%w: prev", ErrBadField)
+		}
+		copy(prev[:], l.Prev)
+	}
+	return l.Author, l.Seq, prev, nil
+}

@@ -1,0 +1,31 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/sublog/sublog/cli"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"sublog": func() { os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)) },
+	})
+}
+
+// TestScripts runs the end-to-end scripts in testdata/script: the real
+// command, its stdout, stderr and exit codes.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("SUBLOG_HOME", env.WorkDir+"/home")
+			vectors, err := filepath.Abs("../golden/vectors")
+			env.Setenv("VECTORS", vectors)
+			return err
+		},
+	})
+}
