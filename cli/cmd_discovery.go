@@ -413,6 +413,7 @@ func newRelayCmd(a *App) *cobra.Command {
 		listen  string
 		prove   string
 		maxKeys int
+		putRate float64
 	)
 	c := &cobra.Command{
 		Use:   "relay --listen ADDR [--prove ADDR]",
@@ -447,7 +448,7 @@ Runs until interrupted.`,
 				go discovery.ServeProofs(pl, sk)
 				fmt.Fprintf(a.Out(), "answering identity proofs for %s on %s\n", sk.ID(), pl.Addr())
 			}
-			srv := &http.Server{Handler: discovery.NewRelay(discovery.RelayConfig{MaxKeys: maxKeys}),
+			srv := &http.Server{Handler: discovery.NewRelay(discovery.RelayConfig{MaxKeys: maxKeys, PutRate: putRate}),
 				ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 			fmt.Fprintf(a.Out(), "relay listening on http://%s\n", ln.Addr())
 			errc := make(chan error, 1)
@@ -468,5 +469,6 @@ Runs until interrupted.`,
 	c.Flags().StringVar(&listen, "listen", "", "address to serve the relay on, HOST:PORT")
 	c.Flags().StringVar(&prove, "prove", "", "also answer identity proofs for this identity on HOST:PORT")
 	c.Flags().IntVar(&maxKeys, "max-keys", 100000, "packets kept at most (the least recently stored is dropped)")
+	c.Flags().Float64Var(&putRate, "put-rate", 5, "PUTs per second one client IP may make (bursts of 20)")
 	return c
 }

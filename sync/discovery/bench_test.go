@@ -33,7 +33,7 @@ func bareGet(b *testing.B, c *http.Client, url string) time.Duration {
 }
 
 func benchRelay(b *testing.B) (string, *RelayClient, *http.Client) {
-	url := startRelay(b, NewRelay(RelayConfig{}))
+	url := startRelay(b, NewRelay(RelayConfig{PutRate: 1e9, PutBurst: 1 << 20}))
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}, Timeout: 10 * time.Second}
 	return url, &RelayClient{HTTP: hc}, hc
 }

@@ -218,7 +218,7 @@ func startRelay(t testing.TB, h http.Handler) string {
 func TestRelayServer(t *testing.T) {
 	ctx := context.Background()
 	alice := secret(t, "alice")
-	relay := NewRelay(RelayConfig{MaxKeys: 2})
+	relay := NewRelay(RelayConfig{MaxKeys: 2, PutRate: 1000, PutBurst: 1000})
 	url := startRelay(t, relay)
 	c := &RelayClient{}
 
@@ -297,6 +297,27 @@ func TestRelayServer(t *testing.T) {
 	}
 	if _, err := c.Get(ctx, url, secret(t, "carol").ID()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// One client cannot flood the relay with PUTs: beyond its budget, 429.
+func TestRelayRateLimit(t *testing.T) {
+	clock := t0
+	url := startRelay(t, NewRelay(RelayConfig{PutRate: 1, PutBurst: 2, Now: func() time.Time { return clock }}))
+	c := &RelayClient{}
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if err := c.Put(ctx, url, newPacket(t, "alice", t0.Add(time.Duration(i)*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := c.Put(ctx, url, newPacket(t, "alice", t0.Add(5*time.Second)))
+	if err == nil || !strings.Contains(err.Error(), "429") {
+		t.Fatalf("third PUT in a burst of 2: %v", err)
+	}
+	clock = clock.Add(time.Second)
+	if err := c.Put(ctx, url, newPacket(t, "alice", t0.Add(6*time.Second))); err != nil {
+		t.Fatalf("after a second: %v", err)
 	}
 }
 

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	stdsync "sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/sublog/sublog/log/key"
 )
@@ -89,11 +92,14 @@ func (c *RelayClient) Get(ctx context.Context, base string, id key.ID) (*SignedP
 // packet it is given, keeps the newest per key in memory, and serves it
 // back. It never forwards to the DHT. Create with NewRelay.
 type Relay struct {
-	max int
-	now func() time.Time
+	max     int
+	now     func() time.Time
+	putRate rate.Limit
+	burst   int
 
-	mu stdsync.Mutex
-	m  map[[key.IDSize]byte]*relayEntry
+	mu       stdsync.Mutex
+	m        map[[key.IDSize]byte]*relayEntry
+	limiters map[string]*rate.Limiter // per client IP, for PUT
 }
 
 type relayEntry struct {
@@ -105,6 +111,10 @@ type relayEntry struct {
 type RelayConfig struct {
 	MaxKeys int              // packets kept at most (default 100000; the oldest seen is evicted)
 	Now     func() time.Time // clock (default time.Now)
+	// PutRate and PutBurst bound the PUTs one client IP may make (default
+	// 5 per second, bursts of 20); beyond them the relay answers 429.
+	PutRate  float64
+	PutBurst int
 }
 
 // NewRelay returns an empty relay.
@@ -115,7 +125,14 @@ func NewRelay(cfg RelayConfig) *Relay {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Relay{max: cfg.MaxKeys, now: cfg.Now, m: map[[key.IDSize]byte]*relayEntry{}}
+	if cfg.PutRate <= 0 {
+		cfg.PutRate = 5
+	}
+	if cfg.PutBurst <= 0 {
+		cfg.PutBurst = 20
+	}
+	return &Relay{max: cfg.MaxKeys, now: cfg.Now, putRate: rate.Limit(cfg.PutRate), burst: cfg.PutBurst,
+		m: map[[key.IDSize]byte]*relayEntry{}, limiters: map[string]*rate.Limiter{}}
 }
 
 // ServeHTTP implements the PKARR relay API: GET and PUT /<z-base-32 key>.
@@ -149,6 +166,10 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			w.Write(body)
 		}
 	case http.MethodPut:
+		if !r.allow(req.RemoteAddr) {
+			http.Error(w, "too many requests", http.StatusTooManyRequests)
+			return
+		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxPayload))
 		if err != nil {
 			var tooBig *http.MaxBytesError
@@ -204,6 +225,27 @@ func (r *Relay) put(p *SignedPacket, ifMatch string) (int, string) {
 	}
 	r.m[k] = &relayEntry{p: p, seen: r.now()}
 	return http.StatusNoContent, ""
+}
+
+// allow takes a PUT token for the client's IP. The table of limiters is
+// dropped wholesale when it grows past 10000 addresses (a flood of sources
+// then only resets their budgets).
+func (r *Relay) allow(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.limiters[host]
+	if l == nil {
+		if len(r.limiters) >= 10000 {
+			r.limiters = map[string]*rate.Limiter{}
+		}
+		l = rate.NewLimiter(r.putRate, r.burst)
+		r.limiters[host] = l
+	}
+	return l.AllowN(r.now(), 1)
 }
 
 func (r *Relay) evictOldest() {
