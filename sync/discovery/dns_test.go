@@ -138,7 +138,19 @@ func startMiekgDNS(t testing.TB, records map[string][]string) string {
 	return pc.LocalAddr().String()
 }
 
+// TestDNSHints runs against dnsmasq when installed, and always against the
+// in-process miekg/dns server too, so both paths stay working.
 func TestDNSHints(t *testing.T) {
+	for _, inProcess := range []bool{false, true} {
+		name := "dnsmasq-or-fallback"
+		if inProcess {
+			name = "miekg-in-process"
+		}
+		t.Run(name, func(t *testing.T) { testDNSHints(t, inProcess) })
+	}
+}
+
+func testDNSHints(t *testing.T, inProcess bool) {
 	alice, mallory := secret(t, "alice"), secret(t, "mallory")
 	aliceAddr := startProver(t, alice)
 	impostor := startProver(t, mallory)
@@ -164,7 +176,12 @@ func TestDNSHints(t *testing.T) {
 		"_sublog.long.example.org.":   {tok(alice, append(many, aliceAddr)...)},
 		"_sublog.forged.example.org.": {forgedToken(t, alice, mallory, now, impostor)},
 	}
-	server, kind := startDNS(t, records)
+	server, kind := "", "miekg/dns in-process"
+	if inProcess {
+		server = startMiekgDNS(t, records)
+	} else {
+		server, kind = startDNS(t, records)
+	}
 	t.Logf("DNS server: %s at %s", kind, server)
 	dc := &DNSClient{Server: server, Timeout: 2 * time.Second}
 
