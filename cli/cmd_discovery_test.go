@@ -2,12 +2,17 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	crand "crypto/rand"
 	"encoding/json"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
@@ -154,5 +159,63 @@ func TestCLIPublishAndResolve(t *testing.T) {
 	t.Cleanup(func() { bad.Close() })
 	if r := sublogRun(t, dir, "", "publish", "--pkarr", "http://"+bl.Addr().String(), "--addr", addr); r.code != 1 || !strings.Contains(r.stdout, "NOT published") {
 		t.Fatalf("refusing relay: %+v", r)
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for one writer and a polling reader.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// `sublog relay` serves the relay API and identity proofs until interrupted.
+func TestCLIRelayCommand(t *testing.T) {
+	dir, sk, _ := discoveryHome(t)
+	var out, errb syncBuf
+	done := make(chan int, 1)
+	go func() {
+		done <- Main([]string{"--home", dir, "relay", "--listen", "127.0.0.1:0", "--prove", "127.0.0.1:0"},
+			strings.NewReader(""), &out, &errb, func(string) string { return "" })
+	}()
+	var relayURL, proveAddr string
+	for i := 0; i < 200 && relayURL == ""; i++ {
+		time.Sleep(10 * time.Millisecond)
+		for _, line := range strings.Split(out.String(), "\n") {
+			if u, ok := strings.CutPrefix(line, "relay listening on "); ok {
+				relayURL = u
+			}
+			if _, a, ok := strings.Cut(line, " on "); ok && strings.HasPrefix(line, "answering identity proofs") {
+				proveAddr = a
+			}
+		}
+	}
+	if relayURL == "" || proveAddr == "" {
+		t.Fatalf("relay did not start: %q %q", out.String(), errb.String())
+	}
+	p, err := discovery.NewPacket(sk, time.Now(), discovery.Record{Addrs: []string{proveAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := (&discovery.RelayClient{}).Put(ctx, relayURL, p); err != nil {
+		t.Fatal(err)
+	}
+	res, err := (&discovery.Resolver{Relays: []string{relayURL}, Prover: &discovery.ChallengeProver{}}).Resolve(ctx, sk.ID())
+	if err != nil || res.Addr != proveAddr {
+		t.Fatalf("resolve through `sublog relay`: %v %+v", err, res)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("relay exited %d: %s", code, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not stop on SIGINT")
 	}
 }
