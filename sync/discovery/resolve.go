@@ -103,14 +103,15 @@ type run struct {
 	res    *Result
 	tried  map[string]error // addresses already tried in this run
 	pkarr  uint64           // newest PKARR timestamp seen (cache and this run)
-	passed bool
 }
 
 // Resolve tries, in order: the tokens, the cache, each PKARR relay, the
-// Mainline DHT (when configured), each DNS name. The first candidate address that proves want wins. It returns an
-// error wrapping ErrUnreachable when no source gave a proven address; the
-// Result is returned in both cases. It never returns an address that has not
-// proved want, and saves the cache before returning.
+// Mainline DHT (when configured), each DNS name. The first candidate address
+// that proves want wins. It returns an error wrapping ErrUnreachable when no
+// source gave a proven address; the Result is returned in both cases. It
+// never returns an address that has not proved want, and saves the cache
+// before returning (a cache that cannot be saved is an error: the rollback
+// floor must not be lost silently).
 func (r *Resolver) Resolve(ctx context.Context, want key.ID) (*Result, error) {
 	if r.Prover == nil {
 		return nil, errors.New("discovery: resolver has no prover")
@@ -148,7 +149,7 @@ func (u *run) summary() string {
 	return strings.Join(parts, "; ")
 }
 
-// add records an attempt; a nil hint with err is a rejected or failed source.
+// fail records an attempt that gave no usable hint, or whose candidates all failed.
 func (u *run) fail(a Attempt, outcome string, err error) bool {
 	a.Outcome, a.Reason, a.err = outcome, err.Error(), err
 	u.res.Attempts = append(u.res.Attempts, a)
@@ -158,7 +159,8 @@ func (u *run) fail(a Attempt, outcome string, err error) bool {
 // try proves each of h's addresses in order; the first that proves want
 // becomes the result.
 func (u *run) try(a Attempt, h Hint, cacheUntil time.Time) bool {
-	a.Gave = &h
+	gave := h // as the source gave it; h.Expires may be capped below
+	a.Gave = &gave
 	if len(h.Addrs) == 0 {
 		return u.fail(a, Empty, errors.New("the hint names no address"))
 	}
