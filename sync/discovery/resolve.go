@@ -97,12 +97,12 @@ func (r *Resolver) now() time.Time {
 }
 
 type run struct {
-	r      *Resolver
-	ctx    context.Context
-	want   key.ID
-	res    *Result
-	tried  map[string]error // addresses already tried in this run
-	pkarr  uint64           // newest PKARR timestamp seen (cache and this run)
+	r     *Resolver
+	ctx   context.Context
+	want  key.ID
+	res   *Result
+	tried map[string]error // addresses already tried in this run
+	pkarr uint64           // newest PKARR timestamp seen (cache and this run)
 }
 
 // Resolve tries, in order: the tokens, the cache, each PKARR relay, the
