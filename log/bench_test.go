@@ -96,16 +96,16 @@ func BenchmarkAppendSingleWriter(b *testing.B) {
 	b.ReportMetric(rate/raw, "x-raw-sign")
 }
 
-// BenchmarkAppendConcurrent: 64 writers on 8 logs; group commit lets many
+// BenchmarkAppendConcurrent: 256 writers on 16 logs; group commit lets many
 // durable appends share one sync.
 func BenchmarkAppendConcurrent(b *testing.B) {
 	raw := rawSignRate()
 	st := benchStore(b)
-	keys := make([]*key.Secret, 8)
+	keys := make([]*key.Secret, 16)
 	for i := range keys {
 		keys[i] = benchKey(fmt.Sprint("w", i))
 	}
-	const writers = 64
+	const writers = 256
 	b.ResetTimer()
 	var wg stdsync.WaitGroup
 	per := (b.N + writers - 1) / writers

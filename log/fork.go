@@ -143,15 +143,14 @@ func (s *Store) ImportForkProof(b []byte) (*ForkProof, error) {
 	l := s.stripe(a)
 	l.Lock()
 	defer l.Unlock()
-	h, _ := s.headOf(a)
+	h := s.tipOf(a)
 	if h.forked() {
 		return p, nil // one proof per author is enough
 	}
-	done, err := s.enqueue([]kv{{forkKey(a), p.Encode()}})
+	h.forkSeq = p.Seq()
+	done, err := s.enqueue([]kv{{forkKey(a), p.Encode()}}, headUpdate{a.Array(), h})
 	if err != nil {
 		return nil, err
 	}
-	h.forkSeq = p.Seq()
-	s.setHead(a, h)
 	return p, <-done
 }

@@ -85,6 +85,17 @@ type head struct {
 
 func (h head) forked() bool { return h.forkSeq > 0 }
 
+// entry is a log's state: tip is where the next card goes (it includes
+// cards still waiting for their sync); dur is the durable head, the only one
+// readers see, so nothing is ever served that a crash could still take back.
+type entry struct{ tip, dur head }
+
+// headUpdate is what a write makes durable for one log.
+type headUpdate struct {
+	author [key.IDSize]byte
+	h      head
+}
+
 // Store is a log store. All methods are safe for concurrent use.
 type Store struct {
 	db    *pebble.DB
@@ -92,7 +103,7 @@ type Store struct {
 	locks [64]stdsync.Mutex // per-author stripes: serialise each log's tip
 
 	mu     stdsync.RWMutex
-	heads  map[[key.IDSize]byte]head
+	heads  map[[key.IDSize]byte]entry
 	failed error // set when a commit failed; the store must be reopened
 
 	queue   chan *write
@@ -104,8 +115,9 @@ type Store struct {
 type kv struct{ k, v []byte }
 
 type write struct {
-	sets []kv
-	done chan error
+	sets    []kv
+	updates []headUpdate
+	done    chan error
 }
 
 // Open opens or creates a store in dir.
@@ -123,7 +135,7 @@ func Open(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("log: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, caps: o.Caps, heads: map[[key.IDSize]byte]head{},
+	s := &Store{db: db, caps: o.Caps, heads: map[[key.IDSize]byte]entry{},
 		queue: make(chan *write, 1024), stop: make(chan struct{}), stopped: make(chan struct{}), max: o.MaxBatch}
 	if err := s.load(); err != nil {
 		db.Close()
@@ -165,7 +177,7 @@ func (s *Store) load() error {
 		copy(a[:], k[1:])
 		h := head{seq: binary.BigEndian.Uint64(val)}
 		copy(h.id[:], val[8:])
-		s.heads[a] = h
+		s.heads[a] = entry{tip: h, dur: h}
 	}
 	if err := it.Close(); err != nil {
 		return err
@@ -182,9 +194,9 @@ func (s *Store) load() error {
 			it.Close()
 			return fmt.Errorf("%w: fork proof: %w", ErrCorrupt, err)
 		}
-		h := s.heads[a]
-		h.forkSeq = p.Seq()
-		s.heads[a] = h
+		e := s.heads[a]
+		e.tip.forkSeq, e.dur.forkSeq = p.Seq(), p.Seq()
+		s.heads[a] = e
 	}
 	return it.Close()
 }
@@ -263,23 +275,45 @@ func (s *Store) commit(group []*write) {
 			s.mu.Unlock()
 		}
 	}
+	if err == nil {
+		s.mu.Lock()
+		for _, w := range group {
+			for _, u := range w.updates {
+				e := s.heads[u.author]
+				if u.h.seq >= e.dur.seq {
+					e.dur.seq, e.dur.id = u.h.seq, u.h.id
+				}
+				if u.h.forkSeq > 0 && e.dur.forkSeq == 0 {
+					e.dur.forkSeq = u.h.forkSeq
+				}
+				s.heads[u.author] = e
+			}
+		}
+		s.mu.Unlock()
+	}
 	for _, w := range group {
 		w.done <- err
 	}
 }
 
-// enqueue hands a write to the committer. The caller holds the author's
-// stripe, so writes of one log reach the queue in chain order.
-func (s *Store) enqueue(sets []kv) (chan error, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+// enqueue hands a write to the committer and advances the tips it names.
+// The caller holds the authors' stripes, so writes of one log reach the queue
+// in chain order.
+func (s *Store) enqueue(sets []kv, updates ...headUpdate) (chan error, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.db == nil {
 		return nil, ErrClosed
 	}
 	if s.failed != nil {
 		return nil, s.failed
 	}
-	w := &write{sets: sets, done: make(chan error, 1)}
+	for _, u := range updates {
+		e := s.heads[u.author]
+		e.tip = u.h
+		s.heads[u.author] = e
+	}
+	w := &write{sets: sets, updates: updates, done: make(chan error, 1)}
 	s.queue <- w
 	return w.done, nil
 }
@@ -289,17 +323,18 @@ func (s *Store) stripe(a key.ID) *stdsync.Mutex {
 	return &s.locks[b[0]%byte(len(s.locks))]
 }
 
-func (s *Store) headOf(a key.ID) (head, bool) {
+// tipOf is where a log's next card goes (placement and appends).
+func (s *Store) tipOf(a key.ID) head {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	h, ok := s.heads[a.Array()]
-	return h, ok
+	return s.heads[a.Array()].tip
 }
 
-func (s *Store) setHead(a key.ID, h head) {
-	s.mu.Lock()
-	s.heads[a.Array()] = h
-	s.mu.Unlock()
+// durOf is a log's durable head (everything readers see).
+func (s *Store) durOf(a key.ID) head {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.heads[a.Array()].dur
 }
 
 func (s *Store) usable() error {
@@ -317,23 +352,21 @@ func (s *Store) Append(sk *key.Secret, d card.Draft) (*card.Card, error) {
 	a := sk.ID()
 	l := s.stripe(a)
 	l.Lock()
-	h, _ := s.headOf(a)
+	h := s.tipOf(a)
 	if h.forked() {
 		l.Unlock()
-		return nil, fmt.Errorf("%w: %s (this key was used to sign two histories; see `sublog log --forks`)", ErrForked, a)
+		return nil, fmt.Errorf("%w: %s (this key signed two histories; see 'sublog verify')", ErrForked, a)
 	}
 	c, err := card.Sign(sk, h.seq+1, h.id, d, s.caps)
 	if err != nil {
 		l.Unlock()
 		return nil, err
 	}
-	done, err := s.enqueue(cardSets(c))
+	done, err := s.enqueue(cardSets(c), headUpdate{a.Array(), head{seq: c.Seq(), id: c.ID()}})
+	l.Unlock()
 	if err != nil {
-		l.Unlock()
 		return nil, err
 	}
-	s.setHead(a, head{seq: c.Seq(), id: c.ID()})
-	l.Unlock()
 	if err := <-done; err != nil {
 		return nil, err
 	}
@@ -385,19 +418,16 @@ func (s *Store) Import(b []byte) (*card.Card, error) {
 		l.Unlock()
 		return nil, err
 	}
-	done, qerr := s.enqueue(sets)
+	h := s.tipOf(c.Author())
+	if proof != nil {
+		h.forkSeq = proof.Seq()
+	} else {
+		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
+	}
+	done, qerr := s.enqueue(sets, headUpdate{c.Author().Array(), h})
 	if qerr != nil {
 		l.Unlock()
 		return nil, qerr
-	}
-	if proof != nil {
-		h, _ := s.headOf(c.Author())
-		h.forkSeq = proof.Seq()
-		s.setHead(c.Author(), h)
-	} else {
-		h, _ := s.headOf(c.Author())
-		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
-		s.setHead(c.Author(), h)
 	}
 	l.Unlock()
 	if werr := <-done; werr != nil {
@@ -413,7 +443,7 @@ func (s *Store) place(c *card.Card, pending *batchState) ([]kv, *ForkProof, erro
 	a := c.Author()
 	h, ok := pending.head(a)
 	if !ok {
-		h, _ = s.headOf(a)
+		h = s.tipOf(a)
 	}
 	if h.forked() && c.Seq() >= h.forkSeq {
 		if c.Seq() <= h.seq {
@@ -529,7 +559,7 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 			sets = append(sets, w...)
 			h, ok := pending.head(c.Author())
 			if !ok {
-				h, _ = s.headOf(c.Author())
+				h = s.tipOf(c.Author())
 			}
 			h.forkSeq = proof.Seq()
 			pending.heads[c.Author().Array()] = h
@@ -541,7 +571,7 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 		sets = append(sets, w...)
 		h, ok := pending.head(c.Author())
 		if !ok {
-			h, _ = s.headOf(c.Author())
+			h = s.tipOf(c.Author())
 		}
 		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
 		pending.heads[c.Author().Array()] = h
@@ -556,15 +586,14 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	if len(sets) == 0 {
 		return res, nil
 	}
-	done, err := s.enqueue(sets)
+	updates := make([]headUpdate, 0, len(pending.heads))
+	for a, h := range pending.heads {
+		updates = append(updates, headUpdate{a, h})
+	}
+	done, err := s.enqueue(sets, updates...)
 	if err != nil {
 		return res, err
 	}
-	s.mu.Lock()
-	for a, h := range pending.heads {
-		s.heads[a] = h
-	}
-	s.mu.Unlock()
 	if err := <-done; err != nil {
 		return ImportResult{Errs: res.Errs}, err
 	}
@@ -616,8 +645,11 @@ func storedCard(a key.ID, seq uint64, b []byte) (*card.Card, error) {
 	return c, nil
 }
 
-// Get returns author's card at seq.
+// Get returns author's card at seq (only cards that are durable).
 func (s *Store) Get(a key.ID, seq uint64) (*card.Card, error) {
+	if seq > s.durOf(a).seq {
+		return nil, fmt.Errorf("%w: %s@%d", ErrNotFound, a, seq)
+	}
 	b, err := s.rawAt(a, seq)
 	if err != nil {
 		return nil, err
@@ -659,15 +691,16 @@ func (s *Store) GetByID(id card.ID) (*card.Card, error) {
 
 // Head returns the head of author's log (ok false when the store has none).
 func (s *Store) Head(a key.ID) (Head, bool) {
-	h, ok := s.headOf(a)
-	return Head{Author: a, Seq: h.seq, ID: h.id, Forked: h.forked()}, ok && h.seq > 0
+	h := s.durOf(a)
+	return Head{Author: a, Seq: h.seq, ID: h.id, Forked: h.forked()}, h.seq > 0
 }
 
 // Heads returns the heads of all logs, ordered by author.
 func (s *Store) Heads() []Head {
 	s.mu.RLock()
 	out := make([]Head, 0, len(s.heads))
-	for a, h := range s.heads {
+	for a, e := range s.heads {
+		h := e.dur
 		if h.seq == 0 {
 			continue
 		}
@@ -686,8 +719,8 @@ func (s *Store) Heads() []Head {
 // until fn returns an error (io.EOF stops quietly).
 func (s *Store) Scan(a key.ID, from uint64, fn func(*card.Card) error) error {
 	lo := cardKey(a, from)
-	hi := cardKey(a, ^uint64(0))
-	return s.scanRaw(lo, append(hi, 0), func(a key.ID, seq uint64, b []byte) error {
+	hi := cardKey(a, s.durOf(a).seq+1)
+	return s.scanRaw(lo, hi, func(a key.ID, seq uint64, b []byte) error {
 		c, err := storedCard(a, seq, b)
 		if err != nil {
 			return err
@@ -725,6 +758,7 @@ func (s *Store) scanRaw(lo, hi []byte, fn func(key.ID, uint64, []byte) error) er
 	}
 	var last [key.IDSize]byte
 	var lastID key.ID
+	var limit uint64
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) != 1+key.IDSize+8 {
@@ -737,13 +771,18 @@ func (s *Store) scanRaw(lo, hi []byte, fn func(key.ID, uint64, []byte) error) er
 				it.Close()
 				return fmt.Errorf("%w: card key author: %w", ErrCorrupt, err)
 			}
+			limit = s.durOf(lastID).seq
+		}
+		seq := binary.BigEndian.Uint64(k[1+key.IDSize:])
+		if seq > limit {
+			continue // not durable yet: invisible to readers
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
 			return err
 		}
-		if err := fn(lastID, binary.BigEndian.Uint64(k[1+key.IDSize:]), v); err != nil {
+		if err := fn(lastID, seq, v); err != nil {
 			it.Close()
 			if errors.Is(err, io.EOF) {
 				return nil

@@ -64,7 +64,7 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			return
 		}
 		rep.Logs++
-		h, _ := s.headOf(cur)
+		h := s.durOf(cur)
 		if h.forked() {
 			rep.Forked++
 		}

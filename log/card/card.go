@@ -263,7 +263,8 @@ func DeriveRID(author key.ID, seq uint64, prev ID) []byte {
 
 // Sign builds and signs the card at (seq, prev) of sk's log. prev must be the
 // zero ID exactly when seq is 1. The result is decoded back with Decode's
-// checks, so Sign never returns a card that a verifier would refuse.
+// structural and capability checks, so Sign never returns a card that a
+// verifier would refuse.
 func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
 	if seq == 0 || (seq == 1) != prev.IsZero() {
 		return nil, fmt.Errorf("%w: seq %d with prev %v", ErrBadField, seq, prev)
@@ -320,7 +321,30 @@ func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
 	if err != nil {
 		return nil, fmt.Errorf("card: encoding: %w", err)
 	}
-	return Decode(raw, c)
+	// Re-parse with every structural check (size, canonical form, fields)
+	// and the capability check; re-verifying our own fresh signature would
+	// double the cost of an append for nothing.
+	card, _, err := parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireCaps(card, c); err != nil {
+		return nil, err
+	}
+	return card, nil
+}
+
+func requireCaps(card *Card, c Caps) error {
+	if len(card.p.Reqs) == 0 {
+		return nil
+	}
+	if c == nil {
+		return fmt.Errorf("%w: %s", ErrUnsupportedCp, card.p.Reqs[0])
+	}
+	if err := c.Require(card.p.Reqs); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnsupportedCp, err)
+	}
+	return nil
 }
 
 // Decode parses and verifies one card. It refuses, each with its own error:
@@ -335,13 +359,8 @@ func Decode(b []byte, c Caps) (*Card, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(card.p.Reqs) > 0 {
-		if c == nil {
-			return nil, fmt.Errorf("%w: %s", ErrUnsupportedCp, card.p.Reqs[0])
-		}
-		if err := c.Require(card.p.Reqs); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrUnsupportedCp, err)
-		}
+	if err := requireCaps(card, c); err != nil {
+		return nil, err
 	}
 	if err := msg.Verify([]byte(key.LabelCard), verifier{card.author}); err != nil {
 		return nil, fmt.Errorf("%w: %s@%d", ErrBadSignature, card.author, card.p.Seq)
@@ -512,17 +531,24 @@ var linkMode, _ = cbor.DecOptions{IndefLength: cbor.IndefLengthForbidden, TagsMd
 
 // Links reads only the chain fields (author, seq, prev) of stored card bytes,
 // without the canonical-form or signature checks: the fast path of a chain
-// scan over cards that were fully verified when stored.
+// scan over cards that were fully verified when stored. Canonical cards have
+// a fixed envelope prefix (tag, array head, the 38-byte protected header, an
+// empty unprotected map), so the payload is sliced in place; anything else
+// takes the general decoder.
 func Links(b []byte) (author []byte, seq uint64, prev ID, err error) {
-	if len(b) == 0 || b[0] != coseTag {
-		return nil, 0, ID{}, ErrNotSign1
-	}
-	var env envelope
-	if err := linkMode.Unmarshal(b[1:], &env); err != nil {
-		return nil, 0, ID{}, fmt.Errorf("%w: %v", ErrNotSign1, err)
+	payload, ok := slicePayload(b)
+	if !ok {
+		if len(b) == 0 || b[0] != coseTag {
+			return nil, 0, ID{}, ErrNotSign1
+		}
+		var env envelope
+		if err := linkMode.Unmarshal(b[1:], &env); err != nil {
+			return nil, 0, ID{}, fmt.Errorf("%w: %v", ErrNotSign1, err)
+		}
+		payload = env.Payload
 	}
 	var l links
-	if err := linkMode.Unmarshal(env.Payload, &l); err != nil {
+	if err := linkMode.Unmarshal(payload, &l); err != nil {
 		return nil, 0, ID{}, fmt.Errorf("%w: %v", ErrBadField, err)
 	}
 	if l.Seq > 1 {
@@ -532,4 +558,25 @@ func Links(b []byte) (author []byte, seq uint64, prev ID, err error) {
 		copy(prev[:], l.Prev)
 	}
 	return l.Author, l.Seq, prev, nil
+}
+
+// slicePayload finds the payload of a canonical card without decoding.
+func slicePayload(b []byte) ([]byte, bool) {
+	const off = 43 // d2 84 | 58 26 <38 bytes> | a0
+	if len(b) < off+3 || b[0] != coseTag || b[1] != 0x84 || b[2] != 0x58 || b[3] != 0x26 || b[42] != emptyMapHdr {
+		return nil, false
+	}
+	var n, h int
+	switch b[off] {
+	case 0x58:
+		n, h = int(b[off+1]), 2
+	case 0x59:
+		n, h = int(b[off+1])<<8|int(b[off+2]), 3
+	default:
+		return nil, false
+	}
+	if off+h+n > len(b) {
+		return nil, false
+	}
+	return b[off+h : off+h+n], true
 }

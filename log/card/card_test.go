@@ -146,3 +146,27 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestLinksFastAndSlowPathsAgree(t *testing.T) {
+	chain, _ := golden.Chain()
+	for _, c := range chain {
+		a, seq, prev, err := card.Links(c.Bytes())
+		p, _ := c.Prev()
+		if err != nil || seq != c.Seq() || prev != p || !bytes.Equal(a, c.Author().Bytes()) {
+			t.Fatalf("%s: links %v", c.Kind(), err)
+		}
+	}
+	if _, _, _, err := card.Links([]byte{0xd2, 0x84}); err == nil {
+		t.Fatal("truncated card has links")
+	}
+}
+
+func BenchmarkLinks(b *testing.B) {
+	chain, _ := golden.Chain()
+	raw := chain[1].Bytes()
+	for b.Loop() {
+		if _, _, _, err := card.Links(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

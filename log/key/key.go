@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"filippo.io/edwards25519"
 	"github.com/cloudflare/circl/sign/ed25519"
@@ -53,6 +54,11 @@ func IDFromBytes(b []byte) (ID, error) {
 	if len(b) != IDSize {
 		return ID{}, fmt.Errorf("%w: %d bytes, want %d", ErrBadLength, len(b), IDSize)
 	}
+	var id ID
+	copy(id.b[:], b)
+	if valid.has(id.b) {
+		return id, nil
+	}
 	p, err := new(edwards25519.Point).SetBytes(b)
 	if err != nil {
 		return ID{}, fmt.Errorf("%w: %x is not a curve point", ErrNonCanonical, b)
@@ -64,9 +70,36 @@ func IDFromBytes(b []byte) (ID, error) {
 	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
 		return ID{}, fmt.Errorf("%w: %x", ErrWeakKey, b)
 	}
-	var id ID
-	copy(id.b[:], b)
+	valid.add(id.b)
 	return id, nil
+}
+
+// validCache remembers keys that passed the point checks (a pure function of
+// the bytes), since one log's author is parsed again on every card. It is
+// bounded: when full it starts over.
+type validCache struct {
+	mu sync.Mutex
+	m  map[[IDSize]byte]struct{}
+}
+
+const validCacheSize = 4096
+
+var valid = &validCache{m: map[[IDSize]byte]struct{}{}}
+
+func (c *validCache) has(b [IDSize]byte) bool {
+	c.mu.Lock()
+	_, ok := c.m[b]
+	c.mu.Unlock()
+	return ok
+}
+
+func (c *validCache) add(b [IDSize]byte) {
+	c.mu.Lock()
+	if len(c.m) >= validCacheSize {
+		clear(c.m)
+	}
+	c.m[b] = struct{}{}
+	c.mu.Unlock()
 }
 
 // ParseID parses the z-base-32 text form. It accepts exactly 52 lowercase

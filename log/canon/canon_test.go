@@ -1,0 +1,91 @@
+package canon
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestCheckRefusals(t *testing.T) {
+	cases := []struct {
+		name string
+		hex  string
+		want error
+	}{
+		{"duplicate key", "a2 6161 01 6161 02", ErrDuplicateKey},
+		{"indefinite map", "bf 6161 01 ff", ErrIndefinite},
+		{"indefinite bytes", "5f 4101 ff", ErrIndefinite},
+		{"tag", "c1 1a 5f5e1000", ErrTag},
+		{"non-shortest int", "18 01", ErrNonCanonical},
+		{"non-shortest length", "78 01 61", ErrNonCanonical},
+		{"unsorted map", "a2 6162 01 6161 02", ErrNonCanonical},
+		{"length-first order", "a2 626161 01 6162 02", ErrNonCanonical},
+		{"float64 that fits float16", "fb 3ff0000000000000", ErrNonCanonical},
+		{"trailing bytes", "01 02", ErrTrailing},
+		{"truncated", "a1 6161", ErrMalformed},
+		{"invalid utf-8", "62 c328", ErrMalformed},
+		{"undefined", "f7", ErrMalformed},
+		{"too deep", strings.Repeat("81", MaxNesting+1) + "01", ErrTooDeep},
+	}
+	for _, c := range cases {
+		err := Check(mustHex(c.hex))
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	for _, ok := range []string{"01", "a2 6161 01 6162 02", "a2 6162 01 626161 02", "f93c00", "80", "f6", "f5"} {
+		if err := Check(mustHex(ok)); err != nil {
+			t.Errorf("%s refused: %v", ok, err)
+		}
+	}
+}
+
+func TestUnmarshalRefusesUnknownFields(t *testing.T) {
+	type T struct {
+		A int `cbor:"a"`
+	}
+	var v T
+	if err := Unmarshal(MustMarshal(map[string]int{"a": 1, "b": 2}), &v); !errors.Is(err, ErrUnknownField) {
+		t.Fatal(err)
+	}
+	if err := Unmarshal(MustMarshal(map[string]int{"a": 7}), &v); err != nil || v.A != 7 {
+		t.Fatal(err)
+	}
+}
+
+func TestMarshalIsDeterministic(t *testing.T) {
+	m := map[string]any{"zz": 1, "a": []any{1.5, "x"}, "bb": map[string]any{"y": true, "x": nil}}
+	a, b := MustMarshal(m), MustMarshal(m)
+	if !bytes.Equal(a, b) || Check(a) != nil {
+		t.Fatal("not deterministic or not canonical")
+	}
+}
+
+func FuzzCheck(f *testing.F) {
+	for _, s := range []string{"01", "a2616101616202", "bf616101ff", "c11a5f5e1000", "fb3ff0000000000000"} {
+		f.Add(mustHex(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if Check(b) != nil {
+			return
+		}
+		var v any
+		if err := Unmarshal(b, &v); err != nil {
+			t.Fatalf("checked bytes do not unmarshal: %v", err)
+		}
+		again, err := Marshal(v)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("accepted bytes do not round-trip: %x -> %x", b, again)
+		}
+	})
+}
