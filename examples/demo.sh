@@ -31,12 +31,21 @@ laptop log
 step "One card in full"
 laptop show "$(laptop log --json | sed -n 's/.*"id": "\(sha256:[0-9a-f]*\)".*/\1/p' | head -1)"
 
+step "The two homes trust each other, then sync over a pipe (any byte stream works: ssh, TCP, a file)"
+laptop trust "$(host id)"
+host trust "$(laptop id)"
+laptop sync --command "'$BIN' --home '$WORK/host' sync --stdio"
+
+step "Both homes now hold both logs, and agree on every head"
+laptop log --heads
+host log --heads
+
 step "Re-verify every card in both homes (signatures, canonical bytes, chains)"
 laptop verify
 host verify
 
-step "Audit: the timeline of every card, with author, seq, kind, time and ID"
-laptop replay --audit
+step "Audit: the timeline of every card across both logs, with author, seq, kind, time and ID"
+host replay --audit
 
 step "Bad input is refused with a clear error and exit code 1, nothing stored"
 printf 'kind: note\na: &x 1\nb: *x\n' | laptop append - || echo "(exit code $?)"

@@ -10,6 +10,7 @@
 package log
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -635,6 +636,7 @@ func (s *Store) rawAt(a key.ID, seq uint64) ([]byte, error) {
 // the way in; here the structure is re-checked (not the signature, which
 // Verify re-checks) and damage is reported as ErrCorrupt.
 func storedCard(a key.ID, seq uint64, b []byte) (*card.Card, error) {
+	b = bytes.Clone(b) // cards are immutable; iterator values are not
 	c, err := card.DecodeStored(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s@%d: %w", ErrCorrupt, a, seq, err)

@@ -243,6 +243,13 @@ func (h *Home) Identities() ([]Named, error) {
 
 // OpenStore opens the home's log store.
 func (h *Home) OpenStore(o sublog.Options) (*sublog.Store, error) {
+	if o.Caps == nil { // the home's capabilities: built-in plus learned (caps.go)
+		set, err := h.Caps()
+		if err != nil {
+			return nil, err
+		}
+		o.Caps = set
+	}
 	return sublog.Open(filepath.Join(h.Dir, "store"), o)
 }
 

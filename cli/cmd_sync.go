@@ -1,0 +1,527 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	sublog "github.com/sublog/sublog/log"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/home"
+	"github.com/sublog/sublog/log/key"
+	lsync "github.com/sublog/sublog/sync"
+	"github.com/sublog/sublog/sync/bundle"
+	"github.com/sublog/sublog/sync/channel"
+	"github.com/sublog/sublog/sync/transport"
+)
+
+func init() {
+	register(newServeCmd)
+	register(newSyncCmd)
+	register(newExportCmd)
+	register(newImportCmd)
+	register(newHeadsCmd)
+	register(newFollowCmd)
+	register(newUnfollowCmd)
+	register(newTrustCmd)
+}
+
+// syncEnv is what every sync command needs: the store, the identity, and
+// the policy built from the home's lists.
+type syncEnv struct {
+	home *home.Home
+	st   *sublog.Store
+	sk   *key.Secret
+	pol  *lsync.Lists
+}
+
+func (a *App) syncEnv() (*syncEnv, error) {
+	h, err := a.Home()
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	sk, err := a.Secret()
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	st, err := a.Store()
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	named, err := h.Identities()
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	var self []key.ID
+	for _, n := range named {
+		self = append(self, n.ID)
+	}
+	self = append(self, devices(st, self, a.Now().Unix())...)
+	peers, err := h.Peers()
+	if err != nil {
+		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.PeersFile))
+	}
+	return &syncEnv{home: h, st: st, sk: sk, pol: lsync.NewLists(self, peers.Trust, peers.Follow)}, nil
+}
+
+// delegateBody is the body of a delegate card (see ARCHITECTURE.md).
+type delegateBody struct {
+	Device   []byte   `cbor:"device"`
+	Services []string `cbor:"services,omitempty"`
+	Until    int64    `cbor:"until,omitempty"`
+	Revoked  bool     `cbor:"revoked,omitempty"`
+}
+
+// devices are the identities the home's own identities delegate to, as of
+// now (a later delegate card for the same device overrides an earlier one).
+func devices(st *sublog.Store, own []key.ID, now int64) []key.ID {
+	var out []key.ID
+	for _, id := range own {
+		active := map[key.ID]bool{}
+		st.Scan(id, 1, func(c *card.Card) error {
+			if c.Kind() != card.KindDelegate {
+				return nil
+			}
+			var d delegateBody
+			if c.DecodeBody(&d) != nil {
+				return nil
+			}
+			dev, err := key.IDFromBytes(d.Device)
+			if err != nil {
+				return nil
+			}
+			active[dev] = !d.Revoked && (d.Until == 0 || d.Until > now)
+			return nil
+		})
+		for dev, ok := range active {
+			if ok {
+				out = append(out, dev)
+			}
+		}
+	}
+	return out
+}
+
+// progress draws a bar of cards moved, on a terminal only.
+func (a *App) syncProgress(desc string) (func(lsync.Stats), func()) {
+	update, finish := a.Progress(-1, desc)
+	return func(s lsync.Stats) { update(int64(s.Received + s.Sent)) }, finish
+}
+
+func (a *App) report(w io.Writer, s lsync.Stats) error {
+	if a.JSON() {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	_, err := fmt.Fprintln(w, s.String())
+	return err
+}
+
+func newServeCmd(a *App) *cobra.Command {
+	var listen string
+	var open bool
+	c := &cobra.Command{
+		Use:   "serve --listen ADDR",
+		Short: "Accept sync sessions on a TCP address until interrupted",
+		Long: `Accept sync sessions on ADDR (host:port). Peers prove their identity first;
+unless --open, a peer that is not one of this home's identities or devices,
+trusted or followed is refused before this side reveals anything.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env, err := a.syncEnv()
+			if err != nil {
+				return err
+			}
+			l, err := transport.TCP{}.Listen(listen)
+			if err != nil {
+				return rejected(err, "pick a free port, e.g. --listen 127.0.0.1:7411")
+			}
+			defer l.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Fprintf(a.Err(), "sublog: serving on %s\n", l.Addr())
+			opt := a.sessionOptions(env, open)
+			return lsync.Serve(ctx, l, env.st, opt, func(s lsync.Stats, err error) {
+				if err != nil {
+					fmt.Fprintf(a.Err(), "sublog: session failed: %v\n", err)
+					return
+				}
+				fmt.Fprintf(a.Err(), "sublog: %s: %s\n", s.Peer, s)
+			})
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:7411", "address to listen on (host:port)")
+	c.Flags().BoolVar(&open, "open", false, "also serve peers that are on no list (they see only their own logs)")
+	return c
+}
+
+func (a *App) sessionOptions(env *syncEnv, open bool) lsync.Options {
+	opt := lsync.Options{Secret: env.sk, Rand: a.Rand(), Policy: env.pol}
+	if !open {
+		opt.Accept = func(p key.ID) error {
+			if !env.pol.Known(p) {
+				return errors.New("not one of this home's identities, devices, trusted or followed peers")
+			}
+			return nil
+		}
+	}
+	return opt
+}
+
+func newSyncCmd(a *App) *cobra.Command {
+	var stdio, open bool
+	var command string
+	c := &cobra.Command{
+		Use:   "sync ADDR | --stdio | --command CMD",
+		Short: "Sync logs with a peer, both ways, in one session",
+		Long: `Sync with the peer at ADDR (host:port, as given to 'sublog serve'), or over
+this process's stdin and stdout (--stdio, the answering side: for example
+'sublog sync --command "ssh laptop sublog sync --stdio"'), or over the pipes
+of a command this one starts (--command). Prints a one-line summary.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			modes := 0
+			for _, b := range []bool{len(args) == 1, stdio, command != ""} {
+				if b {
+					modes++
+				}
+			}
+			if modes != 1 {
+				return usage(errors.New("give exactly one of ADDR, --stdio or --command"))
+			}
+			env, err := a.syncEnv()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			opt := a.sessionOptions(env, open || !stdio)
+			out := a.Out()
+			var stats lsync.Stats
+			switch {
+			case stdio:
+				out = a.Err() // stdout carries the session
+				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.Out()), false, env.st, opt)
+			case command != "":
+				stats, err = a.syncCommand(ctx, command, env, opt)
+			default:
+				update, finish := a.syncProgress("syncing")
+				opt.Progress = update
+				stats, err = lsync.Dial(ctx, transport.TCP{}, args[0], env.st, opt)
+				finish()
+			}
+			if err != nil {
+				hint := "cards received before the failure are kept; run the sync again to resume"
+				if stdio && errors.Is(err, channel.ErrRefused) {
+					hint = "the peer is on none of this home's lists: 'sublog trust' or 'sublog follow' it, or answer with --open"
+				} else if stats.Peer.IsZero() && !stdio {
+					hint = "no identity was proven: check the address, and that the other side knows yours ('sublog trust " + env.sk.ID().String() + "' there)"
+				}
+				return rejected(fmt.Errorf("sync: %w (%s)", err, stats), hint)
+			}
+			if err := a.report(out, stats); err != nil {
+				return err
+			}
+			if stats.Rejected > 0 {
+				return rejected(fmt.Errorf("%d cards from %s were refused", stats.Rejected, stats.Peer), "")
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&stdio, "stdio", false, "answer a session on stdin/stdout")
+	c.Flags().StringVar(&command, "command", "", "run CMD (through sh -c) and sync over its stdin/stdout")
+	c.Flags().BoolVar(&open, "open", false, "with --stdio: also answer peers that are on no list")
+	return c
+}
+
+func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt lsync.Options) (lsync.Stats, error) {
+	p := exec.CommandContext(ctx, "sh", "-c", command)
+	p.Stderr = a.Err()
+	in, err := p.StdinPipe()
+	if err != nil {
+		return lsync.Stats{}, err
+	}
+	outp, err := p.StdoutPipe()
+	if err != nil {
+		return lsync.Stats{}, err
+	}
+	if err := p.Start(); err != nil {
+		return lsync.Stats{}, err
+	}
+	update, finish := a.syncProgress("syncing")
+	opt.Progress = update
+	stats, err := lsync.Run(ctx, transport.Stdio(outp, in), true, env.st, opt)
+	finish()
+	werr := p.Wait()
+	if err == nil && werr != nil {
+		err = fmt.Errorf("%s: %w", command, werr)
+	}
+	return stats, err
+}
+
+func newExportCmd(a *App) *cobra.Command {
+	var outPath, forID, since string
+	c := &cobra.Command{
+		Use:   "export --out FILE [--for IDENTITY] [--since HEADS-FILE]",
+		Short: "Write a signed bundle of logs to a file (store and forward)",
+		Long: `Write the logs to FILE as a bundle signed by this identity. With --for, the
+bundle is encrypted to IDENTITY and holds only the logs it may see. With
+--since, only cards after the heads in HEADS-FILE (from 'sublog heads' on the
+receiving side) are written.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if outPath == "" {
+				return usage(errors.New("--out FILE is required"))
+			}
+			env, err := a.syncEnv()
+			if err != nil {
+				return err
+			}
+			opt := lsync.ExportOptions{Secret: env.sk, Rand: a.Rand(), Created: a.Now().Unix(), Policy: env.pol}
+			if forID != "" {
+				id, err := parseIdentity(forID)
+				if err != nil {
+					return err
+				}
+				opt.For = &id
+				// Naming a recipient trusts it for this bundle: it gets what
+				// a trusted peer would (own and followed logs, and its own).
+				pol := *env.pol
+				pol.Trusted = map[key.ID]bool{id: true}
+				opt.Policy = &pol
+			}
+			if since != "" {
+				b, err := os.ReadFile(since)
+				if err != nil {
+					return rejected(err, "")
+				}
+				if err := json.Unmarshal(b, &opt.Since); err != nil {
+					return rejected(fmt.Errorf("%s: not a heads file: %w", since, err), "make one with 'sublog heads --out FILE' on the receiving side")
+				}
+			}
+			tmp, err := os.CreateTemp(filepath.Dir(outPath), ".sublog-export-*")
+			if err != nil {
+				return rejected(err, "")
+			}
+			defer os.Remove(tmp.Name())
+			update, finish := a.syncProgress("exporting")
+			opt.Progress = update
+			stats, err := lsync.Export(tmp, env.st, opt)
+			finish()
+			if err == nil {
+				err = tmp.Sync()
+			}
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp.Name(), outPath)
+			}
+			if err != nil {
+				return rejected(err, "")
+			}
+			if a.JSON() {
+				return a.PrintJSON(map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs})
+			}
+			fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&outPath, "out", "", "bundle file to write")
+	c.Flags().StringVar(&forID, "for", "", "encrypt to this identity and export only what it may see")
+	c.Flags().StringVar(&since, "since", "", "heads file of the receiver: export only what it lacks")
+	return c
+}
+
+func newImportCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "import FILE",
+		Short: "Import a bundle file; every card is verified, a damaged bundle imports nothing",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env, err := a.syncEnv()
+			if err != nil {
+				return err
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return rejected(err, "")
+			}
+			// An encrypted bundle names its recipient: use the home's
+			// identity it was made for.
+			sk := env.sk
+			if named, err := env.home.Identities(); err == nil {
+				for _, n := range named {
+					if len(data) >= len(bundle.MagicEncrypted)+key.IDSize &&
+						string(data[len(bundle.MagicEncrypted):len(bundle.MagicEncrypted)+key.IDSize]) == string(n.ID.Bytes()) {
+						if s, err := env.home.Identity(n.Name); err == nil {
+							sk = s
+						}
+					}
+				}
+			}
+			update, finish := a.syncProgress("importing")
+			stats, rej, err := lsync.Import(bytes.NewReader(data), env.st, lsync.ImportOptions{Secret: sk, Progress: update})
+			finish()
+			if err != nil {
+				hint := "the file is damaged or altered: ask the sender for a fresh copy"
+				switch {
+				case errors.Is(err, bundle.ErrNotForYou):
+					hint = "the bundle is encrypted to another identity: import it in the home that holds that identity"
+				case errors.Is(err, bundle.ErrFormat):
+					hint = "the file is not a sublog bundle"
+				}
+				return rejected(fmt.Errorf("%s: %w; nothing imported", args[0], err), hint)
+			}
+			for _, r := range rej {
+				fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
+			}
+			if err := a.report(a.Out(), stats); err != nil {
+				return err
+			}
+			if len(rej) > 0 {
+				return rejected(fmt.Errorf("%d cards in %s were refused (listed above)", len(rej), args[0]), "")
+			}
+			return nil
+		},
+	}
+}
+
+func newHeadsCmd(a *App) *cobra.Command {
+	var outPath string
+	c := &cobra.Command{
+		Use:   "heads [--out FILE]",
+		Short: "Print the head of every log as JSON (for 'sublog export --since')",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := a.Store()
+			if err != nil {
+				return rejected(err, "")
+			}
+			heads := st.Heads()
+			b, err := json.MarshalIndent(heads, "", "  ")
+			if err != nil {
+				return err
+			}
+			b = append(b, '\n')
+			if outPath != "" {
+				if err := os.WriteFile(outPath, b, 0o600); err != nil {
+					return rejected(err, "")
+				}
+				return nil
+			}
+			_, err = a.Out().Write(b)
+			return err
+		},
+	}
+	c.Flags().StringVar(&outPath, "out", "", "write to FILE instead of stdout")
+	return c
+}
+
+func editList(a *App, id string, follow, remove bool) error {
+	h, err := a.Home()
+	if err != nil {
+		return rejected(err, "")
+	}
+	p, err := h.Peers()
+	if err != nil {
+		return rejected(err, "")
+	}
+	if id == "" {
+		list := p.Trust
+		if follow {
+			list = p.Follow
+		}
+		if a.JSON() {
+			return a.PrintJSON(list)
+		}
+		for _, x := range list {
+			fmt.Fprintln(a.Out(), x)
+		}
+		return nil
+	}
+	x, err := parseIdentity(id)
+	if err != nil {
+		return err
+	}
+	_, err = h.EditPeers(func(p *home.Peers) {
+		l := &p.Trust
+		if follow {
+			l = &p.Follow
+		}
+		out := (*l)[:0]
+		for _, y := range *l {
+			if y != x {
+				out = append(out, y)
+			}
+		}
+		if !remove {
+			out = append(out, x)
+		}
+		*l = out
+	})
+	if err != nil {
+		return rejected(err, "")
+	}
+	return nil
+}
+
+func newFollowCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "follow [IDENTITY]",
+		Short: "Want IDENTITY's log from any peer (no argument: list followed identities)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := ""
+			if len(args) == 1 {
+				id = args[0]
+			}
+			return editList(a, id, true, false)
+		},
+	}
+}
+
+func newUnfollowCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unfollow IDENTITY",
+		Short: "Stop wanting IDENTITY's log (cards already stored stay)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return editList(a, args[0], true, true)
+		},
+	}
+}
+
+func newTrustCmd(a *App) *cobra.Command {
+	var remove bool
+	c := &cobra.Command{
+		Use:   "trust [IDENTITY]",
+		Short: "Share your own and followed logs with IDENTITY and accept what it vouches for (no argument: list)",
+		Long: `Trust a peer: it may see this home's own logs and the logs it follows, and the
+logs it offers are accepted. Your own identities and the devices they delegate
+to are always trusted. --remove takes a peer off the list.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := ""
+			if len(args) == 1 {
+				id = args[0]
+			} else if remove {
+				return usage(errors.New("--remove needs an IDENTITY"))
+			}
+			return editList(a, id, false, remove)
+		},
+	}
+	c.Flags().BoolVar(&remove, "remove", false, "stop trusting IDENTITY")
+	return c
+}

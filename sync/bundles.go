@@ -1,0 +1,171 @@
+package sync
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	sublog "github.com/sublog/sublog/log"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/sync/bundle"
+	"github.com/sublog/sublog/sync/proto"
+)
+
+// ExportOptions configure a bundle export.
+type ExportOptions struct {
+	Secret  *key.Secret // the exporter, who signs the bundle
+	Rand    io.Reader   // for encryption
+	Created int64       // Unix seconds, recorded in the header
+	// For, when set, encrypts the bundle to that identity and exports only
+	// the logs Policy lets it see. Without it the bundle is plain and holds
+	// every log the store has (the user chose to export their store).
+	For    *key.ID
+	Policy Policy
+	// Since holds the recipient's heads (from `sublog heads`): a log is
+	// exported from the card after the recipient's head when that head is
+	// the exporter's card at that seq, else whole.
+	Since []sublog.Head
+	// Progress, when set, is called as cards are written.
+	Progress func(Stats)
+}
+
+// Export writes a bundle of st's logs to w.
+func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
+	var stats Stats
+	if o.Secret == nil {
+		return stats, errors.New("sync: export needs the exporter's secret key")
+	}
+	if o.Policy == nil {
+		o.Policy = NewLists([]key.ID{o.Secret.ID()}, nil, nil)
+	}
+	bw, err := bundle.NewWriter(w, o.Secret, bundle.WriterOptions{Created: o.Created, Recipient: o.For, Rand: o.Rand})
+	if err != nil {
+		return stats, err
+	}
+	since := map[key.ID]sublog.Head{}
+	for _, h := range o.Since {
+		since[h.Author] = h
+	}
+	leaves := func(a, b *card.Card) bool { return MayLeave(a, o.For, o.Policy) && MayLeave(b, o.For, o.Policy) }
+	logs := map[key.ID]bool{}
+	for _, h := range st.Heads() {
+		if o.For != nil && !o.Policy.Visible(*o.For, h.Author) {
+			continue
+		}
+		from := uint64(1)
+		if s, ok := since[h.Author]; ok && s.Seq > 0 {
+			if c, err := st.Get(h.Author, s.Seq); err == nil && c.ID() == s.ID {
+				from = s.Seq + 1
+			}
+		}
+		if h.Forked {
+			if p, err := st.ForkProof(h.Author); err == nil && leaves(p.Cards()) {
+				if err := bw.Msg(&proto.Msg{T: proto.TFork, Author: h.Author.Bytes(), Proof: p.Encode()}); err != nil {
+					return stats, err
+				}
+			}
+		}
+		if from > h.Seq {
+			continue
+		}
+		var batch [][]byte
+		first, size := from, 0
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			if err := bw.Msg(&proto.Msg{T: proto.TCards, Author: h.Author.Bytes(), From: first, Cards: batch}); err != nil {
+				return err
+			}
+			stats.Sent += len(batch)
+			logs[h.Author] = true
+			first += uint64(len(batch))
+			batch, size = nil, 0
+			if o.Progress != nil {
+				o.Progress(stats)
+			}
+			return nil
+		}
+		err := st.Scan(h.Author, from, func(c *card.Card) error {
+			if c.Seq() > h.Seq || !MayLeave(c, o.For, o.Policy) {
+				return io.EOF // (a card that may not leave holds back the rest of its log)
+			}
+			if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			batch = append(batch, bytes.Clone(c.Bytes())) // log.Store.Scan reuses its buffer after fn returns
+			size += len(c.Bytes())
+			return nil
+		})
+		if err == nil {
+			err = flush()
+		}
+		if err != nil {
+			return stats, err
+		}
+	}
+	stats.Logs = len(logs)
+	return stats, bw.Close()
+}
+
+// ImportOptions configure a bundle import.
+type ImportOptions struct {
+	Secret   *key.Secret // the recipient, for encrypted bundles (may be nil otherwise)
+	Policy   Policy      // what to take from the exporter; nil takes every log
+	Progress func(Stats)
+}
+
+// Import reads a bundle from r, checks it whole (format, exporter signature,
+// decryption) and only then stores its cards, each verified by the store.
+// A truncated or altered bundle imports nothing and returns the reason.
+// Importing the same bundle twice is harmless: the second time every card
+// is a duplicate and nothing changes. The rejections say which cards were
+// refused and why.
+func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) {
+	var stats Stats
+	b, err := bundle.Read(r, o.Secret)
+	if err != nil {
+		return stats, nil, err
+	}
+	stats.Peer = b.Exporter
+	var rejected []Rejection
+	logs := map[key.ID]bool{}
+	for _, m := range b.Messages() {
+		author, err := key.IDFromBytes(m.Author)
+		if err != nil {
+			return stats, rejected, fmt.Errorf("%w: %v", bundle.ErrMalformed, err)
+		}
+		if o.Policy != nil && !o.Policy.Accept(b.Exporter, author) {
+			for i := range m.Cards {
+				rejected = append(rejected, reject(author, m.From+uint64(i), errors.New("not a log this home takes from the exporter")))
+			}
+			continue
+		}
+		switch m.T {
+		case proto.TCards:
+			n, f, rej := importRun(st, author, m.From, m.Cards)
+			stats.Received += n
+			stats.Forks += f
+			rejected = append(rejected, rej...)
+			if n > 0 {
+				logs[author] = true
+			}
+		case proto.TFork:
+			if p, err := st.ImportForkProof(m.Proof); err != nil {
+				rejected = append(rejected, reject(author, 0, err))
+			} else if p.Author() == author {
+				stats.Forks++
+			}
+		}
+		if o.Progress != nil {
+			stats.Logs, stats.Rejected = len(logs), len(rejected)
+			o.Progress(stats)
+		}
+	}
+	stats.Logs, stats.Rejected = len(logs), len(rejected)
+	return stats, rejected, nil
+}

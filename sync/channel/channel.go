@@ -1,0 +1,375 @@
+// Package channel owns the authenticated, encrypted channel that every sync
+// connection runs in, over any byte stream (TCP, a pipe, stdio, a serial line).
+//
+// The construction is Noise XX (Noise_XX_25519_ChaChaPoly_SHA256 from
+// github.com/flynn/noise) with fresh X25519 static keys per session; each side
+// proves its Ed25519 identity by signing the Noise handshake hash under the
+// domain-separation label LabelHandshake, so a proof names one session and
+// cannot be lifted into another. Order of messages:
+//
+//	1  I -> R  e                                   (random bytes only)
+//	2  R -> I  e, ee, s, es   payload: empty       (s is a fresh, unlinkable key)
+//	3  I -> R  s, se          payload: proof_I over h2 (hash after message 2)
+//	4  R -> I  transport      payload: proof_R over h3 (hash after message 3)
+//
+// The responder reveals its identity only after it has verified the
+// initiator's proof, so a party that connects without proving an identity
+// learns nothing identifying from a listening node. The initiator reveals its
+// identity, encrypted, to whoever completes the Noise handshake; that is the
+// price of going first (see ARCHITECTURE.md, Sync).
+//
+// Every message travels in a frame: a 2-byte big-endian length and that many
+// bytes, at most MaxFrame; a frame never needs more memory than that. Frames
+// are encrypted with counter nonces, so a dropped, duplicated, reordered or
+// altered frame fails decryption and ends the channel.
+package channel
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	stdsync "sync"
+
+	"github.com/flynn/noise"
+
+	"github.com/sublog/sublog/log/canon"
+	"github.com/sublog/sublog/log/key"
+)
+
+// Protocol constants (channel version 1).
+const (
+	// Prologue is mixed into the handshake: a peer speaking another version
+	// or protocol fails the handshake at message 2.
+	Prologue = "sublog/v1/sync-channel"
+	// LabelHandshake separates handshake proofs from every other signature.
+	LabelHandshake = "sublog/v1/sync-handshake"
+	// MaxFrame is the largest frame body (the Noise message limit).
+	MaxFrame = noise.MaxMsgLen
+	// MaxPlain is the most plaintext one frame carries.
+	MaxPlain = MaxFrame - 16
+	roleI    = "initiator"
+	roleR    = "responder"
+)
+
+// Errors of the channel.
+var (
+	// ErrHandshake: the handshake failed (bad message, wrong protocol, tampering,
+	// replay); the connection must be dropped.
+	ErrHandshake = errors.New("channel: handshake failed")
+	// ErrBadProof: the peer's identity proof does not verify for this session.
+	ErrBadProof = errors.New("channel: bad identity proof")
+	// ErrRefused: the peer authenticated but Config.Accept refused it.
+	ErrRefused = errors.New("channel: peer refused")
+	// ErrFrame: a frame is malformed or fails decryption; the channel is dead.
+	ErrFrame = errors.New("channel: bad frame")
+)
+
+var suite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256)
+
+// Config configures one side of a channel. Secret and Rand are required.
+type Config struct {
+	Secret *key.Secret
+	Rand   io.Reader // randomness for the ephemeral and static Noise keys
+	// Accept, when set, is asked about the peer's proven identity before this
+	// side reveals or sends anything more; an error refuses the peer.
+	Accept func(peer key.ID) error
+}
+
+// proof is the identity proof carried in handshake payloads.
+type proof struct {
+	ID  []byte `cbor:"id"`
+	Sig []byte `cbor:"sig"`
+}
+
+// proofMessage is what a proof signs: label, role and the handshake hash.
+func proofMessage(role string, h []byte) []byte {
+	m := make([]byte, 0, len(LabelHandshake)+1+len(role)+1+len(h))
+	m = append(m, LabelHandshake...)
+	m = append(m, 0)
+	m = append(m, role...)
+	m = append(m, 0)
+	return append(m, h...)
+}
+
+func makeProof(sk *key.Secret, role string, h []byte) []byte {
+	return canon.MustMarshal(proof{ID: sk.ID().Bytes(), Sig: sk.Sign(proofMessage(role, h))})
+}
+
+// checkProof decodes and verifies a proof for role over h.
+func checkProof(b []byte, role string, h []byte) (key.ID, error) {
+	var p proof
+	if err := canon.Unmarshal(b, &p); err != nil {
+		return key.ID{}, fmt.Errorf("%w: %w", ErrBadProof, err)
+	}
+	id, err := key.IDFromBytes(p.ID)
+	if err != nil {
+		return key.ID{}, fmt.Errorf("%w: %w", ErrBadProof, err)
+	}
+	if err := id.Verify(proofMessage(role, h), p.Sig); err != nil {
+		return key.ID{}, fmt.Errorf("%w: %s", ErrBadProof, id)
+	}
+	return id, nil
+}
+
+// Conn is an established channel: an io.ReadWriteCloser of plaintext whose
+// peer has proven its identity.
+type Conn struct {
+	rw   io.ReadWriter
+	peer key.ID
+	h    []byte
+
+	wmu  stdsync.Mutex
+	send *noise.CipherState
+	wbuf []byte
+
+	rmu   stdsync.Mutex
+	recv  *noise.CipherState
+	rbuf  []byte // undelivered plaintext (a tail of pbuf)
+	pbuf  []byte // plaintext buffer
+	rfrm  []byte // frame buffer
+	rerr  error
+	close stdsync.Once
+}
+
+// Peer is the proven identity of the other side.
+func (c *Conn) Peer() key.ID { return c.peer }
+
+// Binding is the final handshake hash, unique to this session.
+func (c *Conn) Binding() []byte { return append([]byte(nil), c.h...) }
+
+// Client runs the initiator's side of the handshake over rw. If ctx ends
+// first and rw is an io.Closer, rw is closed so the handshake cannot hang.
+func Client(ctx context.Context, rw io.ReadWriter, cfg Config) (*Conn, error) {
+	return handshake(ctx, rw, cfg, true)
+}
+
+// Server runs the responder's side of the handshake over rw.
+func Server(ctx context.Context, rw io.ReadWriter, cfg Config) (*Conn, error) {
+	return handshake(ctx, rw, cfg, false)
+}
+
+func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool) (*Conn, error) {
+	if cfg.Secret == nil || cfg.Rand == nil {
+		return nil, fmt.Errorf("%w: config needs Secret and Rand", ErrHandshake)
+	}
+	if cl, ok := rw.(io.Closer); ok {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-ctx.Done():
+				cl.Close()
+			case <-done:
+			}
+		}()
+	}
+	static, err := suite.GenerateKeypair(cfg.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
+	}
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:   suite,
+		Random:        cfg.Rand,
+		Pattern:       noise.HandshakeXX,
+		Initiator:     initiator,
+		Prologue:      []byte(Prologue),
+		StaticKeypair: static,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
+	}
+	c := &Conn{rw: rw, rfrm: make([]byte, MaxFrame), pbuf: make([]byte, 0, MaxFrame)}
+	wrap := func(err error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", ErrHandshake, ctx.Err())
+		}
+		if errors.Is(err, ErrBadProof) || errors.Is(err, ErrRefused) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	write := func(payload []byte) (*noise.CipherState, *noise.CipherState, error) {
+		msg, cs1, cs2, err := hs.WriteMessage(nil, payload)
+		if err != nil {
+			return nil, nil, err
+		}
+		return cs1, cs2, c.writeFrame(msg)
+	}
+	read := func() ([]byte, *noise.CipherState, *noise.CipherState, error) {
+		f, err := c.readFrame()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return hs.ReadMessage(nil, f)
+	}
+	accept := func(id key.ID) error {
+		if cfg.Accept != nil {
+			if err := cfg.Accept(id); err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrRefused, id, err)
+			}
+		}
+		return nil
+	}
+	if initiator {
+		if _, _, err := write(nil); err != nil { // 1: e
+			return nil, wrap(err)
+		}
+		p, _, _, err := read() // 2: e, ee, s, es
+		if err != nil {
+			return nil, wrap(err)
+		}
+		if len(p) != 0 {
+			return nil, wrap(errors.New("unexpected payload in message 2"))
+		}
+		h2 := append([]byte(nil), hs.ChannelBinding()...)
+		cs1, cs2, err := write(makeProof(cfg.Secret, roleI, h2)) // 3: s, se, proof_I
+		if err != nil {
+			return nil, wrap(err)
+		}
+		c.send, c.recv = cs1, cs2
+		c.h = append([]byte(nil), hs.ChannelBinding()...)
+		f, err := c.readFrame() // 4: proof_R
+		if err != nil {
+			return nil, wrap(err)
+		}
+		pr, err := c.recv.Decrypt(nil, nil, f)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		if c.peer, err = checkProof(pr, roleR, c.h); err != nil {
+			return nil, wrap(err)
+		}
+		if err := accept(c.peer); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	p, _, _, err := read() // 1: e
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if len(p) != 0 {
+		return nil, wrap(errors.New("unexpected payload in message 1"))
+	}
+	if _, _, err := write(nil); err != nil { // 2: e, ee, s, es
+		return nil, wrap(err)
+	}
+	h2 := append([]byte(nil), hs.ChannelBinding()...)
+	p, cs1, cs2, err := read() // 3: s, se, proof_I
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if c.peer, err = checkProof(p, roleI, h2); err != nil {
+		return nil, wrap(err)
+	}
+	if err := accept(c.peer); err != nil {
+		return nil, err
+	}
+	c.send, c.recv = cs2, cs1
+	c.h = append([]byte(nil), hs.ChannelBinding()...)
+	if err := c.writeSealed(makeProof(cfg.Secret, roleR, c.h)); err != nil { // 4
+		return nil, wrap(err)
+	}
+	return c, nil
+}
+
+func (c *Conn) writeFrame(b []byte) error {
+	if len(b) > MaxFrame {
+		return fmt.Errorf("%w: %d-byte frame", ErrFrame, len(b))
+	}
+	c.wbuf = append(c.wbuf[:0], 0, 0)
+	binary.BigEndian.PutUint16(c.wbuf, uint16(len(b)))
+	c.wbuf = append(c.wbuf, b...)
+	_, err := c.rw.Write(c.wbuf)
+	return err
+}
+
+// readFrame reads one frame into c.rfrm; the result is valid until the next call.
+func (c *Conn) readFrame() ([]byte, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(c.rw, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(hdr[:]))
+	f := c.rfrm[:n]
+	if _, err := io.ReadFull(c.rw, f); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return f, nil
+}
+
+func (c *Conn) writeSealed(p []byte) error {
+	ct, err := c.send.Encrypt(nil, nil, p)
+	if err != nil {
+		return err
+	}
+	return c.writeFrame(ct)
+}
+
+// Write encrypts p into as many frames as it needs.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), MaxPlain)
+		buf := make([]byte, 2, 2+k+16)
+		ct, err := c.send.Encrypt(buf, nil, p[:k])
+		if err != nil {
+			return n, err
+		}
+		binary.BigEndian.PutUint16(ct, uint16(len(ct)-2))
+		if _, err := c.rw.Write(ct); err != nil {
+			return n, err
+		}
+		n += k
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// Read returns decrypted bytes. A frame that fails to decrypt (tampered,
+// replayed, reordered, truncated) ends the channel with ErrFrame.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for len(c.rbuf) == 0 {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		f, err := c.readFrame()
+		if err != nil {
+			c.rerr = err
+			return 0, err
+		}
+		if len(f) < 16 {
+			c.rerr = fmt.Errorf("%w: %d-byte frame is shorter than its tag", ErrFrame, len(f))
+			return 0, c.rerr
+		}
+		pt, err := c.recv.Decrypt(c.pbuf[:0], nil, f)
+		if err != nil {
+			c.rerr = fmt.Errorf("%w: %v", ErrFrame, err)
+			return 0, c.rerr
+		}
+		c.rbuf = pt
+	}
+	n := copy(p, c.rbuf)
+	c.rbuf = c.rbuf[n:]
+	return n, nil
+}
+
+// Close closes the underlying stream if it can be closed.
+func (c *Conn) Close() error {
+	var err error
+	c.close.Do(func() {
+		if cl, ok := c.rw.(io.Closer); ok {
+			err = cl.Close()
+		}
+	})
+	return err
+}

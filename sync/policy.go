@@ -1,0 +1,103 @@
+package sync
+
+import (
+	"github.com/sublog/sublog/log/capsule"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
+)
+
+// Policy decides who syncs what. Visible says whether peer may learn that
+// this side holds author's log (and receive it); Accept whether this side
+// takes author's cards from peer. A session shows a peer only the logs
+// Visible allows: heads, fingerprints, range bounds and cards are all drawn
+// from that filtered set, so a peer learns nothing of the others.
+//
+// Shares says whether peer is close enough to receive cards whose capsule
+// limits their distribution to trusted nodes or to recipients (see MayLeave).
+type Policy interface {
+	Visible(peer, author key.ID) bool
+	Accept(peer, author key.ID) bool
+	Shares(peer key.ID) bool
+}
+
+// MayLeave reports whether card c may be sent to peer (nil: to anyone, as
+// an unaddressed bundle may travel) under the distribution in its policy
+// capsule: cards without a capsule and "public" ones go wherever their log
+// goes; "trusted_nodes" and "to_recipients_only" go only to peers the policy
+// Shares with (capsule wraps are anonymous, so recipients cannot be told
+// apart from other trusted peers); "this_node_only", an unknown mode or an
+// unreadable capsule never leave the node. A log is a chain, so a card that
+// may not leave also holds back every later card of its log.
+func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
+	p, sealed, err := capsule.PolicyOf(c)
+	switch {
+	case !sealed:
+		return true
+	case err != nil:
+		return false
+	}
+	switch p.Distribution {
+	case capsule.DistPublic:
+		return true
+	case capsule.TrustedNodes, capsule.ToRecipientsOnly:
+		return peer != nil && pol.Shares(*peer)
+	}
+	return false
+}
+
+// Lists is the default policy, from the lists a home keeps:
+//   - Self: this user's own identities and devices. They see every log and
+//     everything they offer is accepted.
+//   - Trusted: peers this user shares with. They see this user's own logs
+//     and the logs it follows; what they offer is accepted (they vouch for it).
+//   - Follow: identities whose logs this user wants, from any peer.
+//
+// Any other authenticated peer sees only its own log, and is taken from only
+// for logs this user follows. Cards are verified whatever their source; the
+// lists decide disclosure and storage, not validity.
+type Lists struct {
+	Self, Trusted, Follow map[key.ID]bool
+}
+
+// NewLists builds a Lists policy.
+func NewLists(self, trusted, follow []key.ID) *Lists {
+	set := func(ids []key.ID) map[key.ID]bool {
+		m := make(map[key.ID]bool, len(ids))
+		for _, id := range ids {
+			m[id] = true
+		}
+		return m
+	}
+	return &Lists{Self: set(self), Trusted: set(trusted), Follow: set(follow)}
+}
+
+// Visible implements Policy.
+func (l *Lists) Visible(peer, author key.ID) bool {
+	switch {
+	case l.Self[peer], author == peer:
+		return true
+	case l.Trusted[peer]:
+		return l.Self[author] || l.Follow[author]
+	}
+	return false
+}
+
+// Accept implements Policy.
+func (l *Lists) Accept(peer, author key.ID) bool {
+	return l.Self[peer] || l.Trusted[peer] || l.Self[author] || l.Follow[author]
+}
+
+// Everyone shares every log with every authenticated peer and accepts all
+// (for tests and closed groups).
+type Everyone struct{}
+
+func (Everyone) Visible(_, _ key.ID) bool { return true }
+func (Everyone) Accept(_, _ key.ID) bool  { return true }
+func (Everyone) Shares(key.ID) bool       { return true }
+
+// Shares implements Policy: own identities and devices, and trusted peers.
+func (l *Lists) Shares(peer key.ID) bool { return l.Self[peer] || l.Trusted[peer] }
+
+// Known reports whether peer is on any list (a server may refuse others
+// before it reveals its own identity).
+func (l *Lists) Known(peer key.ID) bool { return l.Self[peer] || l.Trusted[peer] || l.Follow[peer] }

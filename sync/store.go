@@ -1,0 +1,257 @@
+package sync
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	stdsync "sync"
+
+	sublog "github.com/sublog/sublog/log"
+
+	"github.com/sublog/sublog/log/canon"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
+)
+
+// Store is what sync needs from a log store. *log.Store implements it (the
+// assertion below keeps them tied); MemStore is the in-memory version tests
+// use. Every method is safe for concurrent use.
+//
+// Import and ImportBatch verify every card fully (canonical form, signature,
+// capabilities) and accept foreign cards only in chain order. They refuse
+// with the log package's sentinels: log.ErrInvalid (failed verification),
+// log.ErrDuplicate (already stored: a replay is harmless), log.ErrGap,
+// log.ErrBadChain, log.ErrForked, and log.ErrFork after keeping a fork proof.
+type Store interface {
+	// Heads lists the head of every log, ordered by author.
+	Heads() []sublog.Head
+	// Head is author's head; ok is false when the store has no card of author.
+	Head(author key.ID) (h sublog.Head, ok bool)
+	// Get returns author's card at seq, or log.ErrNotFound.
+	Get(author key.ID, seq uint64) (*card.Card, error)
+	// Scan calls fn with author's cards from seq from on, in chain order,
+	// until fn returns an error (io.EOF ends it quietly).
+	Scan(author key.ID, from uint64, fn func(*card.Card) error) error
+	// Import verifies and stores one card.
+	Import(b []byte) (*card.Card, error)
+	// ImportBatch verifies and stores cards in input order (one author's in
+	// chain order), reporting per index why any was refused.
+	ImportBatch(raw [][]byte) (sublog.ImportResult, error)
+	// ForkProof returns the stored fork proof of author, or log.ErrNotFound.
+	ForkProof(author key.ID) (*sublog.ForkProof, error)
+	// ImportForkProof verifies an encoded fork proof and keeps it; the
+	// author is not extended past the fork afterwards.
+	ImportForkProof(b []byte) (*sublog.ForkProof, error)
+}
+
+var (
+	_ Store = (*sublog.Store)(nil)
+	_ Store = (*MemStore)(nil)
+)
+
+// Errors of sessions.
+var (
+	// ErrStalled: the peer made no progress within the timeout and was dropped.
+	ErrStalled = errors.New("sync: peer stalled")
+	// ErrWrongOwner: a card is not of the log it was sent as.
+	ErrWrongOwner = errors.New("sync: card of another author than announced")
+)
+
+// MemStore is an in-memory Store for tests and tools, with the log store's
+// verification and chain rules.
+type MemStore struct {
+	caps  card.Caps
+	mu    stdsync.RWMutex
+	logs  map[key.ID][]*card.Card
+	forks map[key.ID]*sublog.ForkProof
+}
+
+// NewMemStore makes an empty store that checks required capabilities with caps.
+func NewMemStore(caps card.Caps) *MemStore {
+	return &MemStore{caps: caps, logs: map[key.ID][]*card.Card{}, forks: map[key.ID]*sublog.ForkProof{}}
+}
+
+func (s *MemStore) head(a key.ID) (sublog.Head, bool) {
+	l := s.logs[a]
+	if len(l) == 0 {
+		return sublog.Head{}, false
+	}
+	c := l[len(l)-1]
+	_, forked := s.forks[a]
+	return sublog.Head{Author: a, Seq: c.Seq(), ID: c.ID(), Forked: forked}, true
+}
+
+// Heads implements Store.
+func (s *MemStore) Heads() []sublog.Head {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]sublog.Head, 0, len(s.logs))
+	for a := range s.logs {
+		if h, ok := s.head(a); ok {
+			out = append(out, h)
+		}
+	}
+	slices.SortFunc(out, func(a, b sublog.Head) int { return a.Author.Compare(b.Author) })
+	return out
+}
+
+// Head implements Store.
+func (s *MemStore) Head(a key.ID) (sublog.Head, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.head(a)
+}
+
+// Get implements Store.
+func (s *MemStore) Get(a key.ID, seq uint64) (*card.Card, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l := s.logs[a]
+	if seq == 0 || seq > uint64(len(l)) {
+		return nil, fmt.Errorf("%w: %s@%d", sublog.ErrNotFound, a, seq)
+	}
+	return l[seq-1], nil
+}
+
+// Scan implements Store.
+func (s *MemStore) Scan(a key.ID, from uint64, fn func(*card.Card) error) error {
+	s.mu.RLock()
+	l := s.logs[a]
+	s.mu.RUnlock()
+	for seq := max(from, 1); seq <= uint64(len(l)); seq++ {
+		if err := fn(l[seq-1]); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Import implements Store.
+func (s *MemStore) Import(b []byte) (*card.Card, error) {
+	c, err := card.Decode(b, s.caps)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", sublog.ErrInvalid, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return c, s.put(c)
+}
+
+func (s *MemStore) fork(a key.ID, x, y []byte) error {
+	if _, ok := s.forks[a]; ok {
+		return fmt.Errorf("%w: %s", sublog.ErrForked, a)
+	}
+	p, err := sublog.DecodeForkProof(canon.MustMarshal(forkWire{V: 1, A: x, B: y}))
+	if err != nil {
+		p, err = sublog.DecodeForkProof(canon.MustMarshal(forkWire{V: 1, A: y, B: x}))
+	}
+	if err != nil {
+		return err
+	}
+	s.forks[a] = p
+	return fmt.Errorf("%w: %s at seq %d (proof stored)", sublog.ErrFork, a, p.Seq())
+}
+
+type forkWire struct {
+	V uint64 `cbor:"v"`
+	A []byte `cbor:"a"`
+	B []byte `cbor:"b"`
+}
+
+func (s *MemStore) put(c *card.Card) error {
+	a := c.Author()
+	l := s.logs[a]
+	n := uint64(len(l))
+	_, forked := s.forks[a]
+	switch {
+	case c.Seq() <= n:
+		old := l[c.Seq()-1]
+		if old.ID() == c.ID() {
+			return fmt.Errorf("%w: %s@%d", sublog.ErrDuplicate, a, c.Seq())
+		}
+		if forked {
+			return fmt.Errorf("%w: %s", sublog.ErrForked, a)
+		}
+		return s.fork(a, old.Bytes(), c.Bytes())
+	case forked:
+		return fmt.Errorf("%w: %s", sublog.ErrForked, a)
+	case c.Seq() != n+1:
+		return fmt.Errorf("%w: %s@%d after head %d", sublog.ErrGap, a, c.Seq(), n)
+	}
+	if prev, _ := c.Prev(); n > 0 && prev != l[n-1].ID() {
+		return fmt.Errorf("%w: %s@%d", sublog.ErrBadChain, a, c.Seq())
+	}
+	s.logs[a] = append(l, c)
+	return nil
+}
+
+// ImportBatch implements Store.
+func (s *MemStore) ImportBatch(raw [][]byte) (sublog.ImportResult, error) {
+	res := sublog.ImportResult{Errs: map[int]error{}}
+	for i, b := range raw {
+		c, err := s.Import(b)
+		if err != nil {
+			res.Errs[i] = err
+			continue
+		}
+		res.Accepted = append(res.Accepted, c)
+	}
+	return res, nil
+}
+
+// ForkProof implements Store.
+func (s *MemStore) ForkProof(a key.ID) (*sublog.ForkProof, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p, ok := s.forks[a]
+	if !ok {
+		return nil, fmt.Errorf("%w: fork proof for %s", sublog.ErrNotFound, a)
+	}
+	return p, nil
+}
+
+// ImportForkProof implements Store.
+func (s *MemStore) ImportForkProof(b []byte) (*sublog.ForkProof, error) {
+	p, err := sublog.DecodeForkProof(b)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.forks[p.Author()]; !ok {
+		s.forks[p.Author()] = p
+	}
+	return p, nil
+}
+
+// PeekAuthor reads the author (COSE kid) of card bytes without verifying
+// anything else; the store verifies. It lets a session refuse a card that is
+// not of the log it was announced for before spending a signature check.
+func PeekAuthor(b []byte) (key.ID, error) {
+	type envelope struct {
+		_           struct{} `cbor:",toarray"`
+		Protected   []byte
+		Unprotected map[int64]any
+		Payload     []byte
+		Signature   []byte
+	}
+	if len(b) < 2 || b[0] != 0xd2 {
+		return key.ID{}, fmt.Errorf("%w: not a card", ErrWrongOwner)
+	}
+	var env envelope
+	if err := canon.Unmarshal(b[1:], &env); err != nil {
+		return key.ID{}, fmt.Errorf("%w: %v", ErrWrongOwner, err)
+	}
+	var ph struct {
+		Alg int64  `cbor:"1,keyasint"`
+		Kid []byte `cbor:"4,keyasint"`
+	}
+	if err := canon.Unmarshal(env.Protected, &ph); err != nil {
+		return key.ID{}, fmt.Errorf("%w: %v", ErrWrongOwner, err)
+	}
+	return key.IDFromBytes(ph.Kid)
+}
