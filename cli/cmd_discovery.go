@@ -165,10 +165,35 @@ func startDHT(ctx context.Context, boot []string) (*discovery.DHT, error) {
 	return d, nil
 }
 
-// prover is how the CLI checks a candidate. Until the authenticated
-// channel (sync/channel) is on main, it is the discovery challenge protocol
-// (a peer answers it with `sublog relay --prove ADDR`).
-func prover() discovery.Prover { return &discovery.ChallengeProver{Timeout: 5 * time.Second} }
+// prover is how `sublog resolve` checks a candidate (--prove):
+//   - auto (default): the sync channel handshake (as `sublog serve` answers
+//     it) under a throwaway identity, then the discovery challenge protocol
+//     (as `sublog relay --prove` answers it); neither reveals anything about
+//     this node;
+//   - channel, challenge: only that one;
+//   - channel-self: the channel handshake as this home's identity, for peers
+//     that serve only identities they know; it shows this identity
+//     (encrypted) to whoever answers at the candidate address.
+func prover(a *App, mode string) (discovery.Prover, error) {
+	ch := &discovery.ChannelProver{Rand: a.Rand(), Timeout: 5 * time.Second}
+	chal := &discovery.ChallengeProver{Rand: a.Rand(), Timeout: 5 * time.Second}
+	switch mode {
+	case "auto":
+		return discovery.AnyOf{ch, chal}, nil
+	case "channel":
+		return ch, nil
+	case "challenge":
+		return chal, nil
+	case "channel-self":
+		sk, err := a.Secret()
+		if err != nil {
+			return nil, rejected(err, "")
+		}
+		ch.Identity = sk
+		return ch, nil
+	}
+	return nil, usage(fmt.Errorf("--prove %q: want auto, channel, challenge or channel-self", mode))
+}
 
 func newResolveCmd(a *App) *cobra.Command {
 	var (
@@ -178,14 +203,17 @@ func newResolveCmd(a *App) *cobra.Command {
 		timeout               time.Duration
 		useDHT                bool
 		dhtBoot               []string
+		proveMode             string
 	)
 	c := &cobra.Command{
 		Use:   "resolve IDENTITY [--token T ...] [--pkarr URL ...] [--dht] [--dns NAME ...] [--json]",
 		Short: "Find where an identity can be reached: token, cache, PKARR, DNS; proven on connect",
 		Long: `Try, in order: the out-of-band tokens, the cached result, each PKARR relay, the
 Mainline DHT (only with --dht), each DNS name (TXT records at _sublog.NAME). Every hint is only a candidate: an address is the answer
-only once the peer there has proved the identity. Nothing about this node is sent to a
-candidate address. --json shows every source tried, what it gave and why it was accepted
+only once the peer there has proved the identity: by the sync channel handshake ('sublog
+serve') or the discovery challenge ('sublog relay --prove'). Nothing about this node is sent
+to a candidate address, unless --prove channel-self (for peers that serve only identities
+they know) shows it this identity. --json shows every source tried, what it gave and why it was accepted
 or rejected. Results are cached in the home with their expiry; the newest PKARR timestamp
 seen is kept so a relay cannot roll an identity back.`,
 		Args: cobra.ExactArgs(1),
@@ -199,8 +227,12 @@ seen is kept so a relay cannot roll an identity back.`,
 					return usage(fmt.Errorf("--pkarr %q: want an http:// or https:// relay URL", u))
 				}
 			}
+			pr, err := prover(a, proveMode)
+			if err != nil {
+				return err
+			}
 			r := &discovery.Resolver{Tokens: tokens, Relays: relays, DNSNames: names,
-				DNS: &discovery.DNSClient{Server: dnsServer}, Prover: prover(), Now: a.Now}
+				DNS: &discovery.DNSClient{Server: dnsServer}, Prover: pr, Now: a.Now}
 			if !noCache {
 				if r.Cache, err = discoveryCache(a); err != nil {
 					return rejected(err, "")
@@ -240,6 +272,7 @@ seen is kept so a relay cannot roll an identity back.`,
 	c.Flags().BoolVar(&noCache, "no-cache", false, "neither read nor write the home's discovery cache")
 	c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	c.Flags().BoolVar(&useDHT, "dht", false, "also look on the Mainline DHT (joins it through the public routers)")
+	c.Flags().StringVar(&proveMode, "prove", "auto", "how a candidate proves the identity: auto (channel, then challenge), channel, challenge, or channel-self (shows this identity to the candidate)")
 	c.Flags().StringArrayVar(&dhtBoot, "dht-bootstrap", nil, "join the DHT through this node HOST:PORT instead (repeatable; implies --dht)")
 	return c
 }
@@ -421,7 +454,8 @@ func newRelayCmd(a *App) *cobra.Command {
 		Long: `Serve the PKARR relay API (PUT and GET /<z-base-32 key>) over HTTP. Every packet is
 verified before it is kept; an older packet never replaces a newer one; packets are kept
 in memory only. With --prove ADDR it also answers identity proofs for this home's identity
-on ADDR, so peers that resolved it can check it (until the authenticated channel does that).
+on ADDR (the discovery challenge), so peers that resolved it can check it without this node
+running 'sublog serve' (whose channel handshake proves it too).
 Runs until interrupted.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if listen == "" {

@@ -19,16 +19,16 @@ import (
 	"github.com/sublog/sublog/sync/discovery"
 )
 
-type run struct {
+type discRun struct {
 	code           int
 	stdout, stderr string
 }
 
-func sublogRun(t *testing.T, dir, stdin string, args ...string) run {
+func sublogRun(t *testing.T, dir, stdin string, args ...string) discRun {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := Main(append([]string{"--home", dir}, args...), strings.NewReader(stdin), &out, &errb, func(string) string { return "" })
-	return run{code, out.String(), errb.String()}
+	return discRun{code, out.String(), errb.String()}
 }
 
 // discoveryHome creates a home and answers identity proofs for its
@@ -217,5 +217,83 @@ func TestCLIRelayCommand(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("relay did not stop on SIGINT")
+	}
+}
+
+// startServe runs `sublog serve` in-process and returns its address and a
+// stop function (SIGINT, as a user would).
+func startServe(t *testing.T, dir string, args ...string) (string, func()) {
+	t.Helper()
+	var out, errb syncBuf
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(append([]string{"--home", dir, "serve", "--listen", "127.0.0.1:0"}, args...),
+			strings.NewReader(""), &out, &errb, func(string) string { return "" })
+	}()
+	addr := ""
+	for i := 0; i < 300 && addr == ""; i++ {
+		time.Sleep(10 * time.Millisecond)
+		for _, line := range strings.Split(errb.String(), "\n") {
+			if a, ok := strings.CutPrefix(line, "sublog: serving on "); ok {
+				addr = a
+			}
+		}
+	}
+	if addr == "" {
+		t.Fatalf("serve did not start: %q", errb.String())
+	}
+	return addr, func() {
+		syscall.Kill(os.Getpid(), syscall.SIGINT)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("serve did not stop")
+		}
+	}
+}
+
+// Candidates proved by the sync channel handshake of a real `sublog serve`.
+func TestCLIResolveProvedBySyncChannel(t *testing.T) {
+	host := t.TempDir()
+	if r := sublogRun(t, host, "", "init"); r.code != 0 {
+		t.Fatal(r)
+	}
+	hostID := strings.TrimSpace(sublogRun(t, host, "", "id").stdout)
+	other := t.TempDir()
+	if r := sublogRun(t, other, "", "init"); r.code != 0 {
+		t.Fatal(r)
+	}
+
+	// An open server answers a throwaway identity: auto and channel resolve.
+	addr, stop := startServe(t, host, "--open")
+	tok := strings.TrimSpace(sublogRun(t, host, "", "token", "--addr", addr).stdout)
+	for _, mode := range []string{"auto", "channel"} {
+		r := sublogRun(t, other, "", "resolve", hostID, "--token", tok, "--no-cache", "--prove", mode)
+		if r.code != 0 || !strings.Contains(r.stdout, "addr      "+addr) {
+			t.Fatalf("--prove %s: %+v", mode, r)
+		}
+	}
+	if r := sublogRun(t, other, "", "resolve", hostID, "--token", tok, "--no-cache", "--prove", "challenge"); r.code != 1 {
+		t.Fatalf("challenge against a sync server: %+v", r)
+	}
+	stop()
+
+	// A server that serves only identities it knows refuses the throwaway
+	// (nothing revealed, no proof) and this unknown home's identity too.
+	addr, stop = startServe(t, host)
+	defer stop()
+	tok = strings.TrimSpace(sublogRun(t, host, "", "token", "--addr", addr).stdout)
+	for _, mode := range []string{"auto", "channel-self"} {
+		r := sublogRun(t, other, "", "resolve", hostID, "--token", tok, "--no-cache", "--prove", mode)
+		if r.code != 1 || !strings.Contains(r.stdout, "did not complete the channel handshake") {
+			t.Fatalf("--prove %s against a closed server: %+v", mode, r)
+		}
+	}
+	// The host's own home is known to it: channel-self proves.
+	if r := sublogRun(t, host, "", "resolve", hostID, "--token", tok, "--no-cache", "--prove", "channel-self"); r.code != 0 {
+		t.Fatalf("channel-self as a known identity: %+v", r)
+	}
+	if r := sublogRun(t, other, "", "resolve", hostID, "--token", tok, "--prove", "bogus"); r.code != 2 {
+		t.Fatalf("--prove bogus: %+v", r)
 	}
 }

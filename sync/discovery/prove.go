@@ -29,8 +29,8 @@ func (f ProverFunc) Prove(ctx context.Context, addr string, want key.ID) error {
 	return f(ctx, addr, want)
 }
 
-// The challenge protocol (version 1), for use until the authenticated
-// channel (sync/channel) proves identities on connect:
+// The challenge protocol (version 1), for nodes that run no sync server
+// (ChannelProver covers those that do):
 //
 //	client → server: "SLPROVE1" ‖ nonce (32 random bytes)
 //	server → client: identity (32) ‖ Ed25519 signature (64) over
@@ -91,10 +91,10 @@ func (p *ChallengeProver) Prove(ctx context.Context, addr string, want key.ID) e
 		return fmt.Errorf("%w: %s: %v", ErrProof, addr, err)
 	}
 	if got != want {
-		return fmt.Errorf("%w: %s answered as %s, not %s", ErrProof, addr, got, want)
+		return fmt.Errorf("%w: %s answered as %s, not %s%w", ErrProof, addr, got, want, quiet(ErrSpoke))
 	}
 	if err := got.Verify(proofMessage(nonce, got), resp[key.IDSize:]); err != nil {
-		return fmt.Errorf("%w: %s claimed %s but cannot sign for it", ErrProof, addr, want)
+		return fmt.Errorf("%w: %s claimed %s but cannot sign for it%w", ErrProof, addr, want, quiet(ErrSpoke))
 	}
 	return nil
 }
@@ -121,8 +121,13 @@ func ServeProofs(ln net.Listener, sk *key.Secret) error {
 func answerProof(conn net.Conn, sk *key.Secret) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// The magic first, so another protocol's client (a channel handshake
+	// trying this address) is turned away at once instead of at the deadline.
 	req := make([]byte, len(proofMagic)+32)
-	if _, err := io.ReadFull(conn, req); err != nil || !bytes.Equal(req[:len(proofMagic)], []byte(proofMagic)) {
+	if _, err := io.ReadFull(conn, req[:len(proofMagic)]); err != nil || !bytes.Equal(req[:len(proofMagic)], []byte(proofMagic)) {
+		return
+	}
+	if _, err := io.ReadFull(conn, req[len(proofMagic):]); err != nil {
 		return
 	}
 	id := sk.ID()
