@@ -139,3 +139,27 @@ func BenchmarkTokenDecode(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed()/time.Duration(b.N))/float64(raw), "x-raw-verify")
 }
+
+// BenchmarkResolveProvenChannel: as BenchmarkResolveProven, with the proof
+// by the sync channel's Noise XX handshake (ChannelProver).
+func BenchmarkResolveProvenChannel(b *testing.B) {
+	url, rc, hc := benchRelay(b)
+	sk := secret(b, "alice")
+	addr, _ := startChannelServer(b, sk, nil)
+	ctx := context.Background()
+	p, _ := NewPacket(sk, time.Now(), Record{Addrs: []string{addr}})
+	if err := rc.Put(ctx, url, p); err != nil {
+		b.Fatal(err)
+	}
+	raw := bareGet(b, hc, url+"/"+sk.ID().String())
+	r := &Resolver{Relays: []string{url}, Relay: rc, Prover: &ChannelProver{}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := r.Resolve(ctx, sk.ID()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	per := b.Elapsed() / time.Duration(b.N)
+	b.ReportMetric(float64(per)/float64(raw), "x-bare-get")
+}

@@ -17,7 +17,7 @@ import (
 // startChannelServer answers the sync channel handshake as sk on loopback
 // (as `sublog serve` does); accept decides which initiators it serves. It
 // records the identities initiators proved.
-func startChannelServer(t *testing.T, sk *key.Secret, accept func(key.ID) error) (string, func() []key.ID) {
+func startChannelServer(t testing.TB, sk *key.Secret, accept func(key.ID) error) (string, func() []key.ID) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
