@@ -132,6 +132,7 @@ func newReplayCmd(a *App) *cobra.Command {
 			total, _ := st.Count()
 			update, finish := a.Progress(int64(total), "replaying")
 			tl := projections.NewTimeline()
+			ps := projections.New() // the decisions (issue 5): intent, delegation, plan
 			n := int64(0)
 			err = st.All(func(c *card.Card) error {
 				n++
@@ -140,6 +141,7 @@ func newReplayCmd(a *App) *cobra.Command {
 				}
 				if u.admits(c) {
 					tl.Add(c)
+					_ = ps.Add(c)
 				}
 				return nil
 			})
@@ -159,18 +161,21 @@ func newReplayCmd(a *App) *cobra.Command {
 				out := map[string]any{"summary": sum}
 				if audit {
 					out["timeline"] = tl.Entries()
+					out["decisions"], out["plan"] = auditDecisions(ps, tl, u.at(a))
 				}
 				return a.PrintJSON(out)
 			}
 			if audit {
 				tw := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "TIME\tAUTHOR\tSEQ\tKIND\tCARD")
+				fmt.Fprintln(tw, "TIME\tAUTHOR\tSEQ\tKIND\tCARD\tDECISION")
 				for _, e := range tl.Entries() {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Author.Short(), e.Seq, e.Kind, e.ID)
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Author.Short(), e.Seq, e.Kind, e.ID, auditDecision(ps, e.ID, u.at(a)))
 				}
 				if err := tw.Flush(); err != nil {
 					return err
 				}
+				fmt.Fprintln(a.Out())
+				printAuditPlan(a.Out(), ps, u.at(a))
 				fmt.Fprintln(a.Out())
 			}
 			kinds := make([]string, 0, len(sum.Kinds))

@@ -47,6 +47,20 @@ host verify
 step "Audit: the timeline of every card across both logs, with author, seq, kind, time and ID"
 host replay --audit
 
+step "The host consents to run the counter micro-app (WASM), under caps, and serves requests"
+COUNTER=$(host bundle inspect --json "$EX/counter/counter.bundle" | sed -n 's/.*"peer": "\([a-z0-9]*\)".*/\1/p' | head -1)
+GRANT=$(host grant "$COUNTER" --caps req,kv --memory 64Mi --cpu 500ms | awk '{print $2}')
+echo "grant $GRANT"
+host deploy "$EX/counter/counter.bundle"
+for i in 1 2 3; do echo "counter says: $(host call "$COUNTER" inc)"; done
+host suspend "$COUNTER"
+host resume "$COUNTER"
+echo "after suspend and resume: $(host call "$COUNTER" inc)"
+
+step "The host withdraws its consent: the peer stops and cannot be resumed"
+host revoke "$GRANT"
+host call "$COUNTER" inc || echo "(refused, exit code $?)"
+
 step "Bad input is refused with a clear error and exit code 1, nothing stored"
 printf 'kind: note\na: &x 1\nb: *x\n' | laptop append - || echo "(exit code $?)"
 laptop log --heads

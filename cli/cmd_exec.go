@@ -1,0 +1,742 @@
+package cli
+
+// The executor's commands: peer bundles (build, inspect, publish), hosting
+// consent (grant), and running peers on this home's host (run, call,
+// deploy, suspend, resume, move, remove, peers).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sublog/sublog/exec"
+	"github.com/sublog/sublog/exec/bundle"
+	sublog "github.com/sublog/sublog/log"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/home"
+	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/units"
+)
+
+func init() {
+	register(newBundleCmd)
+	register(newGrantCmd)
+	register(newRunCmd)
+	register(newCallCmd)
+	register(newDeployCmd)
+	register(newSuspendCmd)
+	register(newResumeCmd)
+	register(newMoveCmd)
+	register(newRemoveCmd)
+	register(newPeersCmd)
+}
+
+// execHint gives the next step for an executor error.
+func execHint(err error) string {
+	switch {
+	case errors.Is(err, exec.ErrNoGrant):
+		return "this host must consent first: sublog grant PEER --memory 64Mi --cpu 200ms --caps req,kv,log"
+	case errors.Is(err, exec.ErrExceedsGrant):
+		return "grant more (sublog grant ...) or lower the limits in the bundle's manifest"
+	case errors.Is(err, bundle.ErrHashMismatch):
+		return "the bundle file was altered or is not the one named; fetch it again"
+	case errors.Is(err, exec.ErrUnknownPeer):
+		return "list this host's peers with: sublog peers"
+	case errors.Is(err, exec.ErrStopped), errors.Is(err, exec.ErrNotRunning):
+		return "see why with: sublog peers; resume it (under a live grant) with: sublog resume PEER"
+	}
+	return ""
+}
+
+func execErr(err error) error { return rejected(err, execHint(err)) }
+
+// readBundleFile reads a bundle file (or - for stdin), bounded.
+func readBundleFile(a *App, path string) ([]byte, error) {
+	var r io.Reader
+	if path == "-" {
+		r = a.In()
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, rejected(err, "")
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, bundle.MaxFileSize+1))
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	return b, nil
+}
+
+// openHost opens this home's executor, as the --as identity.
+func openHost(a *App) (*exec.Host, error) {
+	h, err := a.Home()
+	if err != nil {
+		return nil, rejected(err, "create a home with: sublog init")
+	}
+	st, err := a.Store()
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	sk, err := a.Secret()
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	dir, err := h.Path("exec")
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	host, err := exec.Open(exec.Config{Dir: dir, Key: sk, Log: st, Now: a.Now, Rand: a.Rand(), PeerLog: a.Err()})
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	return host, nil
+}
+
+type manifestJSON struct {
+	Hash     string   `json:"hash"`
+	Size     int      `json:"size"`
+	Name     string   `json:"name"`
+	Version  string   `json:"version"`
+	Peer     key.ID   `json:"peer"`
+	Caps     []string `json:"caps"`
+	Memory   uint64   `json:"memory,omitempty"`
+	CPUReq   uint64   `json:"cpu_req_ms,omitempty"`
+	CPUTotal uint64   `json:"cpu_total_ms,omitempty"`
+	Inst     uint64   `json:"instances,omitempty"`
+	Disk     uint64   `json:"disk,omitempty"`
+	Policy   string   `json:"policy,omitempty"`
+	Module   int      `json:"module_size"`
+}
+
+func describe(b *bundle.Bundle) manifestJSON {
+	m := b.Manifest
+	j := manifestJSON{Hash: b.Hash().String(), Size: b.Size(), Name: m.Name, Version: m.Version, Peer: b.Peer(),
+		Caps: m.Caps, Memory: m.Limits.Memory, CPUReq: m.Limits.CPUReqMS, CPUTotal: m.Limits.CPUTotalMS,
+		Inst: m.Limits.Instances, Disk: m.Limits.Disk, Module: len(b.Module)}
+	if j.Caps == nil {
+		j.Caps = []string{}
+	}
+	if m.Policy != nil {
+		h, _ := bundle.HashFromBytes(m.Policy)
+		j.Policy = h.String()
+	}
+	return j
+}
+
+func newBundleCmd(a *App) *cobra.Command {
+	c := &cobra.Command{Use: "bundle", Short: "Build, inspect and publish peer bundles (WASM module + manifest)"}
+	var out string
+	build := &cobra.Command{
+		Use:   "build DIR [--out FILE]",
+		Short: "Pack DIR/manifest.yaml and its module into one content-addressed bundle file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := args[0]
+			doc, err := os.ReadFile(filepath.Join(dir, bundle.SourceFile))
+			if err != nil {
+				return rejected(err, "a bundle source directory holds "+bundle.SourceFile+" and the compiled module")
+			}
+			m, mod, err := bundle.ParseSource(doc)
+			if err != nil {
+				return rejected(err, "")
+			}
+			code, err := os.ReadFile(filepath.Join(dir, mod))
+			if err != nil {
+				return rejected(err, "build the module first, e.g. GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared")
+			}
+			raw, err := bundle.Build(m, code)
+			if err != nil {
+				return rejected(err, "")
+			}
+			if out == "" {
+				out = filepath.Join(dir, m.Name+".bundle")
+			}
+			if err := os.WriteFile(out, raw, 0o644); err != nil {
+				return rejected(err, "")
+			}
+			b, _ := bundle.Decode(raw)
+			if a.JSON() {
+				j := describe(b)
+				return a.PrintJSON(struct {
+					File string `json:"file"`
+					manifestJSON
+				}{out, j})
+			}
+			fmt.Fprintf(a.Out(), "%s %s\n", out, b.Hash())
+			return nil
+		},
+	}
+	build.Flags().StringVar(&out, "out", "", "bundle file to write (default DIR/NAME.bundle)")
+
+	inspect := &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Verify a bundle file and print its manifest and content hash",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := readBundleFile(a, args[0])
+			if err != nil {
+				return err
+			}
+			b, err := bundle.Decode(raw)
+			if err != nil {
+				return rejected(err, "")
+			}
+			j := describe(b)
+			if a.JSON() {
+				return a.PrintJSON(j)
+			}
+			w := a.Out()
+			fmt.Fprintf(w, "hash:      %s\n", j.Hash)
+			fmt.Fprintf(w, "name:      %s %s\n", j.Name, j.Version)
+			fmt.Fprintf(w, "peer:      %s\n", j.Peer)
+			fmt.Fprintf(w, "caps:      %s\n", strings.Join(j.Caps, " "))
+			fmt.Fprintf(w, "memory:    %s\n", orUnset(j.Memory, units.FormatBytes))
+			fmt.Fprintf(w, "cpu:       %s per request, %s in total\n", orUnset(j.CPUReq, ms), orUnset(j.CPUTotal, ms))
+			fmt.Fprintf(w, "instances: %s\n", orUnset(j.Inst, func(n uint64) string { return fmt.Sprint(n) }))
+			fmt.Fprintf(w, "disk:      %s\n", orUnset(j.Disk, units.FormatBytes))
+			if j.Policy != "" {
+				fmt.Fprintf(w, "policy:    %s\n", j.Policy)
+			}
+			fmt.Fprintf(w, "size:      %d bytes (module %d)\n", j.Size, j.Module)
+			return nil
+		},
+	}
+
+	publish := &cobra.Command{
+		Use:   "publish FILE",
+		Short: "Append a bundle card naming the bundle's content hash",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := readBundleFile(a, args[0])
+			if err != nil {
+				return err
+			}
+			b, err := bundle.Decode(raw)
+			if err != nil {
+				return rejected(err, "")
+			}
+			h := b.Hash()
+			body := exec.BundleBody{Hash: h[:], Name: b.Manifest.Name, Version: b.Manifest.Version, Peer: b.Manifest.Peer, Size: uint64(b.Size())}
+			return appendCard(a, card.Draft{Kind: card.KindBundle, Body: body, ContentHash: h[:]})
+		},
+	}
+	c.AddCommand(build, inspect, publish)
+	return c
+}
+
+func ms(n uint64) string { return (time.Duration(n) * time.Millisecond).String() }
+
+func orUnset(n uint64, f func(uint64) string) string {
+	if n == 0 {
+		return "(host default)"
+	}
+	return f(n)
+}
+
+// appendCard signs d as the next card of the --as identity and prints it.
+func appendCard(a *App, d card.Draft) error {
+	st, err := a.Store()
+	if err != nil {
+		return rejected(err, "create a home with: sublog init")
+	}
+	sk, err := a.Secret()
+	if err != nil {
+		return rejected(err, "")
+	}
+	h, err := a.Home()
+	if err != nil {
+		return rejected(err, "")
+	}
+	d.TS = a.Now().Unix()
+	if d.Net == "" {
+		d.Net = h.Net()
+	}
+	c, err := st.Append(sk, d)
+	if err != nil {
+		return rejected(err, "")
+	}
+	if a.JSON() {
+		return a.PrintJSON(struct {
+			Author key.ID `json:"author"`
+			Seq    uint64 `json:"seq"`
+			ID     string `json:"id"`
+			Kind   string `json:"kind"`
+		}{c.Author(), c.Seq(), c.ID().String(), c.Kind()})
+	}
+	fmt.Fprintf(a.Out(), "%s@%d %s\n", c.Author(), c.Seq(), c.ID())
+	return nil
+}
+
+func newGrantCmd(a *App) *cobra.Command {
+	var memory, cpu, cpuTotal, disk, expires, owner, service string
+	var instances uint64
+	var caps []string
+	c := &cobra.Command{
+		Use:   "grant PEER|BUNDLE [--memory 64Mi] [--cpu 200ms] [--cpu-total 1h] [--instances N] [--disk 1Mi] [--caps req,kv,log] [--expires 24h|TIME]",
+		Short: "Consent, as this host, to run a peer (by identity) or a bundle (by file or content hash) under limits",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var g exec.GrantBody
+			target := args[0]
+			switch {
+			case strings.HasPrefix(target, "sha256:"):
+				h, err := bundle.ParseHash(target)
+				if err != nil {
+					return rejected(err, "")
+				}
+				g.Bundle = h[:]
+			case len(target) == 52 && !strings.ContainsAny(target, "/."):
+				id, err := parseIdentity(target)
+				if err != nil {
+					return err
+				}
+				g.Peer = id.Bytes()
+			default:
+				raw, err := readBundleFile(a, target)
+				if err != nil {
+					return rejected(fmt.Errorf("%q is neither a peer identity, a content hash nor a readable bundle file", target), "")
+				}
+				b, err := bundle.Decode(raw)
+				if err != nil {
+					return rejected(err, "")
+				}
+				h := b.Hash()
+				g.Bundle, g.Peer = h[:], b.Manifest.Peer
+			}
+			var err error
+			if memory != "" {
+				if g.Limits.Memory, err = units.ParseBytes(memory); err != nil {
+					return usage(fmt.Errorf("--memory: %w", err))
+				}
+			}
+			if disk != "" {
+				if g.Limits.Disk, err = units.ParseBytes(disk); err != nil {
+					return usage(fmt.Errorf("--disk: %w", err))
+				}
+			}
+			for _, f := range []struct {
+				name, v string
+				dst     *uint64
+			}{{"--cpu", cpu, &g.Limits.CPUReqMS}, {"--cpu-total", cpuTotal, &g.Limits.CPUTotalMS}} {
+				if f.v == "" {
+					continue
+				}
+				d, err := units.ParseDuration(f.v)
+				if err != nil || d < time.Millisecond {
+					return usage(fmt.Errorf("%s: %q is not a duration of at least 1ms", f.name, f.v))
+				}
+				*f.dst = uint64(d / time.Millisecond)
+			}
+			g.Limits.Instances = instances
+			for _, c := range caps {
+				for _, c := range strings.Split(c, ",") {
+					if c = strings.TrimSpace(c); c != "" && !slices.Contains(g.Caps, c) {
+						g.Caps = append(g.Caps, c)
+					}
+				}
+			}
+			slices.Sort(g.Caps)
+			if expires != "" {
+				if d, err := units.ParseDuration(expires); err == nil {
+					g.Expires = a.Now().Add(d).Unix()
+				} else if t, err := time.Parse(time.RFC3339, expires); err == nil {
+					g.Expires = t.Unix()
+				} else {
+					return usage(fmt.Errorf("--expires: %q is neither a duration (24h) nor an RFC 3339 time", expires))
+				}
+			}
+			if owner != "" {
+				id, err := parseIdentity(owner)
+				if err != nil {
+					return err
+				}
+				g.Owner = id.Bytes()
+			}
+			g.Service = service
+			if err := g.Validate(); err != nil {
+				return rejected(err, "caps are: "+strings.Join(bundle.Caps, ", "))
+			}
+			return appendCard(a, card.Draft{Kind: card.KindGrant, Body: g})
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&memory, "memory", "", "memory per instance (64Mi); default 64Mi")
+	f.StringVar(&cpu, "cpu", "", "CPU time per request (200ms); default 1s")
+	f.StringVar(&cpuTotal, "cpu-total", "", "CPU time in total (1h); default none")
+	f.Uint64Var(&instances, "instances", 0, "concurrent instances; default 1")
+	f.StringVar(&disk, "disk", "", "key-value state (1Mi); default 1Mi")
+	f.StringSliceVar(&caps, "caps", nil, "host functions granted: req, kv, log, clock, random")
+	f.StringVar(&expires, "expires", "", "expiry: a duration from now (24h) or an RFC 3339 time")
+	f.StringVar(&owner, "owner", "", "the service owner's identity (recorded, never transferred)")
+	f.StringVar(&service, "service", "", "the service the peer belongs to")
+	return c
+}
+
+// readRequest takes the request from the argument, or stdin for "-".
+func readRequest(a *App, args []string) ([]byte, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	if args[0] == "-" {
+		b, err := io.ReadAll(io.LimitReader(a.In(), 1<<20+1))
+		if err != nil {
+			return nil, rejected(err, "")
+		}
+		return b, nil
+	}
+	return []byte(args[0]), nil
+}
+
+func printResponse(a *App, peer key.ID, resp []byte) error {
+	if a.JSON() {
+		return a.PrintJSON(struct {
+			Peer     key.ID `json:"peer"`
+			Response string `json:"response"`
+		}{peer, string(resp)})
+	}
+	a.Out().Write(resp)
+	if len(resp) > 0 && resp[len(resp)-1] != '\n' {
+		fmt.Fprintln(a.Out())
+	}
+	return nil
+}
+
+func newRunCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run BUNDLE [REQUEST|-]",
+		Short: "Run a bundle on this host, under this host's grant, and send it one request",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := readBundleFile(a, args[0])
+			if err != nil {
+				return err
+			}
+			req, err := readRequest(a, args[1:])
+			if err != nil {
+				return err
+			}
+			host, err := openHost(a)
+			if err != nil {
+				return err
+			}
+			defer host.Close()
+			b, err := bundle.Decode(raw)
+			if err != nil {
+				return rejected(err, "")
+			}
+			resp, err := host.Run(context.Background(), raw, req)
+			if err != nil {
+				return execErr(err)
+			}
+			return printResponse(a, b.Peer(), resp)
+		},
+	}
+}
+
+func newCallCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "call PEER [REQUEST|-]",
+		Short: "Send one request to a peer running on this host and print its response",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseIdentity(args[0])
+			if err != nil {
+				return err
+			}
+			req, err := readRequest(a, args[1:])
+			if err != nil {
+				return err
+			}
+			host, err := openHost(a)
+			if err != nil {
+				return err
+			}
+			defer host.Close()
+			resp, err := host.Call(context.Background(), id, req)
+			if err != nil {
+				return execErr(err)
+			}
+			return printResponse(a, id, resp)
+		},
+	}
+}
+
+type statusJSON struct {
+	Peer     key.ID   `json:"peer"`
+	Name     string   `json:"name"`
+	Bundle   string   `json:"bundle"`
+	State    string   `json:"state"`
+	Grant    string   `json:"grant,omitempty"`
+	Reason   string   `json:"reason,omitempty"`
+	Caps     []string `json:"caps"`
+	Memory   uint64   `json:"memory"`
+	CPUReq   uint64   `json:"cpu_req_ms"`
+	CPUTotal uint64   `json:"cpu_total_ms,omitempty"`
+	Inst     uint64   `json:"instances"`
+	Disk     uint64   `json:"disk"`
+	CPUUsed  uint64   `json:"cpu_used_ms"`
+}
+
+func statusOf(s exec.Status) statusJSON {
+	j := statusJSON{Peer: s.Peer, Name: s.Name, Bundle: s.Bundle.String(), State: s.State, Reason: s.Reason,
+		Caps: s.Caps, Memory: s.Limits.Memory, CPUReq: s.Limits.CPUReqMS, CPUTotal: s.Limits.CPUTotalMS,
+		Inst: s.Limits.Instances, Disk: s.Limits.Disk, CPUUsed: s.CPUMS}
+	if !s.Grant.IsZero() {
+		j.Grant = s.Grant.String()
+	}
+	if j.Caps == nil {
+		j.Caps = []string{}
+	}
+	return j
+}
+
+func printStatus(a *App, s exec.Status) error {
+	if a.JSON() {
+		return a.PrintJSON(statusOf(s))
+	}
+	fmt.Fprintf(a.Out(), "%s %s %s\n", s.Peer, s.Name, s.State)
+	return nil
+}
+
+func newDeployCmd(a *App) *cobra.Command {
+	var hash string
+	var handoff bool
+	c := &cobra.Command{
+		Use:   "deploy BUNDLE [--hash sha256:...] | deploy --handoff FILE",
+		Short: "Deploy a bundle (or a moved peer's handoff) on this host under a live grant of this host (recorded)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if handoff {
+				hb, err := os.ReadFile(args[0])
+				if err != nil {
+					return rejected(err, "")
+				}
+				host, err := openHost(a)
+				if err != nil {
+					return err
+				}
+				defer host.Close()
+				if err := host.Receive(context.Background(), hb); err != nil {
+					return execErr(err)
+				}
+				fmt.Fprintf(a.Out(), "handoff %s deployed\n", args[0])
+				return nil
+			}
+			raw, err := readBundleFile(a, args[0])
+			if err != nil {
+				return err
+			}
+			var want bundle.Hash
+			if hash != "" {
+				if want, err = bundle.ParseHash(hash); err != nil {
+					return usage(err)
+				}
+			}
+			host, err := openHost(a)
+			if err != nil {
+				return err
+			}
+			defer host.Close()
+			st, err := host.Deploy(context.Background(), raw, want)
+			if err != nil {
+				return execErr(err)
+			}
+			return printStatus(a, st)
+		},
+	}
+	c.Flags().StringVar(&hash, "hash", "", "the content hash the bundle must have (as named by its bundle card)")
+	c.Flags().BoolVar(&handoff, "handoff", false, "the argument is a handoff file written by 'sublog move --out'")
+	return c
+}
+
+// peerStep is suspend, resume and remove: one peer, one lifecycle step.
+func peerStep(a *App, use, short string, step func(*exec.Host, context.Context, key.ID) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " PEER",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseIdentity(args[0])
+			if err != nil {
+				return err
+			}
+			host, err := openHost(a)
+			if err != nil {
+				return err
+			}
+			defer host.Close()
+			if err := step(host, context.Background(), id); err != nil {
+				return execErr(err)
+			}
+			if use == "remove" {
+				if a.JSON() {
+					return a.PrintJSON(struct {
+						Peer  key.ID `json:"peer"`
+						State string `json:"state"`
+					}{id, exec.StateRemoved})
+				}
+				fmt.Fprintf(a.Out(), "%s removed\n", id)
+				return nil
+			}
+			st, err := host.Status(id)
+			if err != nil {
+				return execErr(err)
+			}
+			return printStatus(a, st)
+		},
+	}
+}
+
+func newSuspendCmd(a *App) *cobra.Command {
+	return peerStep(a, "suspend", "Stop a peer's instances and keep its state (recorded)", (*exec.Host).Suspend)
+}
+
+func newResumeCmd(a *App) *cobra.Command {
+	return peerStep(a, "resume", "Run a suspended or stopped peer again, under a grant live now (recorded)", (*exec.Host).Resume)
+}
+
+func newRemoveCmd(a *App) *cobra.Command {
+	return peerStep(a, "remove", "Stop a peer and delete its bundle and state from this host (recorded)", (*exec.Host).Remove)
+}
+
+// homeReceiver opens another home on this machine to receive a moved peer.
+type homeReceiver struct {
+	a    *App
+	dir  string
+	as   string
+	host *exec.Host
+	done func()
+}
+
+func (r *homeReceiver) open() error {
+	h, err := home.Open(r.dir)
+	if err != nil {
+		return err
+	}
+	st, err := h.OpenStore(sublog.Options{})
+	if err != nil {
+		return err
+	}
+	sk, err := h.Identity(r.as)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	dir, err := h.Path("exec")
+	if err != nil {
+		st.Close()
+		return err
+	}
+	host, err := exec.Open(exec.Config{Dir: dir, Key: sk, Log: st, Now: r.a.Now, Rand: r.a.Rand()})
+	if err != nil {
+		st.Close()
+		return err
+	}
+	r.host = host
+	r.done = func() { host.Close(); st.Close() }
+	return nil
+}
+
+func (r *homeReceiver) ID() key.ID { return r.host.ID() }
+func (r *homeReceiver) Receive(ctx context.Context, hb []byte) error {
+	return r.host.Receive(ctx, hb)
+}
+
+func newMoveCmd(a *App) *cobra.Command {
+	var to, toAs, out string
+	c := &cobra.Command{
+		Use:   "move PEER (--to HOME [--to-as NAME] | --out FILE)",
+		Short: "Suspend a peer here and hand its bundle and state to another host (recorded on both)",
+		Long: "With --to, the peer moves to another home on this machine, which needs its own live grant;\n" +
+			"nothing of the peer is left here. With --out, its handoff (bundle and state) is written to FILE\n" +
+			"for another host's 'sublog deploy --handoff FILE', and the peer stays here suspended until removed.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseIdentity(args[0])
+			if err != nil {
+				return err
+			}
+			if (to == "") == (out == "") {
+				return usage(errors.New("move needs exactly one of --to HOME and --out FILE"))
+			}
+			host, err := openHost(a)
+			if err != nil {
+				return err
+			}
+			defer host.Close()
+			if out != "" {
+				hb, err := host.Export(context.Background(), id)
+				if err != nil {
+					return execErr(err)
+				}
+				if err := os.WriteFile(out, hb, 0o600); err != nil {
+					return rejected(err, "")
+				}
+				fmt.Fprintf(a.Out(), "%s handoff written to %s\n", id, out)
+				return nil
+			}
+			r := &homeReceiver{a: a, dir: to, as: toAs}
+			if err := r.open(); err != nil {
+				return rejected(fmt.Errorf("opening the home at %s: %w", to, err), "")
+			}
+			defer r.done()
+			if err := host.Move(context.Background(), id, r); err != nil {
+				return execErr(err)
+			}
+			if a.JSON() {
+				return a.PrintJSON(struct {
+					Peer key.ID `json:"peer"`
+					To   key.ID `json:"to"`
+				}{id, r.ID()})
+			}
+			fmt.Fprintf(a.Out(), "%s moved to %s\n", id, r.ID())
+			return nil
+		},
+	}
+	c.Flags().StringVar(&to, "to", "", "the receiving home's directory")
+	c.Flags().StringVar(&toAs, "to-as", "", "the receiving home's host identity (default: its default)")
+	c.Flags().StringVar(&out, "out", "", "write the handoff to FILE instead")
+	return c
+}
+
+func newPeersCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "peers",
+		Short: "List the peers this host holds, with state, limits and CPU used",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			host, err := openHost(a)
+			if err != nil {
+				return err
+			}
+			defer host.Close()
+			list, err := host.Peers()
+			if err != nil {
+				return rejected(err, "")
+			}
+			if a.JSON() {
+				out := make([]statusJSON, 0, len(list))
+				for _, s := range list {
+					out = append(out, statusOf(s))
+				}
+				return a.PrintJSON(out)
+			}
+			fmt.Fprintf(a.Out(), "%-52s  %-12s  %-9s  %s\n", "PEER", "NAME", "STATE", "REASON")
+			for _, s := range list {
+				fmt.Fprintf(a.Out(), "%-52s  %-12s  %-9s  %s\n", s.Peer, s.Name, s.State, s.Reason)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,310 @@
+package exec
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sublog/sublog/exec/bundle"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
+)
+
+// GrantBody is the body of a `grant` card (ARCHITECTURE.md, kind bodies):
+// hosting consent from the card's author (a host) for a peer identity and/or
+// a bundle hash, under limits, with the named host function groups.
+type GrantBody struct {
+	Peer    []byte        `cbor:"peer,omitempty"`
+	Bundle  []byte        `cbor:"bundle,omitempty"`
+	Service string        `cbor:"service,omitempty"`
+	Owner   []byte        `cbor:"owner,omitempty"`
+	Limits  bundle.Limits `cbor:"limits"`
+	Caps    []string      `cbor:"caps,omitempty"`
+	Expires int64         `cbor:"expires,omitempty"`
+}
+
+// Validate checks a grant body's fields.
+func (g *GrantBody) Validate() error {
+	if g.Peer == nil && g.Bundle == nil {
+		return fmt.Errorf("%w: a grant names a peer, a bundle or both", ErrBadGrant)
+	}
+	if g.Peer != nil {
+		if _, err := key.IDFromBytes(g.Peer); err != nil {
+			return fmt.Errorf("%w: peer: %w", ErrBadGrant, err)
+		}
+	}
+	if g.Owner != nil {
+		if _, err := key.IDFromBytes(g.Owner); err != nil {
+			return fmt.Errorf("%w: owner: %w", ErrBadGrant, err)
+		}
+	}
+	if g.Bundle != nil && len(g.Bundle) != bundle.HashSize {
+		return fmt.Errorf("%w: bundle hash of %d bytes", ErrBadGrant, len(g.Bundle))
+	}
+	for _, c := range g.Caps {
+		if !slices.Contains(bundle.Caps, c) {
+			return fmt.Errorf("%w: unknown cap %q (known: %s)", ErrBadGrant, c, strings.Join(bundle.Caps, ", "))
+		}
+	}
+	if g.Expires < 0 {
+		return fmt.Errorf("%w: negative expiry", ErrBadGrant)
+	}
+	if err := g.Limits.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadGrant, err)
+	}
+	return nil
+}
+
+// RevokeBody is the body of a `revoke` card: the author withdraws one of its
+// own earlier cards.
+type RevokeBody struct {
+	Card   []byte `cbor:"card"`
+	Reason string `cbor:"reason,omitempty"`
+}
+
+// ObserveBody is the body of an `observe` card: a host reports a peer's state.
+type ObserveBody struct {
+	Peer    []byte `cbor:"peer"`
+	Bundle  []byte `cbor:"bundle,omitempty"`
+	Service string `cbor:"service,omitempty"`
+	Owner   []byte `cbor:"owner,omitempty"`
+	State   string `cbor:"state"`
+	Reason  string `cbor:"reason,omitempty"`
+	Grant   []byte `cbor:"grant,omitempty"`
+	To      []byte `cbor:"to,omitempty"`
+	Usage   *Usage `cbor:"usage,omitempty"`
+}
+
+// BundleBody is the body of a `bundle` card: the publication of a peer
+// bundle by content hash (the bytes travel as a blob).
+type BundleBody struct {
+	Hash    []byte `cbor:"hash"`
+	Name    string `cbor:"name"`
+	Version string `cbor:"version"`
+	Peer    []byte `cbor:"peer"`
+	Size    uint64 `cbor:"size"`
+}
+
+// Usage is what a peer used, as reported in observe cards.
+type Usage struct {
+	Memory uint64 `cbor:"memory,omitempty"`
+	CPUMS  uint64 `cbor:"cpu_ms,omitempty"`
+}
+
+// Peer states, as written in observe cards.
+const (
+	StateDeployed  = "deployed"
+	StateRunning   = "running"
+	StateSuspended = "suspended"
+	StateMoved     = "moved"
+	StateRemoved   = "removed"
+	StateFailed    = "failed"
+	StateStopped   = "stopped"
+)
+
+// grant is a decoded grant card of this host.
+type grant struct {
+	id   card.ID
+	seq  uint64
+	body GrantBody
+	peer key.ID
+	bndl bundle.Hash
+}
+
+func (g *grant) expired(now time.Time) bool {
+	return g.body.Expires != 0 && now.Unix() >= g.body.Expires
+}
+
+// grantIndex folds the host's own log into its grants and revocations. It is
+// fed incrementally: cards are scanned from the last seen sequence number.
+type grantIndex struct {
+	seen    uint64
+	grants  map[card.ID]*grant
+	order   []*grant // by seq
+	revoked map[card.ID]string
+}
+
+func newGrantIndex() *grantIndex {
+	return &grantIndex{grants: map[card.ID]*grant{}, revoked: map[card.ID]string{}}
+}
+
+// add folds one card of the host's log. Malformed grant or revoke bodies are
+// ignored (they grant nothing); they were verified as cards already.
+func (x *grantIndex) add(c *card.Card) {
+	if c.Seq() > x.seen {
+		x.seen = c.Seq()
+	}
+	switch c.Kind() {
+	case card.KindGrant:
+		var b GrantBody
+		if c.DecodeBody(&b) != nil || b.Validate() != nil {
+			return
+		}
+		g := &grant{id: c.ID(), seq: c.Seq(), body: b}
+		if b.Peer != nil {
+			g.peer, _ = key.IDFromBytes(b.Peer)
+		}
+		if b.Bundle != nil {
+			g.bndl, _ = bundle.HashFromBytes(b.Bundle)
+		}
+		x.grants[g.id] = g
+		x.order = append(x.order, g)
+	case card.KindRevoke:
+		var b RevokeBody
+		if c.DecodeBody(&b) != nil {
+			return
+		}
+		id, err := card.IDFromBytes(b.Card)
+		if err != nil {
+			return
+		}
+		reason := b.Reason
+		if reason == "" {
+			reason = "no reason given"
+		}
+		x.revoked[id] = reason
+	case card.KindCRL:
+		// A revocation list of the host's own cards withdraws them too.
+		var b struct {
+			Revoked [][]byte `cbor:"revoked"`
+		}
+		if c.DecodeBody(&b) != nil {
+			return
+		}
+		for _, r := range b.Revoked {
+			if id, err := card.IDFromBytes(r); err == nil {
+				if _, ok := x.revoked[id]; !ok {
+					x.revoked[id] = "listed in a revocation list (crl)"
+				}
+			}
+		}
+	}
+}
+
+// dead tells why a grant no longer allows anything ("" while it is live).
+func (x *grantIndex) dead(g *grant, now time.Time) string {
+	if r, ok := x.revoked[g.id]; ok {
+		return fmt.Sprintf("grant %s revoked: %s", g.id, r)
+	}
+	if g.expired(now) {
+		return fmt.Sprintf("grant %s expired at %s", g.id, time.Unix(g.body.Expires, 0).UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
+// match finds the newest live grant of this host that covers the bundle and
+// allows what its manifest asks. With no covering live grant it returns
+// ErrNoGrant; with covering grants that all allow less than the manifest
+// asks, ErrExceedsGrant naming the first shortfall.
+func (x *grantIndex) match(b *bundle.Bundle, now time.Time) (*grant, error) {
+	var shortfall error
+	var deadWhy string
+	for i := len(x.order) - 1; i >= 0; i-- {
+		g := x.order[i]
+		if g.body.Peer != nil && g.peer != b.Peer() {
+			continue
+		}
+		if g.body.Bundle != nil && g.bndl != b.Hash() {
+			continue
+		}
+		if why := x.dead(g, now); why != "" {
+			if deadWhy == "" {
+				deadWhy = why
+			}
+			continue
+		}
+		if err := allows(g, &b.Manifest); err != nil {
+			if shortfall == nil {
+				shortfall = err
+			}
+			continue
+		}
+		return g, nil
+	}
+	if shortfall != nil {
+		return nil, shortfall
+	}
+	if deadWhy != "" {
+		return nil, fmt.Errorf("%w for peer %s bundle %s: %s", ErrNoGrant, b.Peer(), b.Hash(), deadWhy)
+	}
+	return nil, fmt.Errorf("%w for peer %s bundle %s", ErrNoGrant, b.Peer(), b.Hash())
+}
+
+// allows checks that the manifest asks for no more than the grant gives.
+func allows(g *grant, m *bundle.Manifest) error {
+	for _, c := range m.Caps {
+		if !slices.Contains(g.body.Caps, c) {
+			return fmt.Errorf("%w: the manifest needs host functions %q, grant %s gives [%s]",
+				ErrExceedsGrant, c, g.id, strings.Join(g.body.Caps, " "))
+		}
+	}
+	type lim struct {
+		name     string
+		ask, max uint64
+	}
+	gl, ml := withDefaults(g.body.Limits), m.Limits
+	for _, l := range []lim{
+		{"memory", ml.Memory, gl.Memory},
+		{"cpu_req_ms", ml.CPUReqMS, gl.CPUReqMS},
+		{"cpu_total_ms", ml.CPUTotalMS, gl.CPUTotalMS},
+		{"instances", ml.Instances, gl.Instances},
+		{"disk", ml.Disk, gl.Disk},
+	} {
+		if l.max != 0 && l.ask > l.max {
+			return fmt.Errorf("%w: the manifest asks %s %d, grant %s allows %d", ErrExceedsGrant, l.name, l.ask, g.id, l.max)
+		}
+	}
+	return nil
+}
+
+// Defaults for limits neither the grant nor the manifest states.
+var Defaults = bundle.Limits{
+	Memory:    64 << 20,
+	CPUReqMS:  1000,
+	Instances: 1,
+	Disk:      1 << 20,
+	// CPUTotalMS: no total unless stated.
+}
+
+func withDefaults(l bundle.Limits) bundle.Limits {
+	if l.Memory == 0 {
+		l.Memory = Defaults.Memory
+	}
+	if l.CPUReqMS == 0 {
+		l.CPUReqMS = Defaults.CPUReqMS
+	}
+	if l.Instances == 0 {
+		l.Instances = Defaults.Instances
+	}
+	if l.Disk == 0 {
+		l.Disk = Defaults.Disk
+	}
+	if l.CPUTotalMS == 0 {
+		l.CPUTotalMS = Defaults.CPUTotalMS
+	}
+	return l
+}
+
+// effective gives the limits enforced for a bundle under a grant: what the
+// manifest asks (never more than the grant allows, see allows), and the
+// grant's (or the defaults) where the manifest is silent.
+func effective(g *grant, m *bundle.Manifest) bundle.Limits {
+	gl, l := withDefaults(g.body.Limits), m.Limits
+	if l.Memory == 0 {
+		l.Memory = gl.Memory
+	}
+	if l.CPUReqMS == 0 {
+		l.CPUReqMS = gl.CPUReqMS
+	}
+	if l.CPUTotalMS == 0 {
+		l.CPUTotalMS = gl.CPUTotalMS
+	}
+	if l.Instances == 0 {
+		l.Instances = gl.Instances
+	}
+	if l.Disk == 0 {
+		l.Disk = gl.Disk
+	}
+	return l
+}

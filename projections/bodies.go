@@ -1,0 +1,103 @@
+package projections
+
+// Card bodies the projections interpret (ARCHITECTURE.md, "Bodies of the
+// kinds sublog interprets"). Decoded with canon.Unmarshal: unknown fields,
+// non-canonical bytes and wrong types are refused.
+
+// IntentBody is the body of an intent card.
+type IntentBody struct {
+	Service string `cbor:"service"`
+	Owner   []byte `cbor:"owner"`
+	Changes []byte `cbor:"changes"`
+}
+
+// DelegateBody is the body of a delegate card. Upto is only meaningful with
+// Revoked: the last sequence number of the device's log whose intent still
+// counts (absent: none of it).
+type DelegateBody struct {
+	Device   []byte   `cbor:"device"`
+	Services []string `cbor:"services,omitempty"`
+	Until    int64    `cbor:"until,omitempty"`
+	Revoked  bool     `cbor:"revoked,omitempty"`
+	Upto     *uint64  `cbor:"upto,omitempty"`
+}
+
+// ProfileBody is a host's capability profile.
+type ProfileBody struct {
+	CPU     uint64            `cbor:"cpu"`
+	Memory  uint64            `cbor:"memory"`
+	Disk    uint64            `cbor:"disk"`
+	GPU     uint64            `cbor:"gpu"`
+	Network *NetworkBody      `cbor:"network,omitempty"`
+	Labels  map[string]string `cbor:"labels,omitempty"`
+}
+
+// NetworkBody is the network part of a profile.
+type NetworkBody struct {
+	Bandwidth uint64 `cbor:"bandwidth,omitempty"`
+	Egress    *bool  `cbor:"egress,omitempty"`
+}
+
+// GrantBody is hosting consent from a host.
+type GrantBody struct {
+	Peer    []byte      `cbor:"peer,omitempty"`
+	Bundle  []byte      `cbor:"bundle,omitempty"`
+	Service string      `cbor:"service,omitempty"`
+	Owner   []byte      `cbor:"owner,omitempty"`
+	Limits  GrantLimits `cbor:"limits"`
+	Caps    []string    `cbor:"caps,omitempty"`
+	Expires int64       `cbor:"expires,omitempty"`
+}
+
+// GrantLimits are the limits a grant allows.
+type GrantLimits struct {
+	Memory     uint64 `cbor:"memory,omitempty"`
+	CPUReqMS   uint64 `cbor:"cpu_req_ms,omitempty"`
+	CPUTotalMS uint64 `cbor:"cpu_total_ms,omitempty"`
+	Instances  uint64 `cbor:"instances,omitempty"`
+	Disk       uint64 `cbor:"disk,omitempty"`
+}
+
+// RevokeBody withdraws one of the author's own earlier cards.
+type RevokeBody struct {
+	Card   []byte `cbor:"card"`
+	Reason string `cbor:"reason,omitempty"`
+}
+
+// CRLBody lists card IDs the author withdraws (a revocation list).
+type CRLBody struct {
+	Revoked [][]byte `cbor:"revoked"`
+}
+
+// ObserveBody is a host's report of a peer's state.
+type ObserveBody struct {
+	Peer    []byte `cbor:"peer"`
+	Bundle  []byte `cbor:"bundle,omitempty"`
+	Service string `cbor:"service,omitempty"`
+	Owner   []byte `cbor:"owner,omitempty"`
+	State   string `cbor:"state"`
+	Reason  string `cbor:"reason,omitempty"`
+	Grant   []byte `cbor:"grant,omitempty"`
+	To      []byte `cbor:"to,omitempty"`
+	Usage   *Usage `cbor:"usage,omitempty"`
+}
+
+// Usage is resource use reported by a host.
+type Usage struct {
+	Memory uint64 `cbor:"memory,omitempty"`
+	CPUMS  uint64 `cbor:"cpu_ms,omitempty"`
+}
+
+// Observed peer states.
+const (
+	StateDeployed  = "deployed"
+	StateRunning   = "running"
+	StateSuspended = "suspended"
+	StateMoved     = "moved"
+	StateRemoved   = "removed"
+	StateFailed    = "failed"
+	StateStopped   = "stopped"
+)
+
+var validStates = map[string]bool{StateDeployed: true, StateRunning: true, StateSuspended: true,
+	StateMoved: true, StateRemoved: true, StateFailed: true, StateStopped: true}
