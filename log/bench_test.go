@@ -2,6 +2,7 @@ package log
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	stdsync "sync"
 	"testing"
@@ -20,8 +21,23 @@ func benchKey(name string) *key.Secret {
 	return sk
 }
 
-// rawSignRate is single-core signatures per second over a card-sized message.
-func rawSignRate() float64 {
+// rawSignRate is single-core signatures per second over a card-sized
+// message: the best of three short measurements, since a limit is what the
+// machine can do when it is not disturbed.
+func rawSignRate() float64 { return best(rawSignOnce) }
+
+// rawVerifyRate is single-core verifications per second (best of three).
+func rawVerifyRate() float64 { return best(rawVerifyOnce) }
+
+func best(f func() float64) float64 {
+	b := 0.0
+	for range 3 {
+		b = max(b, f())
+	}
+	return b
+}
+
+func rawSignOnce() float64 {
 	sk := benchKey("raw")
 	msg := make([]byte, 250)
 	const n = 3000
@@ -33,8 +49,7 @@ func rawSignRate() float64 {
 	return n / time.Since(start).Seconds()
 }
 
-// rawVerifyRate is single-core verifications per second.
-func rawVerifyRate() float64 {
+func rawVerifyOnce() float64 {
 	sk := benchKey("raw")
 	msg := make([]byte, 250)
 	sig := sk.Sign(msg)
@@ -101,11 +116,17 @@ func BenchmarkAppendSingleWriter(b *testing.B) {
 func BenchmarkAppendConcurrent(b *testing.B) {
 	raw := rawSignRate()
 	st := benchStore(b)
-	keys := make([]*key.Secret, 16)
+	nlogs, writers := 16, 256
+	if v := os.Getenv("SUBLOG_BENCH_LOGS"); v != "" {
+		fmt.Sscan(v, &nlogs)
+	}
+	if v := os.Getenv("SUBLOG_BENCH_WRITERS"); v != "" {
+		fmt.Sscan(v, &writers)
+	}
+	keys := make([]*key.Secret, nlogs)
 	for i := range keys {
 		keys[i] = benchKey(fmt.Sprint("w", i))
 	}
-	const writers = 256
 	b.ResetTimer()
 	var wg stdsync.WaitGroup
 	per := (b.N + writers - 1) / writers

@@ -37,7 +37,8 @@ type verifyItem struct {
 	seq    uint64
 	raw    []byte
 	card   *card.Card
-	err    error
+	err    error // decoding or signature
+	idxErr error // the ID index entry
 }
 
 // Verify re-verifies every stored card (only author's when only is non-nil):
@@ -73,7 +74,7 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 		}
 	}
 	check := func(batch []verifyItem) {
-		parallelDecode(batch, s.caps)
+		s.parallelVerify(batch)
 		for _, it := range batch {
 			rep.Cards++
 			if !haveCur || it.author != cur {
@@ -90,8 +91,8 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			default:
 				if prev, _ := it.card.Prev(); it.seq > 1 && prev != lastID {
 					problem(it, fmt.Errorf("%w: prev %s, previous card is %s", ErrBadChain, prev, lastID))
-				} else if err := s.checkIndex(it.card); err != nil {
-					problem(it, err)
+				} else if it.idxErr != nil {
+					problem(it, it.idxErr)
 				}
 			}
 			nextSeq = it.seq + 1
@@ -141,9 +142,9 @@ func (s *Store) checkIndex(c *card.Card) error {
 	return nil
 }
 
-// parallelDecode fully decodes (signature included) every item, spreading
-// the signature checks over all cores.
-func parallelDecode(items []verifyItem, caps card.Caps) {
+// parallelVerify fully decodes (signature included) every item and checks
+// its index entry, spreading the work over all cores.
+func (s *Store) parallelVerify(items []verifyItem) {
 	n := runtime.GOMAXPROCS(0)
 	var wg stdsync.WaitGroup
 	for w := range n {
@@ -151,7 +152,10 @@ func parallelDecode(items []verifyItem, caps card.Caps) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < len(items); i += n {
-				items[i].card, items[i].err = card.Decode(items[i].raw, caps)
+				items[i].card, items[i].err = card.Decode(items[i].raw, s.caps)
+				if items[i].err == nil {
+					items[i].idxErr = s.checkIndex(items[i].card)
+				}
 			}
 		}()
 	}

@@ -321,17 +321,40 @@ func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
 	if err != nil {
 		return nil, fmt.Errorf("card: encoding: %w", err)
 	}
-	// Re-parse with every structural check (size, canonical form, fields)
-	// and the capability check; re-verifying our own fresh signature would
-	// double the cost of an append for nothing.
-	card, _, err := parse(raw)
-	if err != nil {
+	// The payload was validated and canonically encoded above; what go-cose
+	// added around it must be exactly the one canonical envelope. Checking
+	// that byte for byte is as strict as re-parsing and far cheaper (a
+	// re-parse, or re-verifying our own fresh signature, would dominate the
+	// cost of an append).
+	if len(raw) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(raw))
+	}
+	if err := ownEnvelope(raw, sk.ID(), pb); err != nil {
 		return nil, err
+	}
+	card := &Card{raw: raw, payload: raw[len(raw)-len(pb)-2-key.SignatureSize : len(raw)-2-key.SignatureSize],
+		id: IDOf(raw), author: sk.ID(), p: p}
+	if seq > 1 {
+		card.prev = prev
 	}
 	if err := requireCaps(card, c); err != nil {
 		return nil, err
 	}
 	return card, nil
+}
+
+// ownEnvelope checks that raw is the canonical COSE_Sign1 envelope of
+// payload pb by author: tag 18, array(4), bstr(38){alg: EdDSA, kid}, {},
+// bstr(payload), bstr(64 signature).
+func ownEnvelope(raw []byte, author key.ID, pb []byte) error {
+	want := append([]byte{coseTag, 0x84, 0x58, 0x26, 0xa2, 0x01, 0x27, 0x04, 0x58, 0x20}, author.Bytes()...)
+	want = append(want, emptyMapHdr)
+	want = append(want, canon.MustMarshal(pb)...)
+	want = append(want, 0x58, key.SignatureSize)
+	if len(raw) != len(want)+key.SignatureSize || string(raw[:len(want)]) != string(want) {
+		return fmt.Errorf("%w: signer produced a non-canonical envelope", ErrNotSign1)
+	}
+	return nil
 }
 
 func requireCaps(card *Card, c Caps) error {
@@ -547,6 +570,9 @@ func Links(b []byte) (author []byte, seq uint64, prev ID, err error) {
 		}
 		payload = env.Payload
 	}
+	if a, sq, pv, ok := scanLinks(payload); ok {
+		return a, sq, pv, nil
+	}
 	var l links
 	if err := linkMode.Unmarshal(payload, &l); err != nil {
 		return nil, 0, ID{}, fmt.Errorf("%w: %v", ErrBadField, err)
@@ -579,4 +605,107 @@ func slicePayload(b []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return b[off+h : off+h+n], true
+}
+
+// scanLinks walks a canonical payload map reading only author, seq and prev,
+// skipping every other value by its CBOR head. It is the chain scan's fast
+// path over bytes that were fully verified when stored; on anything it does
+// not expect it reports !ok and Links falls back to the decoder.
+func scanLinks(b []byte) (author []byte, seq uint64, prev ID, ok bool) {
+	n, h, ok := head(b)
+	if !ok || b[0]>>5 != 5 {
+		return nil, 0, ID{}, false
+	}
+	off := h
+	var gotSeq, gotPrev bool
+	for range n {
+		kn, kh, ok := head(b[off:])
+		if !ok || b[off]>>5 != 3 || off+kh+int(kn) > len(b) {
+			return nil, 0, ID{}, false
+		}
+		k := string(b[off+kh : off+kh+int(kn)])
+		off += kh + int(kn)
+		l, ok := itemLen(b[off:], 0)
+		if !ok {
+			return nil, 0, ID{}, false
+		}
+		v := b[off : off+l]
+		switch k {
+		case "seq":
+			arg, vh, ok := head(v)
+			if !ok || v[0]>>5 != 0 || vh != l {
+				return nil, 0, ID{}, false
+			}
+			seq, gotSeq = arg, true
+		case "prev", "author":
+			if l != 2+32 || v[0] != 0x58 || v[1] != 32 {
+				return nil, 0, ID{}, false
+			}
+			if k == "prev" {
+				copy(prev[:], v[2:])
+				gotPrev = true
+			} else {
+				author = v[2:]
+			}
+		}
+		off += l
+	}
+	if off != len(b) || !gotSeq || author == nil || gotPrev != (seq > 1) {
+		return nil, 0, ID{}, false
+	}
+	return author, seq, prev, true
+}
+
+// head reads a CBOR head: its argument and its own length.
+func head(b []byte) (arg uint64, n int, ok bool) {
+	if len(b) == 0 {
+		return 0, 0, false
+	}
+	ai := b[0] & 0x1f
+	switch {
+	case ai < 24:
+		return uint64(ai), 1, true
+	case ai <= 27:
+		n = 1 << (ai - 24)
+		if len(b) < 1+n {
+			return 0, 0, false
+		}
+		for _, c := range b[1 : 1+n] {
+			arg = arg<<8 | uint64(c)
+		}
+		return arg, 1 + n, true
+	}
+	return 0, 0, false // indefinite lengths and reserved values
+}
+
+// itemLen is the length of the data item at the start of b.
+func itemLen(b []byte, depth int) (int, bool) {
+	arg, h, ok := head(b)
+	if !ok || depth > canon.MaxNesting {
+		return 0, false
+	}
+	switch b[0] >> 5 {
+	case 0, 1, 7: // integers, floats and simple values: the head is all
+		return h, true
+	case 2, 3:
+		if arg > uint64(len(b)-h) {
+			return 0, false
+		}
+		return h + int(arg), true
+	case 4, 5:
+		items := arg
+		if b[0]>>5 == 5 {
+			items *= 2
+		}
+		off := h
+		for range items {
+			l, ok := itemLen(b[off:], depth+1)
+			if !ok {
+				return 0, false
+			}
+			off += l
+		}
+		return off, true
+	}
+	return 0, false // tags
 }

@@ -25,7 +25,7 @@ func TestSignDecodeEveryKind(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.Kind(), err)
 		}
-		if d.ID() != c.ID() || d.Seq() != c.Seq() || d.Author() != c.Author() || !bytes.Equal(d.Body(), c.Body()) {
+		if d.ID() != c.ID() || d.Seq() != c.Seq() || d.Author() != c.Author() || !bytes.Equal(d.Body(), c.Body()) || !bytes.Equal(d.Payload(), c.Payload()) {
 			t.Fatalf("%s: round trip differs", c.Kind())
 		}
 		if err := canon.Check(d.Payload()); err != nil {
@@ -156,6 +156,13 @@ func TestLinksFastAndSlowPathsAgree(t *testing.T) {
 			t.Fatalf("%s: links %v", c.Kind(), err)
 		}
 	}
+	// Every truncation of a real card is refused or parsed consistently.
+	raw := chain[3].Bytes()
+	for i := range raw {
+		if a, seq, _, err := card.Links(raw[:i]); err == nil && (seq != chain[3].Seq() || !bytes.Equal(a, chain[3].Author().Bytes())) {
+			t.Fatalf("truncated at %d: wrong links", i)
+		}
+	}
 	if _, _, _, err := card.Links([]byte{0xd2, 0x84}); err == nil {
 		t.Fatal("truncated card has links")
 	}
@@ -169,4 +176,25 @@ func BenchmarkLinks(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzLinks: the chain scan's payload walker never panics on any bytes,
+// and whenever it and the library decoder both read a payload they agree.
+func FuzzLinks(f *testing.F) {
+	chain, _ := golden.Chain()
+	for _, c := range chain {
+		f.Add(c.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, seq, prev, err := card.Links(b)
+		if err != nil {
+			return
+		}
+		if c, derr := card.DecodeStored(b); derr == nil {
+			p, _ := c.Prev()
+			if seq != c.Seq() || prev != p || !bytes.Equal(a, c.Author().Bytes()) {
+				t.Fatalf("links disagree with the decoder: seq %d/%d", seq, c.Seq())
+			}
+		}
+	})
 }
