@@ -399,25 +399,26 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 	if len(b) == 0 || b[0] != coseTag {
 		return nil, nil, fmt.Errorf("%w: first byte %#x", ErrNotSign1, first(b))
 	}
-	var env envelope
-	if err := canon.Unmarshal(b[1:], &env); err != nil {
-		return nil, nil, fmt.Errorf("card envelope: %w", err)
-	}
-	if len(env.Unprotected) != 1 || env.Unprotected[0] != emptyMapHdr {
-		return nil, nil, fmt.Errorf("%w: unprotected header must be empty", ErrBadHeader)
-	}
-	if len(env.Payload) == 0 {
-		return nil, nil, fmt.Errorf("%w: no payload", ErrNotSign1)
-	}
-	if len(env.Signature) != key.SignatureSize {
-		return nil, nil, fmt.Errorf("%w: signature is %d bytes", ErrBadSignature, len(env.Signature))
-	}
-	var ph protectedHeader
-	if err := canon.Unmarshal(env.Protected, &ph); err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrBadHeader, err)
-	}
-	if ph.Alg != int64(cose.AlgorithmEdDSA) {
-		return nil, nil, fmt.Errorf("%w: alg %d, want EdDSA (-8)", ErrBadHeader, ph.Alg)
+	env, ph, fast := fixedEnvelope(b)
+	if !fast {
+		if err := canon.Unmarshal(b[1:], &env); err != nil {
+			return nil, nil, fmt.Errorf("card envelope: %w", err)
+		}
+		if len(env.Unprotected) != 1 || env.Unprotected[0] != emptyMapHdr {
+			return nil, nil, fmt.Errorf("%w: unprotected header must be empty", ErrBadHeader)
+		}
+		if len(env.Payload) == 0 {
+			return nil, nil, fmt.Errorf("%w: no payload", ErrNotSign1)
+		}
+		if len(env.Signature) != key.SignatureSize {
+			return nil, nil, fmt.Errorf("%w: signature is %d bytes", ErrBadSignature, len(env.Signature))
+		}
+		if err := canon.Unmarshal(env.Protected, &ph); err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrBadHeader, err)
+		}
+		if ph.Alg != int64(cose.AlgorithmEdDSA) {
+			return nil, nil, fmt.Errorf("%w: alg %d, want EdDSA (-8)", ErrBadHeader, ph.Alg)
+		}
 	}
 	var p payload
 	if err := canon.Unmarshal(env.Payload, &p); err != nil {
@@ -434,18 +435,54 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 		return nil, nil, fmt.Errorf("%w: kid %x, author %s", ErrKidMismatch, ph.Kid, author)
 	}
 	msg := &cose.Sign1Message{
-		Headers:   cose.Headers{RawProtected: canon.MustMarshal(env.Protected), RawUnprotected: env.Unprotected},
+		Headers: cose.Headers{
+			Protected:      cose.ProtectedHeader{cose.HeaderLabelAlgorithm: cose.AlgorithmEdDSA, cose.HeaderLabelKeyID: ph.Kid},
+			RawProtected:   canon.MustMarshal(env.Protected), // the exact bytes that were signed
+			Unprotected:    cose.UnprotectedHeader{},
+			RawUnprotected: []byte{emptyMapHdr},
+		},
 		Payload:   env.Payload,
 		Signature: env.Signature,
-	}
-	if err := msg.Headers.UnmarshalFromRaw(); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrBadHeader, err)
 	}
 	card := &Card{raw: b, payload: env.Payload, id: IDOf(b), author: author, p: p}
 	if p.Seq > 1 {
 		copy(card.prev[:], p.Prev)
 	}
 	return card, msg, nil
+}
+
+// fixedEnvelope recognises the one canonical envelope layout byte for byte:
+// tag 18, array(4), bstr(38){1: -8, 4: bstr(32) kid}, {}, the payload as a
+// bstr with the shortest length head, bstr(64) signature. Bytes that match
+// need no generic decode and re-encode of the envelope (the payload is
+// still checked in full); anything else takes the general, strict path,
+// which names what is wrong.
+func fixedEnvelope(b []byte) (envelope, protectedHeader, bool) {
+	const off = 43 // d2 84 | 58 26 a2 01 27 04 58 20 <kid> | a0
+	if len(b) < off+2+key.SignatureSize+2 || string(b[1:10]) != "\x84\x58\x26\xa2\x01\x27\x04\x58\x20" || b[42] != emptyMapHdr {
+		return envelope{}, protectedHeader{}, false
+	}
+	var n, h int
+	switch b[off] {
+	case 0x58:
+		n, h = int(b[off+1]), 2
+		if n < 24 {
+			return envelope{}, protectedHeader{}, false
+		}
+	case 0x59:
+		n, h = int(b[off+1])<<8|int(b[off+2]), 3
+		if n < 256 {
+			return envelope{}, protectedHeader{}, false
+		}
+	default:
+		return envelope{}, protectedHeader{}, false
+	}
+	end := off + h + n
+	if end+2+key.SignatureSize != len(b) || b[end] != 0x58 || b[end+1] != key.SignatureSize {
+		return envelope{}, protectedHeader{}, false
+	}
+	return envelope{Protected: b[4:42], Unprotected: b[42:43], Payload: b[off+h : end], Signature: b[end+2:]},
+		protectedHeader{Alg: int64(cose.AlgorithmEdDSA), Kid: b[10:42]}, true
 }
 
 func (p *payload) validate() error {
