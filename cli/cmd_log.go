@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sublog/sublog/log/canon"
+	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
 )
@@ -39,6 +41,7 @@ type cardView struct {
 	DistTag     string   `json:"dist_tag,omitempty"`
 	Size        int      `json:"size"`
 	Body        any      `json:"body,omitempty"`
+	CRL         *card.ID `json:"crl,omitempty"` // with --all: the author's CRL card listing this one
 }
 
 func viewOf(c *card.Card, withBody bool) cardView {
@@ -98,9 +101,9 @@ func jsonable(v any) any {
 }
 
 func newLogCmd(a *App) *cobra.Command {
-	var heads bool
+	var heads, all bool
 	c := &cobra.Command{
-		Use:   "log [IDENTITY] | log --heads",
+		Use:   "log [IDENTITY] [--all] | log --heads",
 		Short: "List the cards of a log (default: your own), or the heads of all logs",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -136,14 +139,43 @@ func newLogCmd(a *App) *cobra.Command {
 				}
 				who = sk.ID()
 			}
-			var views []cardView
+			var cards []*card.Card
 			err = st.Scan(who, 1, func(c *card.Card) error {
-				views = append(views, viewOf(c, a.JSON()))
+				cards = append(cards, c)
 				return nil
 			})
 			if err != nil {
 				return rejected(err, "")
 			}
+			// Honest readers stop showing a card its author lists in a later
+			// crl card (capsule.Revoked's rule); --all shows them, marked.
+			listed := map[card.ID]card.ID{}
+			var views []cardView
+			hidden := 0
+			for i := len(cards) - 1; i >= 0; i-- {
+				c := cards[i]
+				if by, ok := listed[c.ID()]; ok {
+					if !all {
+						hidden++
+						continue
+					}
+					v := viewOf(c, a.JSON())
+					v.CRL = &by
+					views = append(views, v)
+				} else {
+					views = append(views, viewOf(c, a.JSON()))
+				}
+				if c.Kind() == card.KindCRL {
+					if b, err := capsule.DecodeCRL(c); err == nil {
+						for _, r := range b.Revoked {
+							if id, err := card.IDFromBytes(r); err == nil {
+								listed[id] = c.ID()
+							}
+						}
+					}
+				}
+			}
+			slices.Reverse(views)
 			if a.JSON() {
 				if views == nil {
 					views = []cardView{}
@@ -153,18 +185,26 @@ func newLogCmd(a *App) *cobra.Command {
 			tw := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tID")
 			for _, v := range views {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", v.Seq, v.Time, v.Kind, v.ID)
+				mark := ""
+				if v.CRL != nil {
+					mark = "\t(revoked by CRL " + v.CRL.String() + ")"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s%s\n", v.Seq, v.Time, v.Kind, v.ID, mark)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			if len(views) == 0 {
+			if hidden > 0 {
+				fmt.Fprintf(a.Err(), "sublog: %d cards not shown: their author revoked them in a CRL (--all shows them)\n", hidden)
+			}
+			if len(views) == 0 && hidden == 0 {
 				fmt.Fprintf(a.Err(), "sublog: no cards in the log of %s\n", who)
 			}
 			return nil
 		},
 	}
 	c.Flags().BoolVar(&heads, "heads", false, "list the head of every log in the store")
+	c.Flags().BoolVar(&all, "all", false, "also list cards their author revoked in a CRL (marked)")
 	return c
 }
 
