@@ -73,8 +73,10 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			problem(verifyItem{author: cur, seq: h.seq}, fmt.Errorf("%w: head record says seq %d, log ends at %d", ErrCorrupt, h.seq, nextSeq-1))
 		}
 	}
+	// A pipeline keeps every core on signatures: one goroutine scans and
+	// copies cards into jobs, workers verify jobs as they come, and this
+	// goroutine checks the chain links job by job in scan order.
 	check := func(batch []verifyItem) {
-		s.parallelVerify(batch)
 		for _, it := range batch {
 			rep.Cards++
 			if !haveCur || it.author != cur {
@@ -102,25 +104,64 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			progress(rep.Cards)
 		}
 	}
-	var batch []verifyItem
-	fn := func(a key.ID, seq uint64, b []byte) error {
-		batch = append(batch, verifyItem{author: a, seq: seq, raw: bytes.Clone(b)})
-		if len(batch) == 1024 {
-			check(batch)
-			batch = batch[:0]
+	type job struct {
+		items []verifyItem
+		done  chan struct{}
+	}
+	work := make(chan *job, 8)
+	order := make(chan *job, 8)
+	var scanErr error
+	go func() {
+		defer close(work)
+		defer close(order)
+		var batch []verifyItem
+		emit := func() {
+			j := &job{items: batch, done: make(chan struct{})}
+			order <- j
+			work <- j
+			batch = nil
 		}
-		return nil
+		fn := func(a key.ID, seq uint64, b []byte) error {
+			batch = append(batch, verifyItem{author: a, seq: seq, raw: bytes.Clone(b)})
+			if len(batch) == 256 {
+				emit()
+			}
+			return nil
+		}
+		if only != nil {
+			scanErr = s.scanRaw(cardKey(*only, 0), append(cardKey(*only, ^uint64(0)), 0), fn)
+		} else {
+			scanErr = s.ScanRaw(fn)
+		}
+		if len(batch) > 0 {
+			emit()
+		}
+	}()
+	var wg stdsync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range work {
+				for i := range j.items {
+					it := &j.items[i]
+					it.card, it.err = card.Decode(it.raw, s.caps)
+					if it.err == nil {
+						it.idxErr = s.checkIndex(it.card)
+					}
+				}
+				close(j.done)
+			}
+		}()
 	}
-	var err error
-	if only != nil {
-		err = s.scanRaw(cardKey(*only, 0), append(cardKey(*only, ^uint64(0)), 0), fn)
-	} else {
-		err = s.ScanRaw(fn)
+	for j := range order {
+		<-j.done
+		check(j.items)
 	}
-	if err != nil {
-		return rep, err
+	wg.Wait()
+	if scanErr != nil {
+		return rep, scanErr
 	}
-	check(batch)
 	endLog()
 	return rep, nil
 }
@@ -140,26 +181,6 @@ func (s *Store) checkIndex(c *card.Card) error {
 		return fmt.Errorf("%w: index entry for %s points elsewhere (%x)", ErrCorrupt, id, v)
 	}
 	return nil
-}
-
-// parallelVerify fully decodes (signature included) every item and checks
-// its index entry, spreading the work over all cores.
-func (s *Store) parallelVerify(items []verifyItem) {
-	n := runtime.GOMAXPROCS(0)
-	var wg stdsync.WaitGroup
-	for w := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(items); i += n {
-				items[i].card, items[i].err = card.Decode(items[i].raw, s.caps)
-				if items[i].err == nil {
-					items[i].idxErr = s.checkIndex(items[i].card)
-				}
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 // CheckChains is the fast integrity scan: for every stored card it hashes the
