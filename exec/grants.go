@@ -9,6 +9,7 @@ import (
 	"github.com/sublog/sublog/exec/bundle"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/kinds"
 )
 
 // GrantBody is the body of a `grant` card (ARCHITECTURE.md, kind bodies):
@@ -56,25 +57,13 @@ func (g *GrantBody) Validate() error {
 	return nil
 }
 
-// RevokeBody is the body of a `revoke` card: the author withdraws one of its
-// own earlier cards.
-type RevokeBody struct {
-	Card   []byte `cbor:"card"`
-	Reason string `cbor:"reason,omitempty"`
-}
-
-// ObserveBody is the body of an `observe` card: a host reports a peer's state.
-type ObserveBody struct {
-	Peer    []byte `cbor:"peer"`
-	Bundle  []byte `cbor:"bundle,omitempty"`
-	Service string `cbor:"service,omitempty"`
-	Owner   []byte `cbor:"owner,omitempty"`
-	State   string `cbor:"state"`
-	Reason  string `cbor:"reason,omitempty"`
-	Grant   []byte `cbor:"grant,omitempty"`
-	To      []byte `cbor:"to,omitempty"`
-	Usage   *Usage `cbor:"usage,omitempty"`
-}
+// The bodies this package shares with the projections and the revocation
+// code are defined once, in log/kinds.
+type (
+	RevokeBody  = kinds.RevokeBody
+	ObserveBody = kinds.ObserveBody
+	Usage       = kinds.Usage
+)
 
 // BundleBody is the body of a `bundle` card: the publication of a peer
 // bundle by content hash (the bytes travel as a blob).
@@ -86,21 +75,15 @@ type BundleBody struct {
 	Size    uint64 `cbor:"size"`
 }
 
-// Usage is what a peer used, as reported in observe cards.
-type Usage struct {
-	Memory uint64 `cbor:"memory,omitempty"`
-	CPUMS  uint64 `cbor:"cpu_ms,omitempty"`
-}
-
 // Peer states, as written in observe cards.
 const (
-	StateDeployed  = "deployed"
-	StateRunning   = "running"
-	StateSuspended = "suspended"
-	StateMoved     = "moved"
-	StateRemoved   = "removed"
-	StateFailed    = "failed"
-	StateStopped   = "stopped"
+	StateDeployed  = kinds.StateDeployed
+	StateRunning   = kinds.StateRunning
+	StateSuspended = kinds.StateSuspended
+	StateMoved     = kinds.StateMoved
+	StateRemoved   = kinds.StateRemoved
+	StateFailed    = kinds.StateFailed
+	StateStopped   = kinds.StateStopped
 )
 
 // grant is a decoded grant card of this host.

@@ -1,5 +1,7 @@
 package projections
 
+import "github.com/sublog/sublog/log/kinds"
+
 // Card bodies the projections interpret (ARCHITECTURE.md, "Bodies of the
 // kinds sublog interprets"). Decoded with canon.Unmarshal: unknown fields,
 // non-canonical bytes and wrong types are refused.
@@ -58,45 +60,24 @@ type GrantLimits struct {
 	Disk       uint64 `cbor:"disk,omitempty"`
 }
 
-// RevokeBody withdraws one of the author's own earlier cards.
-type RevokeBody struct {
-	Card   []byte `cbor:"card"`
-	Reason string `cbor:"reason,omitempty"`
-}
-
-// CRLBody lists card IDs the author withdraws (a revocation list).
-type CRLBody struct {
-	Revoked [][]byte `cbor:"revoked"`
-}
-
-// ObserveBody is a host's report of a peer's state.
-type ObserveBody struct {
-	Peer    []byte `cbor:"peer"`
-	Bundle  []byte `cbor:"bundle,omitempty"`
-	Service string `cbor:"service,omitempty"`
-	Owner   []byte `cbor:"owner,omitempty"`
-	State   string `cbor:"state"`
-	Reason  string `cbor:"reason,omitempty"`
-	Grant   []byte `cbor:"grant,omitempty"`
-	To      []byte `cbor:"to,omitempty"`
-	Usage   *Usage `cbor:"usage,omitempty"`
-}
-
-// Usage is resource use reported by a host.
-type Usage struct {
-	Memory uint64 `cbor:"memory,omitempty"`
-	CPUMS  uint64 `cbor:"cpu_ms,omitempty"`
-}
+// The bodies this package shares with the executor and the revocation code
+// are defined once, in log/kinds.
+type (
+	RevokeBody  = kinds.RevokeBody
+	CRLBody     = kinds.CRLBody
+	ObserveBody = kinds.ObserveBody
+	Usage       = kinds.Usage
+)
 
 // Observed peer states.
 const (
-	StateDeployed  = "deployed"
-	StateRunning   = "running"
-	StateSuspended = "suspended"
-	StateMoved     = "moved"
-	StateRemoved   = "removed"
-	StateFailed    = "failed"
-	StateStopped   = "stopped"
+	StateDeployed  = kinds.StateDeployed
+	StateRunning   = kinds.StateRunning
+	StateSuspended = kinds.StateSuspended
+	StateMoved     = kinds.StateMoved
+	StateRemoved   = kinds.StateRemoved
+	StateFailed    = kinds.StateFailed
+	StateStopped   = kinds.StateStopped
 )
 
 var validStates = map[string]bool{StateDeployed: true, StateRunning: true, StateSuspended: true,

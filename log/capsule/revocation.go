@@ -7,6 +7,7 @@ import (
 
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/kinds"
 )
 
 // Bodies of the revocation kinds (ARCHITECTURE.md, "Bodies of the kinds").
@@ -19,16 +20,11 @@ var ErrBadRevocation = errors.New("capsule: bad revocation body")
 // MaxCRL bounds the IDs of one crl card.
 const MaxCRL = 1024
 
-// RevokeBody is the body of a `revoke` card: {card: bstr32, reason?: text}.
-type RevokeBody struct {
-	Card   []byte `cbor:"card"`
-	Reason string `cbor:"reason,omitempty"`
-}
-
-// CRLBody is the body of a `crl` card: {revoked: [bstr32]}.
-type CRLBody struct {
-	Revoked [][]byte `cbor:"revoked"`
-}
+// RevokeBody and CRLBody are defined once, in log/kinds.
+type (
+	RevokeBody = kinds.RevokeBody
+	CRLBody    = kinds.CRLBody
+)
 
 // DecodeRevoke decodes a revoke card's body strictly.
 func DecodeRevoke(c *card.Card) (*RevokeBody, error) {
@@ -58,10 +54,10 @@ func DecodeCRL(c *card.Card) (*CRLBody, error) {
 	if err := c.DecodeBody(&b); err != nil {
 		return nil, err
 	}
-	return &b, b.validate()
+	return &b, validateCRL(&b)
 }
 
-func (b *CRLBody) validate() error {
+func validateCRL(b *CRLBody) error {
 	if len(b.Revoked) == 0 || len(b.Revoked) > MaxCRL {
 		return fmt.Errorf("%w: %d revoked IDs, want 1..%d", ErrBadRevocation, len(b.Revoked), MaxCRL)
 	}
@@ -84,7 +80,7 @@ func MarshalCRL(ids []card.ID) ([]byte, error) {
 	for _, id := range ids {
 		b.Revoked = append(b.Revoked, append([]byte(nil), id[:]...))
 	}
-	if err := b.validate(); err != nil {
+	if err := validateCRL(&b); err != nil {
 		return nil, err
 	}
 	return canon.Marshal(b)
