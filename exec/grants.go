@@ -250,44 +250,31 @@ var Defaults = bundle.Limits{
 	// CPUTotalMS: no total unless stated.
 }
 
-func withDefaults(l bundle.Limits) bundle.Limits {
-	if l.Memory == 0 {
-		l.Memory = Defaults.Memory
-	}
-	if l.CPUReqMS == 0 {
-		l.CPUReqMS = Defaults.CPUReqMS
-	}
-	if l.Instances == 0 {
-		l.Instances = Defaults.Instances
-	}
-	if l.Disk == 0 {
-		l.Disk = Defaults.Disk
-	}
-	if l.CPUTotalMS == 0 {
-		l.CPUTotalMS = Defaults.CPUTotalMS
-	}
-	return l
-}
+func withDefaults(l bundle.Limits) bundle.Limits { return fillFrom(l, Defaults) }
 
 // effective gives the limits enforced for a bundle under a grant: what the
 // manifest asks (never more than the grant allows, see allows), and the
 // grant's (or the defaults) where the manifest is silent.
 func effective(g *grant, m *bundle.Manifest) bundle.Limits {
-	gl, l := withDefaults(g.body.Limits), m.Limits
+	return fillFrom(m.Limits, withDefaults(g.body.Limits))
+}
+
+// fillFrom returns l with each unset (zero) limit taken from d.
+func fillFrom(l, d bundle.Limits) bundle.Limits {
 	if l.Memory == 0 {
-		l.Memory = gl.Memory
+		l.Memory = d.Memory
 	}
 	if l.CPUReqMS == 0 {
-		l.CPUReqMS = gl.CPUReqMS
+		l.CPUReqMS = d.CPUReqMS
 	}
 	if l.CPUTotalMS == 0 {
-		l.CPUTotalMS = gl.CPUTotalMS
+		l.CPUTotalMS = d.CPUTotalMS
 	}
 	if l.Instances == 0 {
-		l.Instances = gl.Instances
+		l.Instances = d.Instances
 	}
 	if l.Disk == 0 {
-		l.Disk = gl.Disk
+		l.Disk = d.Disk
 	}
 	return l
 }
