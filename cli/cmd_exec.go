@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"io"
 	"os"
 	"path/filepath"
@@ -584,7 +585,7 @@ func peerStep(a *App, use, short string, step func(*exec.Host, context.Context, 
 					return a.PrintJSON(struct {
 						Peer  key.ID `json:"peer"`
 						State string `json:"state"`
-					}{id, exec.StateRemoved})
+					}{id, kinds.StateRemoved})
 				}
 				fmt.Fprintf(a.Out(), "%s removed\n", id)
 				return nil

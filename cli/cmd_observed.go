@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"math"
 	"sort"
 	"strconv"
@@ -294,8 +295,8 @@ func observeDraft(a *App, d *Doc) (card.Draft, error) {
 		Owner: f.id("owner", false), State: f.str("state", true), Reason: f.str("reason", false),
 		Grant: f.hash("grant"), To: f.id("to", false)}
 	switch b.State {
-	case "", projections.StateDeployed, projections.StateRunning, projections.StateSuspended, projections.StateMoved,
-		projections.StateRemoved, projections.StateFailed, projections.StateStopped:
+	case "", kinds.StateDeployed, kinds.StateRunning, kinds.StateSuspended, kinds.StateMoved,
+		kinds.StateRemoved, kinds.StateFailed, kinds.StateStopped:
 	default:
 		f.fail("state", "%q is not a state (deployed, running, suspended, moved, removed, failed, stopped)", b.State)
 	}

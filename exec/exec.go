@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"io"
 	"log/slog"
 	"os"
@@ -347,8 +348,8 @@ func (h *Host) load(id key.ID) (*peer, error) {
 		p.adopt(h.idx.grants[gid])
 	} else if g, err := h.idx.match(b, h.cfg.Now()); err == nil {
 		p.adopt(g)
-	} else if p.state == StateRunning {
-		p.state, p.reason = StateStopped, err.Error()
+	} else if p.state == kinds.StateRunning {
+		p.state, p.reason = kinds.StateStopped, err.Error()
 	}
 	h.peers[id] = p
 	return p, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"github.com/sublog/sublog/log/kinds"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -223,7 +224,7 @@ func TestGreeter(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	obs := e.observed()
-	if len(obs) != 1 || obs[0].State != StateDeployed || !bytes.Equal(obs[0].Grant, gid[:]) {
+	if len(obs) != 1 || obs[0].State != kinds.StateDeployed || !bytes.Equal(obs[0].Grant, gid[:]) {
 		t.Fatalf("observations %+v", obs)
 	}
 	// Execution does not transfer ownership: the record names the grant's
@@ -232,7 +233,7 @@ func TestGreeter(t *testing.T) {
 		t.Fatalf("owner %x", obs[0].Owner)
 	}
 	st, err := e.host.Status(p)
-	if err != nil || st.State != StateRunning || st.Limits.Memory != 32<<20 || st.Limits.Instances != 2 {
+	if err != nil || st.State != kinds.StateRunning || st.Limits.Memory != 32<<20 || st.Limits.Instances != 2 {
 		t.Fatalf("status %+v %v", st, err)
 	}
 }

@@ -75,17 +75,6 @@ type BundleBody struct {
 	Size    uint64 `cbor:"size"`
 }
 
-// Peer states, as written in observe cards.
-const (
-	StateDeployed  = kinds.StateDeployed
-	StateRunning   = kinds.StateRunning
-	StateSuspended = kinds.StateSuspended
-	StateMoved     = kinds.StateMoved
-	StateRemoved   = kinds.StateRemoved
-	StateFailed    = kinds.StateFailed
-	StateStopped   = kinds.StateStopped
-)
-
 // grant is a decoded grant card of this host.
 type grant struct {
 	id   card.ID

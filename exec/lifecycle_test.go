@@ -3,6 +3,7 @@ package exec
 import (
 	"context"
 	"errors"
+	"github.com/sublog/sublog/log/kinds"
 	"os"
 	"slices"
 	"strconv"
@@ -75,7 +76,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("state survived remove: %q", got)
 	}
 
-	want := []string{StateDeployed, StateSuspended, StateRunning, StateMoved}
+	want := []string{kinds.StateDeployed, kinds.StateSuspended, kinds.StateRunning, kinds.StateMoved}
 	if got := a.states(); !slices.Equal(got, want) {
 		t.Fatalf("host a recorded %v, want %v", got, want)
 	}
@@ -83,7 +84,7 @@ func TestLifecycle(t *testing.T) {
 	if to := obs[len(obs)-1].To; string(to) != string(b.key.ID().Bytes()) {
 		t.Fatalf("moved card names %x, not host b", to)
 	}
-	want = []string{StateDeployed, StateRemoved, StateDeployed}
+	want = []string{kinds.StateDeployed, kinds.StateRemoved, kinds.StateDeployed}
 	if got := b.states(); !slices.Equal(got, want) {
 		t.Fatalf("host b recorded %v, want %v", got, want)
 	}
@@ -106,7 +107,7 @@ func TestMoveNeedsGrantThere(t *testing.T) {
 		t.Fatalf("move without a grant there: %v", err)
 	}
 	st, err := a.host.Status(p)
-	if err != nil || st.State != StateSuspended {
+	if err != nil || st.State != kinds.StateSuspended {
 		t.Fatalf("after a refused move: %+v %v", st, err)
 	}
 	if err := a.host.Resume(ctx, p); err != nil {
@@ -241,7 +242,7 @@ func TestRevoke(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.State == StateStopped {
+		if st.State == kinds.StateStopped {
 			break
 		}
 		if time.Since(t0) > time.Second {
@@ -256,7 +257,7 @@ func TestRevoke(t *testing.T) {
 	t.Logf("stopped %v after the revoke", time.Since(t0))
 	obs := e.observed()
 	last := obs[len(obs)-1]
-	if last.State != StateStopped || !strings.Contains(last.Reason, "revoked: host owner needs the machine back") {
+	if last.State != kinds.StateStopped || !strings.Contains(last.Reason, "revoked: host owner needs the machine back") {
 		t.Fatalf("recorded %+v", last)
 	}
 	if err := e.host.Resume(context.Background(), p); !errors.Is(err, ErrNoGrant) {
@@ -287,7 +288,7 @@ func TestExpiry(t *testing.T) {
 	deadline := time.Now().Add(time.Second)
 	for {
 		st, _ := e.host.Status(p)
-		if st.State == StateStopped {
+		if st.State == kinds.StateStopped {
 			if !strings.Contains(st.Reason, "expired") {
 				t.Fatalf("reason %q", st.Reason)
 			}
@@ -324,7 +325,7 @@ func TestCPUTotal(t *testing.T) {
 	deadline := time.Now().Add(time.Second)
 	for {
 		st, _ := e.host.Status(p)
-		if st.State == StateStopped && strings.Contains(st.Reason, "CPU total") {
+		if st.State == kinds.StateStopped && strings.Contains(st.Reason, "CPU total") {
 			break
 		}
 		if time.Now().After(deadline) {

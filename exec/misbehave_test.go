@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -236,7 +237,7 @@ func TestMisbehave(t *testing.T) {
 		}
 		obs := e.observed()
 		last := obs[len(obs)-1]
-		if last.State != StateFailed || !strings.Contains(last.Reason, c.why) {
+		if last.State != kinds.StateFailed || !strings.Contains(last.Reason, c.why) {
 			t.Fatalf("%s: recorded %+v", c.req, last)
 		}
 		t.Logf("%-8s -> %v (after %v)", c.req, err, took.Round(time.Millisecond))

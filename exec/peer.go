@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,7 +70,7 @@ func newPeer(h *Host, b *bundle.Bundle, kv map[string][]byte) *peer {
 func (p *peer) currentGrant() *grant {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state != StateRunning {
+	if p.state != kinds.StateRunning {
 		return nil
 	}
 	return p.grant
@@ -359,14 +360,14 @@ func (p *peer) stopFor(reason string) {
 	p.life.Lock()
 	defer p.life.Unlock()
 	p.mu.Lock()
-	if p.state != StateRunning {
+	if p.state != kinds.StateRunning {
 		p.mu.Unlock()
 		return
 	}
-	p.state, p.reason = StateStopped, reason
+	p.state, p.reason = kinds.StateStopped, reason
 	g := p.grant
 	p.mu.Unlock()
-	if err := p.h.record(p.b, g, StateStopped, reason, nil, p.usage()); err != nil {
+	if err := p.h.record(p.b, g, kinds.StateStopped, reason, nil, p.usage()); err != nil {
 		p.h.cfg.Logger.Error("exec: recording", "err", err)
 	}
 	p.halt()
@@ -391,10 +392,10 @@ func (p *peer) shutdown(save bool) error {
 // call serves one request.
 func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 	p.mu.Lock()
-	if p.state != StateRunning {
+	if p.state != kinds.StateRunning {
 		st, why := p.state, p.reason
 		p.mu.Unlock()
-		if st == StateStopped {
+		if st == kinds.StateStopped {
 			return nil, fmt.Errorf("%w: %s: %s", ErrStopped, p.b.Manifest.Name, why)
 		}
 		return nil, fmt.Errorf("%w: %s is %s", ErrNotRunning, p.b.Manifest.Name, st)
@@ -415,7 +416,7 @@ func (p *peer) call(ctx context.Context, req []byte) ([]byte, error) {
 		p.life.Lock()
 		p.mu.Lock()
 		var err error
-		if p.state == StateRunning {
+		if p.state == kinds.StateRunning {
 			err = p.start(ctx)
 		}
 		p.life.Unlock()
@@ -533,7 +534,7 @@ func (p *peer) failed(err error) error {
 	n, g := p.failures, p.grant
 	p.mu.Unlock()
 	reason := err.Error()
-	if rerr := p.h.record(p.b, g, StateFailed, truncate([]byte(reason), 512), nil, p.usage()); rerr != nil {
+	if rerr := p.h.record(p.b, g, kinds.StateFailed, truncate([]byte(reason), 512), nil, p.usage()); rerr != nil {
 		p.h.cfg.Logger.Error("exec: recording", "err", rerr)
 	}
 	if n >= p.h.cfg.MaxFailures {
@@ -635,7 +636,7 @@ func (h *Host) install(ctx context.Context, b *bundle.Bundle, kv map[string][]by
 	defer p.life.Unlock()
 	p.mu.Lock()
 	p.adopt(g)
-	p.state = StateRunning
+	p.state = kinds.StateRunning
 	err = p.start(ctx)
 	p.mu.Unlock()
 	if err == nil {
@@ -673,7 +674,7 @@ func (h *Host) install(ctx context.Context, b *bundle.Bundle, kv map[string][]by
 	if from != "" {
 		reason = fmt.Sprintf("moved here from host %s; under grant %s", from, g.id)
 	}
-	if err := h.record(b, g, StateDeployed, reason, nil, nil); err != nil {
+	if err := h.record(b, g, kinds.StateDeployed, reason, nil, nil); err != nil {
 		return p.status(), err
 	}
 	return p.status(), nil
@@ -705,19 +706,19 @@ func (h *Host) Suspend(ctx context.Context, id key.ID) error {
 	p.life.Lock()
 	defer p.life.Unlock()
 	p.mu.Lock()
-	if p.state != StateRunning {
+	if p.state != kinds.StateRunning {
 		st := p.state
 		p.mu.Unlock()
 		return fmt.Errorf("%w: %s is %s", ErrNotRunning, p.b.Manifest.Name, st)
 	}
-	p.state, p.reason = StateSuspended, ""
+	p.state, p.reason = kinds.StateSuspended, ""
 	g := p.grant
 	p.mu.Unlock()
 	p.halt()
 	if err := p.saveMeta(); err != nil {
 		return err
 	}
-	return h.record(p.b, g, StateSuspended, "suspended by the host", nil, p.usage())
+	return h.record(p.b, g, kinds.StateSuspended, "suspended by the host", nil, p.usage())
 }
 
 // Resume runs a suspended or stopped peer again, under a grant live now (a
@@ -733,7 +734,7 @@ func (h *Host) Resume(ctx context.Context, id key.ID) error {
 	p.life.Lock()
 	defer p.life.Unlock()
 	p.mu.Lock()
-	if p.state == StateRunning {
+	if p.state == kinds.StateRunning {
 		p.mu.Unlock()
 		return nil
 	}
@@ -745,7 +746,7 @@ func (h *Host) Resume(ctx context.Context, id key.ID) error {
 		return err
 	}
 	p.adopt(g)
-	p.state, p.reason = StateRunning, ""
+	p.state, p.reason = kinds.StateRunning, ""
 	p.failures = 0
 	if p.limits.CPUTotalMS != 0 && p.cpuMS+uint64(p.cpuNS/1e6) >= p.limits.CPUTotalMS && g.id != p.grantIDFromMeta() {
 		p.cpuMS, p.cpuNS = 0, 0 // a new grant gives a new CPU budget
@@ -754,7 +755,7 @@ func (h *Host) Resume(ctx context.Context, id key.ID) error {
 	if err := p.saveMeta(); err != nil {
 		return err
 	}
-	return h.record(p.b, g, StateRunning, fmt.Sprintf("resumed under grant %s", g.id), nil, nil)
+	return h.record(p.b, g, kinds.StateRunning, fmt.Sprintf("resumed under grant %s", g.id), nil, nil)
 }
 
 func (p *peer) grantIDFromMeta() (id [32]byte) {
@@ -775,7 +776,7 @@ func (h *Host) Remove(ctx context.Context, id key.ID) error {
 	defer p.life.Unlock()
 	p.halt()
 	p.mu.Lock()
-	p.state = StateRemoved
+	p.state = kinds.StateRemoved
 	g := p.grant
 	p.mu.Unlock()
 	h.mu.Lock()
@@ -784,7 +785,7 @@ func (h *Host) Remove(ctx context.Context, id key.ID) error {
 	if err := os.RemoveAll(h.peerDir(id)); err != nil {
 		return fmt.Errorf("exec: removing %s: %w", p.b.Manifest.Name, err)
 	}
-	return h.record(p.b, g, StateRemoved, "removed by the host; state deleted", nil, p.usage())
+	return h.record(p.b, g, kinds.StateRemoved, "removed by the host; state deleted", nil, p.usage())
 }
 
 // Receiver takes a moved peer: another Host, or a transport to one.
@@ -804,15 +805,15 @@ func (h *Host) Move(ctx context.Context, id key.ID, dst Receiver) error {
 	defer p.life.Unlock()
 	if err := dst.Receive(ctx, hb); err != nil {
 		p.mu.Lock()
-		p.state, p.reason = StateSuspended, "move refused: "+err.Error()
+		p.state, p.reason = kinds.StateSuspended, "move refused: "+err.Error()
 		g := p.grant
 		p.mu.Unlock()
 		p.saveMeta()
-		h.record(p.b, g, StateSuspended, truncate([]byte("move to "+dst.ID().String()+" refused: "+err.Error()), 512), nil, p.usage())
+		h.record(p.b, g, kinds.StateSuspended, truncate([]byte("move to "+dst.ID().String()+" refused: "+err.Error()), 512), nil, p.usage())
 		return fmt.Errorf("exec: moving %s to %s: %w", p.b.Manifest.Name, dst.ID().Short(), err)
 	}
 	p.mu.Lock()
-	p.state = StateMoved
+	p.state = kinds.StateMoved
 	g := p.grant
 	p.mu.Unlock()
 	h.mu.Lock()
@@ -822,7 +823,7 @@ func (h *Host) Move(ctx context.Context, id key.ID, dst Receiver) error {
 		return fmt.Errorf("exec: removing moved %s: %w", p.b.Manifest.Name, err)
 	}
 	to := dst.ID()
-	return h.record(p.b, g, StateMoved, "moved to host "+to.String(), &to, p.usage())
+	return h.record(p.b, g, kinds.StateMoved, "moved to host "+to.String(), &to, p.usage())
 }
 
 // Export halts a peer and returns its handoff (bundle and state) without
@@ -835,13 +836,13 @@ func (h *Host) Export(ctx context.Context, id key.ID) ([]byte, error) {
 	}
 	defer p.life.Unlock()
 	p.mu.Lock()
-	p.state = StateSuspended
+	p.state = kinds.StateSuspended
 	g := p.grant
 	p.mu.Unlock()
 	if err := p.saveMeta(); err != nil {
 		return nil, err
 	}
-	if err := h.record(p.b, g, StateSuspended, "exported for a move", nil, p.usage()); err != nil {
+	if err := h.record(p.b, g, kinds.StateSuspended, "exported for a move", nil, p.usage()); err != nil {
 		return nil, err
 	}
 	return hb, nil
@@ -921,7 +922,7 @@ func (h *Host) Run(ctx context.Context, raw []byte, req []byte) ([]byte, error) 
 		return nil, err
 	case st.Bundle != b.Hash():
 		return nil, fmt.Errorf("%w: %s runs bundle %s here, not %s", ErrExists, b.Peer().Short(), st.Bundle, b.Hash())
-	case st.State != StateRunning:
+	case st.State != kinds.StateRunning:
 		if err := h.Resume(ctx, b.Peer()); err != nil {
 			return nil, err
 		}

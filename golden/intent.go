@@ -3,6 +3,7 @@ package golden
 import (
 	"errors"
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"strconv"
 	"strings"
 	"time"
@@ -414,8 +415,8 @@ func genPlans() ([]*Vector, error) {
 		func() error { _, err := grant(h2); return err },
 		func() error { return profile(h3, 100, 1<<20) },
 		func() error { _, err := grant(h3); return err },
-		func() error { return observe(h1, projections.StateRunning) },
-		func() error { return observe(h2, projections.StateSuspended) },
+		func() error { return observe(h1, kinds.StateRunning) },
+		func() error { return observe(h2, kinds.StateSuspended) },
 	}
 	for i, s := range steps {
 		if err := s(); err != nil {

@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"math/rand"
 	"sync"
 	"testing"
@@ -206,7 +207,7 @@ func BenchmarkIncrementalOneCard(b *testing.B) {
 				hosts = append(hosts, sk)
 			}
 		}
-		states := []string{StateRunning, StateSuspended, StateRunning, StateFailed}
+		states := []string{kinds.StateRunning, kinds.StateSuspended, kinds.StateRunning, kinds.StateFailed}
 		for i := 0; i < observes; i++ {
 			host := hosts[i%len(hosts)]
 			h.sign(host, card.KindObserve, ObserveBody{Peer: host.ID().Bytes(), Service: h.svcs[i%len(h.svcs)],

@@ -69,16 +69,5 @@ type (
 	Usage       = kinds.Usage
 )
 
-// Observed peer states.
-const (
-	StateDeployed  = kinds.StateDeployed
-	StateRunning   = kinds.StateRunning
-	StateSuspended = kinds.StateSuspended
-	StateMoved     = kinds.StateMoved
-	StateRemoved   = kinds.StateRemoved
-	StateFailed    = kinds.StateFailed
-	StateStopped   = kinds.StateStopped
-)
-
-var validStates = map[string]bool{StateDeployed: true, StateRunning: true, StateSuspended: true,
-	StateMoved: true, StateRemoved: true, StateFailed: true, StateStopped: true}
+var validStates = map[string]bool{kinds.StateDeployed: true, kinds.StateRunning: true, kinds.StateSuspended: true,
+	kinds.StateMoved: true, kinds.StateRemoved: true, kinds.StateFailed: true, kinds.StateStopped: true}

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"sort"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func (s *State) Plan(now time.Time) *Plan {
 	for k, c := range s.observes {
 		var b ObserveBody
 		_ = c.DecodeBody(&b)
-		if b.Service == "" || b.State == StateMoved || b.State == StateRemoved {
+		if b.Service == "" || b.State == kinds.StateMoved || b.State == kinds.StateRemoved {
 			continue
 		}
 		dk := docKey{k.owner, k.service}
@@ -246,7 +247,7 @@ func (s *State) Plan(now time.Time) *Plan {
 	return p
 }
 
-func active(state string) bool { return state == StateRunning || state == StateDeployed }
+func active(state string) bool { return state == kinds.StateRunning || state == kinds.StateDeployed }
 
 func (c *capacity) sub(d ServiceIntent) {
 	if c == nil {

@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"errors"
+	"github.com/sublog/sublog/log/kinds"
 	"strconv"
 	"strings"
 	"testing"
@@ -211,7 +212,7 @@ func TestPlanMoveSuspendResumeRemove(t *testing.T) {
 	}
 	host := p.Actions[0].Host
 	hn := map[string]string{w.id("h1").String(): "h1", w.id("h2").String(): "h2"}[host]
-	w.observe(hn, "owner", "web", StateRunning)
+	w.observe(hn, "owner", "web", kinds.StateRunning)
 	if p := all().Plan(now); len(p.Actions) != 0 {
 		t.Fatalf("converged plan not empty: %+v", p)
 	}
@@ -236,18 +237,18 @@ func TestPlanMoveSuspendResumeRemove(t *testing.T) {
 	}
 	// Scale to zero: suspend; back to one: resume where it is.
 	other := map[string]string{"h1": "h2", "h2": "h1"}[hn]
-	w.observe(hn, "owner", "web", StateMoved)
-	w.observe(other, "owner", "web", StateRunning)
+	w.observe(hn, "owner", "web", kinds.StateMoved)
+	w.observe(other, "owner", "web", kinds.StateRunning)
 	w.intent("owner", "owner", spec(0, "1.0.0"))
 	if p := all().Plan(now); len(p.Actions) != 1 || p.Actions[0].Action != ActSuspend {
 		t.Fatalf("replicas 0: %+v", p)
 	}
-	w.observe(other, "owner", "web", StateSuspended)
+	w.observe(other, "owner", "web", kinds.StateSuspended)
 	w.intent("owner", "owner", spec(1, "1.0.0"))
 	if p := all().Plan(now); len(p.Actions) != 1 || p.Actions[0].Action != ActResume {
 		t.Fatalf("replicas 1: %+v", p)
 	}
-	w.observe(other, "owner", "web", StateRunning)
+	w.observe(other, "owner", "web", kinds.StateRunning)
 	w.intent("owner", "owner", &crdt.Manifest{Service: "web", Remove: true})
 	if p := all().Plan(now); len(p.Actions) != 1 || p.Actions[0].Action != ActRemove {
 		t.Fatalf("removed: %+v", p)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"github.com/sublog/sublog/log/kinds"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -81,7 +82,7 @@ func randomHistory(t *rapid.T, tb testing.TB) *world {
 		case 9:
 			h := rapid.SampledFrom(hostNames).Draw(t, "ohost")
 			w.observe(h, "owner", rapid.SampledFrom([]string{"web", "api"}).Draw(t, "osvc"),
-				rapid.SampledFrom([]string{StateRunning, StateSuspended, StateMoved, StateFailed}).Draw(t, "state"))
+				rapid.SampledFrom([]string{kinds.StateRunning, kinds.StateSuspended, kinds.StateMoved, kinds.StateFailed}).Draw(t, "state"))
 		}
 	}
 	return w
