@@ -754,7 +754,13 @@ func (s *Store) scanRaw(lo, hi []byte, fn func(key.ID, uint64, []byte) error) er
 	if err := s.usable(); err != nil {
 		return err
 	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	return scanRaw(s.db, lo, hi, func(a key.ID) uint64 { return s.durOf(a).seq }, fn)
+}
+
+// scanRaw walks the cards of r between lo and hi, skipping each log's cards
+// past limit (those not yet durable).
+func scanRaw(r pebble.Reader, lo, hi []byte, limitOf func(key.ID) uint64, fn func(key.ID, uint64, []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
@@ -773,7 +779,7 @@ func (s *Store) scanRaw(lo, hi []byte, fn func(key.ID, uint64, []byte) error) er
 				it.Close()
 				return fmt.Errorf("%w: card key author: %w", ErrCorrupt, err)
 			}
-			limit = s.durOf(lastID).seq
+			limit = limitOf(lastID)
 		}
 		seq := binary.BigEndian.Uint64(k[1+key.IDSize:])
 		if seq > limit {

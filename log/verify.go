@@ -2,6 +2,10 @@ package log
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"runtime"
 	stdsync "sync"
@@ -38,26 +42,80 @@ type verifyItem struct {
 	raw    []byte
 	card   *card.Card
 	err    error // decoding or signature
-	idxErr error // the ID index entry
+	idxErr error // the ID index entry (only when verifying one log)
 }
+
+// view is what Verify checks: a Pebble snapshot and the durable heads taken
+// together, so that cards appended while it runs neither appear half-way nor
+// show up as index entries without cards.
+type view struct {
+	snap  *pebble.Snapshot
+	heads map[[key.IDSize]byte]head
+}
+
+func (s *Store) view() (*view, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return nil, ErrClosed
+	}
+	if s.failed != nil {
+		return nil, s.failed
+	}
+	v := &view{heads: make(map[[key.IDSize]byte]head, len(s.heads))}
+	for a, e := range s.heads {
+		v.heads[a] = e.dur
+	}
+	// Heads only advance after their cards are synced, and under s.mu, so
+	// every card at or below a head copied here is in the snapshot.
+	v.snap = s.db.NewSnapshot()
+	return v, nil
+}
+
+// limit is how far the verified view reaches into a's log.
+func (v *view) limit(a key.ID) uint64 { return v.heads[a.Array()].seq }
 
 // Verify re-verifies every stored card (only author's when only is non-nil):
 // signature, canonical form and capabilities, chain links from seq 1, the
-// head record and the ID index. Signatures are checked in parallel; progress,
-// if set, is called with the running count of cards checked.
+// head record and the ID index in both directions (every card is indexed
+// under its ID; every index entry names a card with that ID). It checks a
+// snapshot: cards that become durable while it runs are not part of it.
+// Signatures are checked in parallel; progress, if set, is called with the
+// running count of cards checked.
+//
+// For the whole store the index is checked without a lookup per card: the
+// workers fold each card's (ID, author, seq) into a set digest, a sequential
+// scan of the index folds each entry into another, and only when the two
+// differ does a second pass look entries up one by one to name the damage.
+// The digest is an XOR of SHA-256 values keyed with fresh randomness, so bytes
+// prepared in advance cannot be made to cancel out.
 func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, error) {
 	var rep VerifyReport
+	v, err := s.view()
+	if err != nil {
+		return rep, err
+	}
+	defer v.snap.Close()
+	var dk digestKey
+	if only == nil {
+		if _, err := rand.Read(dk[:]); err != nil {
+			return rep, err
+		}
+	}
 	var (
 		cur     key.ID
 		haveCur bool
 		nextSeq uint64
 		lastID  card.ID
+		seen    = map[[key.IDSize]byte]bool{}
+		bad     = map[cardLoc]bool{} // cards with a problem already reported
 	)
 	problem := func(it verifyItem, err error) {
 		p := Problem{Author: it.author, Seq: it.seq, Err: err, Reason: err.Error()}
 		if it.raw != nil {
 			p.ID = card.IDOf(it.raw)
 		}
+		bad[cardLoc{it.author.Array(), it.seq}] = true
 		rep.Problems = append(rep.Problems, p)
 	}
 	endLog := func() {
@@ -65,7 +123,8 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			return
 		}
 		rep.Logs++
-		h := s.durOf(cur)
+		seen[cur.Array()] = true
+		h := v.heads[cur.Array()]
 		if h.forked() {
 			rep.Forked++
 		}
@@ -73,11 +132,13 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			problem(verifyItem{author: cur, seq: h.seq}, fmt.Errorf("%w: head record says seq %d, log ends at %d", ErrCorrupt, h.seq, nextSeq-1))
 		}
 	}
+	var cardSet digest
 	// A pipeline keeps every core on signatures: one goroutine scans and
 	// copies cards into jobs, workers verify jobs as they come, and this
 	// goroutine checks the chain links job by job in scan order.
-	check := func(batch []verifyItem) {
-		for _, it := range batch {
+	check := func(j *verifyJob) {
+		cardSet.xor(&j.digest)
+		for _, it := range j.items {
 			rep.Cards++
 			if !haveCur || it.author != cur {
 				endLog()
@@ -104,36 +165,46 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			progress(rep.Cards)
 		}
 	}
-	type job struct {
-		items []verifyItem
-		done  chan struct{}
+	// The index digest is computed alongside the card scan.
+	var (
+		indexSet  digest
+		indexErr  error
+		indexDone = make(chan struct{})
+	)
+	if only == nil {
+		go func() {
+			defer close(indexDone)
+			indexSet, indexErr = v.indexDigest(&dk)
+		}()
+	} else {
+		close(indexDone)
 	}
-	work := make(chan *job, 8)
-	order := make(chan *job, 8)
+	work := make(chan *verifyJob, 8)
+	order := make(chan *verifyJob, 8)
 	var scanErr error
 	go func() {
 		defer close(work)
 		defer close(order)
-		var batch []verifyItem
+		j := newVerifyJob()
 		emit := func() {
-			j := &job{items: batch, done: make(chan struct{})}
 			order <- j
 			work <- j
-			batch = nil
+			j = newVerifyJob()
 		}
 		fn := func(a key.ID, seq uint64, b []byte) error {
-			batch = append(batch, verifyItem{author: a, seq: seq, raw: bytes.Clone(b)})
-			if len(batch) == 256 {
+			j.add(a, seq, b)
+			if len(j.items) == verifyBatch {
 				emit()
 			}
 			return nil
 		}
 		if only != nil {
-			scanErr = s.scanRaw(cardKey(*only, 0), append(cardKey(*only, ^uint64(0)), 0), fn)
+			scanErr = scanRaw(v.snap, cardKey(*only, 0), append(cardKey(*only, ^uint64(0)), 0), v.limit, fn)
 		} else {
-			scanErr = s.ScanRaw(fn)
+			o := prefixBounds(pfxCard)
+			scanErr = scanRaw(v.snap, o.LowerBound, o.UpperBound, v.limit, fn)
 		}
-		if len(batch) > 0 {
+		if len(j.items) > 0 {
 			emit()
 		}
 	}()
@@ -146,8 +217,13 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 				for i := range j.items {
 					it := &j.items[i]
 					it.card, it.err = card.Decode(it.raw, s.caps)
-					if it.err == nil {
-						it.idxErr = s.checkIndex(it.card)
+					switch {
+					case only != nil && it.err == nil:
+						it.idxErr = checkIndexAt(v.snap, it.card.ID(), it.author, it.seq)
+					case only == nil && it.err == nil:
+						j.digest.add(&dk, it.card.ID(), it.author, it.seq)
+					case only == nil:
+						j.digest.add(&dk, card.IDOf(it.raw), it.author, it.seq)
 					}
 				}
 				close(j.done)
@@ -156,28 +232,213 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 	}
 	for j := range order {
 		<-j.done
-		check(j.items)
+		check(j)
 	}
 	wg.Wait()
+	<-indexDone
 	if scanErr != nil {
 		return rep, scanErr
 	}
 	endLog()
+	if only != nil {
+		return rep, nil
+	}
+	// Logs whose head record survived but whose cards are all gone.
+	for a, h := range v.heads {
+		if !seen[a] && h.seq > 0 {
+			id, err := key.IDFromBytes(a[:])
+			if err != nil {
+				return rep, fmt.Errorf("%w: head of %x: %w", ErrCorrupt, a, err)
+			}
+			rep.Logs++
+			problem(verifyItem{author: id, seq: h.seq}, fmt.Errorf("%w: head record says seq %d, log has no cards", ErrCorrupt, h.seq))
+		}
+	}
+	if indexErr != nil {
+		return rep, indexErr
+	}
+	if indexSet != cardSet {
+		probs, err := v.indexProblems(bad)
+		if err != nil {
+			return rep, err
+		}
+		rep.Problems = append(rep.Problems, probs...)
+	}
 	return rep, nil
 }
 
-func (s *Store) checkIndex(c *card.Card) error {
-	id := c.ID()
-	v, closer, err := s.db.Get(indexKey(id))
+const verifyBatch = 256
+
+type verifyJob struct {
+	items  []verifyItem
+	buf    []byte // the cards' bytes, copied out of the iterator in one block
+	digest digest
+	done   chan struct{}
+}
+
+func newVerifyJob() *verifyJob {
+	return &verifyJob{items: make([]verifyItem, 0, verifyBatch), done: make(chan struct{})}
+}
+
+func (j *verifyJob) add(a key.ID, seq uint64, b []byte) {
+	if cap(j.buf)-len(j.buf) < len(b) {
+		// Earlier items keep the old block alive; only new bytes go here.
+		j.buf = make([]byte, 0, max(len(b), (verifyBatch-len(j.items))*512))
+	}
+	n := len(j.buf)
+	j.buf = append(j.buf, b...)
+	j.items = append(j.items, verifyItem{author: a, seq: seq, raw: j.buf[n:len(j.buf):len(j.buf)]})
+}
+
+type cardLoc struct {
+	author [key.IDSize]byte
+	seq    uint64
+}
+
+// digestKey keys one Verify's set digests.
+type digestKey [32]byte
+
+// digest is an order-independent digest of a set of index entries
+// (ID, author, seq): the XOR of SHA-256(key || ID || author || seq). Both
+// sides are sets (the index has one entry per ID, the cards one per author
+// and seq), so no element can cancel itself out.
+type digest [sha256.Size]byte
+
+func (d *digest) add(k *digestKey, id card.ID, a key.ID, seq uint64) {
+	var b [32 + 32 + key.IDSize + 8]byte
+	copy(b[:32], k[:])
+	copy(b[32:64], id[:])
+	copy(b[64:64+key.IDSize], a.Bytes())
+	binary.BigEndian.PutUint64(b[64+key.IDSize:], seq)
+	h := sha256.Sum256(b[:])
+	d.xor((*digest)(&h))
+}
+
+func (d *digest) xor(o *digest) {
+	for i := range d {
+		d[i] ^= o[i]
+	}
+}
+
+// indexEntry parses one index key and value; ok is false for bytes that are
+// not an index entry at all.
+func indexEntry(k, val []byte) (id card.ID, a key.ID, seq uint64, ok bool) {
+	if len(k) != 1+len(id) || len(val) != key.IDSize+8 {
+		return id, a, 0, false
+	}
+	a, err := key.IDFromBytes(val[:key.IDSize])
 	if err != nil {
-		if err == pebble.ErrNotFound {
+		return id, a, 0, false
+	}
+	copy(id[:], k[1:])
+	return id, a, binary.BigEndian.Uint64(val[key.IDSize:]), true
+}
+
+// indexDigest folds every index entry of the view into a digest. Entries for
+// cards past the view's heads (written, not yet durable) are left out, as the
+// card scan leaves those cards out; a malformed entry spoils the digest.
+func (v *view) indexDigest(k *digestKey) (digest, error) {
+	var d digest
+	it, err := v.snap.NewIter(prefixBounds(pfxIndex))
+	if err != nil {
+		return d, err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		val, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return d, err
+		}
+		id, a, seq, ok := indexEntry(it.Key(), val)
+		if !ok {
+			d[0] ^= 1 // cannot equal the cards' digest by accident
+			continue
+		}
+		if h, known := v.heads[a.Array()]; known && seq > h.seq {
+			continue
+		}
+		d.add(k, id, a, seq)
+	}
+	return d, it.Close()
+}
+
+// indexProblems is the slow pass, run only when the digests differ: it looks
+// up every card's index entry and every index entry's card, and names what
+// is wrong. Cards that already have a problem are not reported again.
+func (v *view) indexProblems(bad map[cardLoc]bool) ([]Problem, error) {
+	var probs []Problem
+	reported := map[card.ID]bool{}
+	o := prefixBounds(pfxCard)
+	err := scanRaw(v.snap, o.LowerBound, o.UpperBound, v.limit, func(a key.ID, seq uint64, b []byte) error {
+		if bad[cardLoc{a.Array(), seq}] {
+			return nil
+		}
+		id := card.IDOf(b)
+		if err := checkIndexAt(v.snap, id, a, seq); err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				return err
+			}
+			reported[id] = true
+			probs = append(probs, Problem{Author: a, Seq: seq, ID: id, Err: err, Reason: err.Error()})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	it, err := v.snap.NewIter(prefixBounds(pfxIndex))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		id, a, seq, ok := indexEntry(it.Key(), val)
+		if !ok {
+			err := fmt.Errorf("%w: malformed index entry %x", ErrCorrupt, it.Key())
+			probs = append(probs, Problem{Err: err, Reason: err.Error()})
+			continue
+		}
+		h, known := v.heads[a.Array()]
+		if reported[id] || bad[cardLoc{a.Array(), seq}] || (known && seq > h.seq) {
+			continue
+		}
+		raw, closer, err := v.snap.Get(cardKey(a, seq))
+		switch {
+		case errors.Is(err, pebble.ErrNotFound):
+			if known {
+				continue // a hole in a known log: the chain check reported it
+			}
+			err = fmt.Errorf("%w: index entry for %s names %s@%d, which has no log", ErrCorrupt, id, a, seq)
+		case err != nil:
+			return nil, err
+		default:
+			got := card.IDOf(raw)
+			closer.Close()
+			if got == id {
+				continue
+			}
+			err = fmt.Errorf("%w: index entry for %s names %s@%d, which holds %s", ErrCorrupt, id, a, seq, got)
+		}
+		probs = append(probs, Problem{Author: a, Seq: seq, ID: id, Err: err, Reason: err.Error()})
+	}
+	return probs, nil
+}
+
+// checkIndexAt checks that the index maps id to author a at seq.
+func checkIndexAt(r pebble.Reader, id card.ID, a key.ID, seq uint64) error {
+	v, closer, err := r.Get(indexKey(id))
+	if err != nil {
+		if errors.Is(err, pebble.ErrNotFound) {
 			return fmt.Errorf("%w: no index entry for %s", ErrCorrupt, id)
 		}
 		return err
 	}
 	defer closer.Close()
-	want := cardKey(c.Author(), c.Seq())[1:]
-	if !bytes.Equal(v, want) {
+	if want := cardKey(a, seq)[1:]; !bytes.Equal(v, want) {
 		return fmt.Errorf("%w: index entry for %s points elsewhere (%x)", ErrCorrupt, id, v)
 	}
 	return nil

@@ -421,8 +421,13 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 		}
 	}
 	var p payload
-	if err := canon.Unmarshal(env.Payload, &p); err != nil {
+	if err := canon.UnmarshalExact(env.Payload, &p); err != nil {
 		return nil, nil, fmt.Errorf("card payload: %w", err)
+	}
+	if p.Body != nil {
+		if err := canon.Check(p.Body); err != nil {
+			return nil, nil, fmt.Errorf("card payload: body: %w", err)
+		}
 	}
 	if err := p.validate(); err != nil {
 		return nil, nil, err
@@ -519,12 +524,8 @@ func (p *payload) validate() error {
 	case p.Prov != nil && equalStrings(p.Prov, p.Reqs):
 		return bad("prov equal to reqs must be omitted")
 	}
-	// Empty optional values must be omitted, not encoded empty: one encoding.
-	if (p.PolicyRef != nil && len(p.PolicyRef) == 0) || (p.ContentHash != nil && len(p.ContentHash) == 0) ||
-		(p.DistTag != nil && len(p.DistTag) == 0) || (p.Reqs != nil && len(p.Reqs) == 0) ||
-		(p.Prov != nil && len(p.Prov) == 0) {
-		return bad("empty optional field must be omitted")
-	}
+	// Empty optional values encoded as empty (or null) instead of omitted
+	// never get here: they do not re-encode to the same bytes.
 	return nil
 }
 

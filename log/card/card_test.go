@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/sublog/sublog/golden"
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/caps"
@@ -137,6 +139,9 @@ func FuzzDecode(f *testing.F) {
 		if err := canon.Check(b[1:]); err != nil {
 			t.Fatalf("accepted non-canonical envelope: %v", err)
 		}
+		if err := canon.Check(c.Payload()); err != nil {
+			t.Fatalf("accepted a payload the generic canonical check refuses: %v", err)
+		}
 		again, err := card.DecodeStored(c.Bytes())
 		if err != nil || again.ID() != c.ID() {
 			t.Fatalf("stored form does not decode: %v", err)
@@ -197,4 +202,66 @@ func FuzzLinks(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The payload is decoded once into its struct and re-encoded for the
+// canonical comparison; these payloads are each one re-encoding away from a
+// real card and must all be refused, with the body checked on its own since
+// the struct carries it as raw bytes.
+func TestPayloadOneEncodingOnly(t *testing.T) {
+	chain, err := golden.Chain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := chain[0] // seq 1, with a body
+	sk := golden.Fixture("alice")
+	if c.Author() != sk.ID() || c.Seq() != 1 || c.Body() == nil {
+		t.Fatal("fixture changed: want alice's first card, with a body")
+	}
+	var base map[any]any
+	if err := canon.Unmarshal(c.Payload(), &base); err != nil {
+		t.Fatal(err)
+	}
+	sign := func(t *testing.T, m map[any]any) []byte {
+		t.Helper()
+		p, err := canon.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := card.SignPayload(sk, sk.ID().Bytes(), -8, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if got, err := card.Decode(sign(t, base), caps.Builtin()); err != nil || got.ID() != c.ID() {
+		t.Fatalf("the unchanged payload: %v", err)
+	}
+	cases := []struct {
+		name string
+		edit func(m map[any]any)
+		want error
+	}{
+		{"prev null at seq 1", func(m map[any]any) { m["prev"] = nil }, canon.ErrNonCanonical},
+		{"empty reqs", func(m map[any]any) { m["reqs"] = []any{} }, canon.ErrNonCanonical},
+		{"empty dist_tag", func(m map[any]any) { m["dist_tag"] = []byte{} }, canon.ErrNonCanonical},
+		{"null net", func(m map[any]any) { m["net"] = nil }, canon.ErrNonCanonical},
+		{"body int not shortest", func(m map[any]any) { m["body"] = cbor.RawMessage{0xa1, 0x61, 'a', 0x18, 0x01} }, canon.ErrNonCanonical},
+		{"body duplicate key", func(m map[any]any) { m["body"] = cbor.RawMessage{0xa2, 0x61, 'a', 0x01, 0x61, 'a', 0x02} }, canon.ErrDuplicateKey},
+		{"body unsorted", func(m map[any]any) { m["body"] = cbor.RawMessage{0xa2, 0x61, 'b', 0x01, 0x61, 'a', 0x02} }, canon.ErrNonCanonical},
+		{"unknown field", func(m map[any]any) { m["extra"] = 1 }, canon.ErrUnknownField},
+		{"byte string for text", func(m map[any]any) { m["kind"] = []byte("note") }, canon.ErrMalformed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := map[any]any{}
+			for k, v := range base {
+				m[k] = v
+			}
+			tc.edit(m)
+			if _, err := card.Decode(sign(t, m), caps.Builtin()); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
 }
