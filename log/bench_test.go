@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	stdsync "sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,6 +62,13 @@ func rawVerifyOnce() float64 {
 		}
 	}
 	return n / time.Since(start).Seconds()
+}
+
+// cpuTime is the process's user and system CPU seconds so far.
+func cpuTime() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func BenchmarkRawSign(b *testing.B) {
@@ -128,6 +136,7 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 		keys[i] = benchKey(fmt.Sprint("w", i))
 	}
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	var wg stdsync.WaitGroup
 	per := (b.N + writers - 1) / writers
 	for w := range writers {
@@ -146,6 +155,7 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 	rate := float64(per*writers) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "cards/s")
 	b.ReportMetric(rate/raw, "x-raw-sign")
+	b.ReportMetric((cpuTime()-cpu0)/(b.Elapsed().Seconds()*float64(runtime.GOMAXPROCS(0))), "cpu-busy")
 }
 
 var fixtureOnce stdsync.Once

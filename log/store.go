@@ -107,6 +107,9 @@ type Store struct {
 	heads  map[[key.IDSize]byte]entry
 	failed error // set when a commit failed; the store must be reopened
 
+	closing bool              // Close has begun: enqueue refuses new writes
+	sending stdsync.WaitGroup // enqueues between their check and their send
+
 	queue   chan *write
 	stop    chan struct{}
 	stopped chan struct{}
@@ -205,11 +208,13 @@ func (s *Store) load() error {
 // Close stops the committer and closes the database. Pending writes finish first.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	if s.db == nil {
+	if s.db == nil || s.closing {
 		s.mu.Unlock()
 		return nil
 	}
+	s.closing = true // no new writes; the ones on their way are let in
 	s.mu.Unlock()
+	s.sending.Wait()
 	close(s.stop)
 	<-s.stopped
 	s.mu.Lock()
@@ -223,9 +228,26 @@ func (s *Store) Close() error {
 func (s *Store) Caps() card.Caps { return s.caps }
 
 // committer is the group-commit loop: it takes every write that queued up
-// while the previous sync ran and commits them with one sync.
+// while the previous group was being applied and applies them as one Pebble
+// batch. It does not wait for the batch's WAL sync: the syncer does, so the
+// next group is applied while the previous one is being synced, and Pebble
+// covers every group that arrived during a sync with the next one. Groups
+// reach the WAL in queue order, which keeps each log's cards (queued in
+// chain order under its stripe lock) in chain order on disk.
 func (s *Store) committer() {
-	defer close(s.stopped)
+	synced := make(chan struct{})
+	pending := make(chan applied, 64)
+	go func() {
+		defer close(synced)
+		for a := range pending {
+			s.finish(a)
+		}
+	}()
+	defer func() {
+		close(pending)
+		<-synced
+		close(s.stopped)
+	}()
 	for {
 		var first *write
 		select {
@@ -235,7 +257,7 @@ func (s *Store) committer() {
 			for {
 				select {
 				case w := <-s.queue:
-					s.commit([]*write{w})
+					pending <- s.apply([]*write{w})
 				default:
 					return
 				}
@@ -251,34 +273,62 @@ func (s *Store) committer() {
 				break more
 			}
 		}
-		s.commit(group)
+		pending <- s.apply(group)
 	}
 }
 
-func (s *Store) commit(group []*write) {
+// applied is a group whose batch is in the WAL queue and the memtable, not
+// yet synced.
+type applied struct {
+	group []*write
+	batch *pebble.Batch // nil when the group failed before Pebble took it
+	err   error
+}
+
+// apply hands a group's writes to Pebble as one batch that asks for a sync,
+// returning once the batch is ordered in the WAL (visible in the memtable
+// too, which is why readers look only as far as the durable heads).
+func (s *Store) apply(group []*write) applied {
 	s.mu.RLock()
-	failed := s.failed
+	err := s.failed
 	s.mu.RUnlock()
-	err := failed
-	if err == nil {
-		b := s.db.NewBatch()
-		for _, w := range group {
-			for _, p := range w.sets {
-				_ = b.Set(p.k, p.v, nil) // Set on an in-memory batch only fails on misuse
-			}
+	if err != nil {
+		return applied{group: group, err: err}
+	}
+	b := s.db.NewBatch()
+	for _, w := range group {
+		for _, p := range w.sets {
+			_ = b.Set(p.k, p.v, nil) // Set on an in-memory batch only fails on misuse
 		}
-		err = b.Commit(pebble.Sync)
+	}
+	if err := s.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
 		b.Close()
-		if err != nil {
-			err = fmt.Errorf("log: commit: %w", err)
-			s.mu.Lock()
-			s.failed = err // heads in memory may be ahead of disk now: refuse everything
-			s.mu.Unlock()
+		return applied{group: group, err: s.fail(err)}
+	}
+	return applied{group: group, batch: b}
+}
+
+// finish waits for a group's sync, then makes its cards durable for readers
+// and answers its writers. Groups finish in the order they were applied; a
+// failure fails every later group too, since the store must be reopened.
+func (s *Store) finish(a applied) {
+	err := a.err
+	if a.batch != nil {
+		err = a.batch.SyncWait()
+		a.batch.Close()
+		s.mu.RLock()
+		failed := s.failed
+		s.mu.RUnlock()
+		switch {
+		case err != nil:
+			err = s.fail(err)
+		case failed != nil:
+			err = failed
 		}
 	}
 	if err == nil {
 		s.mu.Lock()
-		for _, w := range group {
+		for _, w := range a.group {
 			for _, u := range w.updates {
 				e := s.heads[u.author]
 				if u.h.seq >= e.dur.seq {
@@ -292,9 +342,20 @@ func (s *Store) commit(group []*write) {
 		}
 		s.mu.Unlock()
 	}
-	for _, w := range group {
+	for _, w := range a.group {
 		w.done <- err
 	}
+}
+
+// fail records the first commit failure: heads in memory may be ahead of
+// disk now, so the store refuses everything until it is reopened.
+func (s *Store) fail(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = fmt.Errorf("log: commit: %w", err)
+	}
+	return s.failed
 }
 
 // enqueue hands a write to the committer and advances the tips it names.
@@ -302,11 +363,12 @@ func (s *Store) commit(group []*write) {
 // in chain order.
 func (s *Store) enqueue(sets []kv, updates ...headUpdate) (chan error, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.db == nil {
+	if s.db == nil || s.closing {
+		s.mu.Unlock()
 		return nil, ErrClosed
 	}
 	if s.failed != nil {
+		s.mu.Unlock()
 		return nil, s.failed
 	}
 	for _, u := range updates {
@@ -314,6 +376,11 @@ func (s *Store) enqueue(sets []kv, updates ...headUpdate) (chan error, error) {
 		e.tip = u.h
 		s.heads[u.author] = e
 	}
+	s.sending.Add(1)
+	s.mu.Unlock()
+	defer s.sending.Done()
+	// Never send while holding s.mu: the committer's other half takes s.mu
+	// after every sync, and a full queue would wait for it for ever.
 	w := &write{sets: sets, updates: updates, done: make(chan error, 1)}
 	s.queue <- w
 	return w.done, nil

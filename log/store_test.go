@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	stdsync "sync"
 	"testing"
+	"time"
 
 	"github.com/sublog/sublog/golden"
 	sublog "github.com/sublog/sublog/log"
@@ -279,6 +280,89 @@ func TestConcurrentAppendsShareSyncs(t *testing.T) {
 	}
 	rep, err := st.Verify(nil, nil)
 	if err != nil || !rep.OK() || rep.Cards != writers*each || rep.Logs != 4 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+// More writers than the write queue holds, with a committer held to one
+// write per sync so that the queue fills: every append still completes (a
+// writer waiting for room in the queue must not hold what the committer
+// needs after each sync).
+func TestAppendsBeyondQueueCapacity(t *testing.T) {
+	st, err := sublog.Open(t.TempDir(), sublog.Options{MaxBatch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const writers = 2500
+	keys := make([]*key.Secret, 4)
+	for i := range keys {
+		keys[i] = golden.Fixture(fmt.Sprint("q", i))
+	}
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			_, err := st.Append(keys[w%len(keys)], note("q", int64(w)))
+			errs <- err
+		}()
+	}
+	timeout := time.After(2 * time.Minute)
+	for range writers {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal("appends stopped: the store is deadlocked")
+		}
+	}
+	if rep, err := st.Verify(nil, nil); err != nil || !rep.OK() || rep.Cards != writers {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+// Close while appends are on their way: each append either lands (and is
+// there after reopening) or says the store is closed; nothing hangs.
+func TestCloseDuringAppends(t *testing.T) {
+	dir := t.TempDir()
+	st, err := sublog.Open(dir, sublog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk := golden.Fixture("closing")
+	type res struct {
+		c   *card.Card
+		err error
+	}
+	out := make(chan res, 64)
+	for w := range 64 {
+		go func() {
+			c, err := st.Append(sk, note("c", int64(w)))
+			out <- res{c, err}
+		}()
+	}
+	time.Sleep(time.Millisecond)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var landed []*card.Card
+	for range 64 {
+		r := <-out
+		switch {
+		case r.err == nil:
+			landed = append(landed, r.c)
+		case !errors.Is(r.err, sublog.ErrClosed):
+			t.Fatal(r.err)
+		}
+	}
+	st = open(t, dir)
+	for _, c := range landed {
+		if got, err := st.GetByID(c.ID()); err != nil || got.Seq() != c.Seq() {
+			t.Fatalf("acknowledged card %d lost: %v", c.Seq(), err)
+		}
+	}
+	if rep, err := st.Verify(nil, nil); err != nil || !rep.OK() || rep.Cards != len(landed) {
 		t.Fatalf("%+v %v", rep, err)
 	}
 }

@@ -313,6 +313,11 @@ func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
 	msg := cose.NewSign1Message()
 	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmEdDSA)
 	msg.Headers.Protected[cose.HeaderLabelKeyID] = sk.ID().Bytes()
+	// The encoded headers are fixed for an author: go-cose uses these bytes
+	// instead of encoding the maps again for the signature and the envelope
+	// (ownEnvelope below still checks the result byte for byte).
+	msg.Headers.RawProtected = protectedBytes(sk.ID())
+	msg.Headers.RawUnprotected = []byte{emptyMapHdr}
 	msg.Payload = pb
 	if err := msg.Sign(nil, []byte(key.LabelCard), signer{sk}); err != nil {
 		return nil, fmt.Errorf("card: signing: %w", err)
@@ -341,6 +346,12 @@ func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
 		return nil, err
 	}
 	return card, nil
+}
+
+// protectedBytes is the canonical protected header {1: -8, 4: bstr(32) kid}
+// as go-cose keeps it: wrapped in its byte string.
+func protectedBytes(kid key.ID) []byte {
+	return append([]byte{0x58, 0x26, 0xa2, 0x01, 0x27, 0x04, 0x58, 0x20}, kid.Bytes()...)
 }
 
 // ownEnvelope checks that raw is the canonical COSE_Sign1 envelope of
