@@ -166,6 +166,7 @@ func classify(err error) error {
 		nested  *cbor.MaxNestedLevelError
 		arr     *cbor.MaxArrayElementsError
 		mp      *cbor.MaxMapPairsError
+		extra   *cbor.ExtraneousDataError
 	)
 	switch {
 	case errors.As(err, &dup):
@@ -176,6 +177,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %v", ErrTag, err)
 	case errors.As(err, &unknown):
 		return fmt.Errorf("%w: %v", ErrUnknownField, err)
+	case errors.As(err, &extra):
+		return fmt.Errorf("%w: %v", ErrTrailing, err)
 	case errors.As(err, &nested), errors.As(err, &arr), errors.As(err, &mp):
 		return fmt.Errorf("%w: %v", ErrTooDeep, err)
 	}

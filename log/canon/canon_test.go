@@ -72,11 +72,23 @@ func TestMarshalIsDeterministic(t *testing.T) {
 }
 
 func FuzzCheck(f *testing.F) {
-	for _, s := range []string{"01", "a2616101616202", "bf616101ff", "c11a5f5e1000", "fb3ff0000000000000"} {
+	for _, s := range []string{"01", "a2616101616202", "bf616101ff", "c11a5f5e1000", "fb3ff0000000000000", "a3616101616241016163617861", "a161611801"} {
 		f.Add(mustHex(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The one-decode check never accepts what the generic one refuses.
+		var st struct {
+			A uint64   `cbor:"a"`
+			B []byte   `cbor:"b,omitempty"`
+			C string   `cbor:"c,omitempty"`
+			D []string `cbor:"d,omitempty"`
+			E int64    `cbor:"e,omitempty"`
+		}
+		exact := UnmarshalExact(b, &st)
 		if Check(b) != nil {
+			if exact == nil {
+				t.Fatalf("UnmarshalExact accepted %x, which Check refuses", b)
+			}
 			return
 		}
 		var v any
@@ -88,4 +100,41 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("accepted bytes do not round-trip: %x -> %x", b, again)
 		}
 	})
+}
+
+// UnmarshalExact gives the refusals of Unmarshal with one decode: each of
+// these is a map a struct decode alone would accept.
+func TestUnmarshalExactRefusals(t *testing.T) {
+	type T struct {
+		A uint64 `cbor:"a"`
+		B []byte `cbor:"b,omitempty"`
+		C string `cbor:"c,omitempty"`
+	}
+	cases := []struct {
+		name string
+		hex  string
+		want error
+	}{
+		{"non-shortest int", "a1 6161 1801", ErrNonCanonical},
+		{"non-shortest key length", "a1 780161 01", ErrNonCanonical},
+		{"unsorted", "a2 6162 4101 6161 01", ErrNonCanonical},
+		{"empty omitted field present", "a2 6161 01 6162 40", ErrNonCanonical},
+		{"null omitted field present", "a2 6161 01 6162 f6", ErrNonCanonical},
+		{"duplicate key", "a2 6161 01 6161 02", ErrDuplicateKey},
+		{"indefinite", "bf 6161 01 ff", ErrIndefinite},
+		{"tag", "a1 6161 c1 01", ErrTag},
+		{"unknown field", "a2 6161 01 6164 01", ErrUnknownField},
+		{"trailing", "a1 6161 01 00", ErrTrailing},
+		{"text for bytes", "a2 6161 01 6162 6178", ErrMalformed},
+	}
+	for _, c := range cases {
+		var v T
+		if err := UnmarshalExact(mustHex(c.hex), &v); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	var v T
+	if err := UnmarshalExact(mustHex("a3 6161 01 6162 4101 6163 6178"), &v); err != nil || v.A != 1 || v.C != "x" {
+		t.Fatalf("canonical bytes refused: %v %+v", err, v)
+	}
 }
