@@ -12,47 +12,16 @@ import (
 	"github.com/sublog/sublog/log/kinds"
 )
 
-// GrantBody is the body of a `grant` card (ARCHITECTURE.md, kind bodies):
-// hosting consent from the card's author (a host) for a peer identity and/or
-// a bundle hash, under limits, with the named host function groups.
-type GrantBody struct {
-	Peer    []byte        `cbor:"peer,omitempty"`
-	Bundle  []byte        `cbor:"bundle,omitempty"`
-	Service string        `cbor:"service,omitempty"`
-	Owner   []byte        `cbor:"owner,omitempty"`
-	Limits  bundle.Limits `cbor:"limits"`
-	Caps    []string      `cbor:"caps,omitempty"`
-	Expires int64         `cbor:"expires,omitempty"`
-}
-
-// Validate checks a grant body's fields.
-func (g *GrantBody) Validate() error {
-	if g.Peer == nil && g.Bundle == nil {
-		return fmt.Errorf("%w: a grant names a peer, a bundle or both", ErrBadGrant)
-	}
-	if g.Peer != nil {
-		if _, err := key.IDFromBytes(g.Peer); err != nil {
-			return fmt.Errorf("%w: peer: %w", ErrBadGrant, err)
-		}
-	}
-	if g.Owner != nil {
-		if _, err := key.IDFromBytes(g.Owner); err != nil {
-			return fmt.Errorf("%w: owner: %w", ErrBadGrant, err)
-		}
-	}
-	if g.Bundle != nil && len(g.Bundle) != bundle.HashSize {
-		return fmt.Errorf("%w: bundle hash of %d bytes", ErrBadGrant, len(g.Bundle))
-	}
-	for _, c := range g.Caps {
-		if !slices.Contains(bundle.Caps, c) {
-			return fmt.Errorf("%w: unknown cap %q (known: %s)", ErrBadGrant, c, strings.Join(bundle.Caps, ", "))
-		}
-	}
-	if g.Expires < 0 {
-		return fmt.Errorf("%w: negative expiry", ErrBadGrant)
-	}
-	if err := g.Limits.Validate(); err != nil {
+// checkGrant is what the executor asks of a grant body: the shape every
+// reader agrees on (kinds.GrantBody.Validate), and a peer or a bundle to
+// run. A grant naming only a service is consent for placement, which the
+// projections read; the executor runs nothing under it.
+func checkGrant(g *GrantBody) error {
+	if err := g.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadGrant, err)
+	}
+	if g.Peer == nil && g.Bundle == nil {
+		return fmt.Errorf("%w: the executor runs only under a grant that names a peer, a bundle or both", ErrBadGrant)
 	}
 	return nil
 }
@@ -60,6 +29,7 @@ func (g *GrantBody) Validate() error {
 // The bodies this package shares with the projections and the revocation
 // code are defined once, in log/kinds.
 type (
+	GrantBody   = kinds.GrantBody
 	RevokeBody  = kinds.RevokeBody
 	ObserveBody = kinds.ObserveBody
 	Usage       = kinds.Usage
@@ -110,7 +80,7 @@ func (x *grantIndex) add(c *card.Card) {
 	switch c.Kind() {
 	case card.KindGrant:
 		var b GrantBody
-		if c.DecodeBody(&b) != nil || b.Validate() != nil {
+		if c.DecodeBody(&b) != nil || checkGrant(&b) != nil {
 			return
 		}
 		g := &grant{id: c.ID(), seq: c.Seq(), body: b}

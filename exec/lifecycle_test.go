@@ -161,6 +161,12 @@ func TestNoGrantNothingRuns(t *testing.T) {
 	if len(e.observed()) != 0 {
 		t.Fatal("something was recorded as running")
 	}
+	// A grant naming only a service is consent for placement (the
+	// projections read it), not consent to run a bundle.
+	e.grant(GrantBody{Service: "greeter", Caps: reqLog, Limits: bundle.Limits{Instances: 2}})
+	if _, err := e.host.Deploy(ctx, raw, bundle.HashOf(raw)); !errors.Is(err, ErrNoGrant) {
+		t.Fatalf("service-only grant: %v", err)
+	}
 	// A grant by bundle hash does.
 	bh := bundle.HashOf(raw)
 	e.grant(GrantBody{Bundle: bh[:], Caps: reqLog, Limits: bundle.Limits{Instances: 2}})

@@ -40,29 +40,11 @@ type NetworkBody struct {
 	Egress    *bool  `cbor:"egress,omitempty"`
 }
 
-// GrantBody is hosting consent from a host.
-type GrantBody struct {
-	Peer    []byte      `cbor:"peer,omitempty"`
-	Bundle  []byte      `cbor:"bundle,omitempty"`
-	Service string      `cbor:"service,omitempty"`
-	Owner   []byte      `cbor:"owner,omitempty"`
-	Limits  GrantLimits `cbor:"limits"`
-	Caps    []string    `cbor:"caps,omitempty"`
-	Expires int64       `cbor:"expires,omitempty"`
-}
-
-// GrantLimits are the limits a grant allows.
-type GrantLimits struct {
-	Memory     uint64 `cbor:"memory,omitempty"`
-	CPUReqMS   uint64 `cbor:"cpu_req_ms,omitempty"`
-	CPUTotalMS uint64 `cbor:"cpu_total_ms,omitempty"`
-	Instances  uint64 `cbor:"instances,omitempty"`
-	Disk       uint64 `cbor:"disk,omitempty"`
-}
-
 // The bodies this package shares with the executor and the revocation code
 // are defined once, in log/kinds.
 type (
+	GrantBody   = kinds.GrantBody
+	GrantLimits = kinds.Limits
 	RevokeBody  = kinds.RevokeBody
 	CRLBody     = kinds.CRLBody
 	ObserveBody = kinds.ObserveBody

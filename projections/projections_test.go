@@ -284,3 +284,30 @@ func TestCRLWithdrawsGrantAndDelegation(t *testing.T) {
 		t.Fatalf("a crl naming the delegation must revoke it (no position: nothing counts): %+v", ds)
 	}
 }
+
+// Grant bodies are judged by the one check the executor also uses
+// (kinds.GrantBody.Validate): a grant the executor would refuse for its
+// shape gives no placement either.
+func TestMalformedGrantsGiveNoPlacement(t *testing.T) {
+	w := newWorld(t, "owner", "h1")
+	for _, g := range []GrantBody{
+		{},
+		{Service: "web", Owner: w.id("owner").Bytes(), Caps: []string{"net"}},
+		{Service: "web", Owner: w.id("owner").Bytes(), Expires: -5},
+		{Service: "web", Owner: w.id("owner").Bytes(), Limits: GrantLimits{Memory: 100}},
+		{Bundle: []byte{1, 2, 3}},
+	} {
+		c := w.append("h1", card.KindGrant, g)
+		if err := Check(c); !errors.Is(err, ErrBadBody) {
+			t.Fatalf("%+v: Check = %v", g, err)
+		}
+		if v := w.views["h1"].st.Explain(c.ID(), now); v.Verdict != "refused" {
+			t.Fatalf("%+v: %+v", g, v)
+		}
+	}
+	for _, hv := range w.views["h1"].st.Observed() {
+		if len(hv.Grants) != 0 {
+			t.Fatalf("a malformed grant is shown as consent: %+v", hv.Grants)
+		}
+	}
+}

@@ -142,17 +142,8 @@ func checkBody(c *card.Card, full bool) (any, error) {
 		if err := c.DecodeBody(&b); err != nil {
 			return nil, fmt.Errorf("%w: grant: %w", ErrBadBody, err)
 		}
-		if b.Peer == nil && b.Bundle == nil && b.Service == "" {
-			return nil, fmt.Errorf("%w: grant names no peer, bundle or service", ErrBadBody)
-		}
-		if err := idOpt(b.Peer); err != nil {
-			return nil, err
-		}
-		if err := idOpt(b.Owner); err != nil {
-			return nil, err
-		}
-		if b.Bundle != nil && len(b.Bundle) != 32 {
-			return nil, fmt.Errorf("%w: grant bundle is not 32 bytes", ErrBadBody)
+		if err := b.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: grant: %w", ErrBadBody, err)
 		}
 		return &b, nil
 	case card.KindRevoke:

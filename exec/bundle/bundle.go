@@ -19,6 +19,7 @@ import (
 
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/kinds"
 )
 
 // Format version and limits of the bundle file (format version 1).
@@ -26,27 +27,27 @@ const (
 	Version       = 1
 	MaxFileSize   = 64 << 20 // a bundle file over 64 MiB is refused
 	MaxModuleSize = MaxFileSize - 64<<10
-	MaxMemory     = 4 << 30 // wasm32 address space
-	PageSize      = 64 << 10
-	MaxInstances  = 64
 	MaxVersionLen = 64
 	HashSize      = sha256.Size
-	// MaxCPUMillis bounds the per-request and total CPU a manifest may name
-	// (about 49 days), so sums of them cannot overflow.
-	MaxCPUMillis = 1 << 32
+	// The bounds of limits are shared with grant cards (log/kinds).
+	MaxMemory    = kinds.MaxMemory
+	PageSize     = kinds.PageSize
+	MaxInstances = kinds.MaxInstances
+	MaxCPUMillis = kinds.MaxCPUMillis
 )
 
-// Host function groups a manifest may require and a grant may name.
+// Host function groups a manifest may require and a grant may name (defined
+// with the grant body, in log/kinds).
 const (
-	CapReq    = "req"    // request/response: req_read, resp_write
-	CapKV     = "kv"     // the peer's key-value state: kv_get, kv_set, kv_del
-	CapLog    = "log"    // log lines, and the module's stdout/stderr
-	CapClock  = "clock"  // the real wall clock and monotonic clock
-	CapRandom = "random" // the host's cryptographic randomness
+	CapReq    = kinds.CapReq
+	CapKV     = kinds.CapKV
+	CapLog    = kinds.CapLog
+	CapClock  = kinds.CapClock
+	CapRandom = kinds.CapRandom
 )
 
 // Caps lists every host function group, sorted.
-var Caps = []string{CapClock, CapKV, CapLog, CapRandom, CapReq}
+var Caps = kinds.HostCaps
 
 // Errors. Each rejection reason has its own value; CBOR-level reasons come
 // from log/canon wrapped inside ErrMalformed.
@@ -96,15 +97,9 @@ func HashFromBytes(b []byte) (Hash, error) {
 	return h, nil
 }
 
-// Limits are resource caps. Zero means "not stated". Field names and units
-// are those of the grant card's limits (ARCHITECTURE.md).
-type Limits struct {
-	Memory     uint64 `cbor:"memory,omitempty"`       // bytes of linear memory per instance
-	CPUReqMS   uint64 `cbor:"cpu_req_ms,omitempty"`   // CPU (wall) time per request, ms
-	CPUTotalMS uint64 `cbor:"cpu_total_ms,omitempty"` // CPU time over the peer's life on a host, ms
-	Instances  uint64 `cbor:"instances,omitempty"`    // concurrent instances
-	Disk       uint64 `cbor:"disk,omitempty"`         // bytes of key-value state
-}
+// Limits are a manifest's resource limits, in the names and units of grant
+// cards (one type, in log/kinds, with its bounds check Validate).
+type Limits = kinds.Limits
 
 // Manifest describes a bundle. Peer is the identity the module runs as; the
 // bundle's owner is whoever publishes it (a bundle card), never the host.
@@ -175,21 +170,6 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Policy != nil && len(m.Policy) != HashSize {
 		return fmt.Errorf("%w: policy is %d bytes, want a %d-byte digest", ErrManifest, len(m.Policy), HashSize)
-	}
-	return nil
-}
-
-// Validate checks that limits are within what a host can enforce.
-func (l Limits) Validate() error {
-	switch {
-	case l.Memory > MaxMemory:
-		return fmt.Errorf("limits: memory %d over the 4 GiB of wasm32", l.Memory)
-	case l.Memory != 0 && l.Memory < PageSize:
-		return fmt.Errorf("limits: memory %d under one 64 KiB page", l.Memory)
-	case l.CPUReqMS > MaxCPUMillis || l.CPUTotalMS > MaxCPUMillis:
-		return fmt.Errorf("limits: cpu over %d ms", uint64(MaxCPUMillis))
-	case l.Instances > MaxInstances:
-		return fmt.Errorf("limits: %d instances, at most %d", l.Instances, MaxInstances)
 	}
 	return nil
 }

@@ -1,9 +1,19 @@
 // Package kinds owns the Go form of the card bodies that several packages
 // read the same way (ARCHITECTURE.md, "Bodies of the kinds sublog
-// interprets"): observe, revoke and crl. One definition, so the executor,
-// the projections and the revocation code cannot drift apart. It is a leaf:
-// it imports nothing of sublog's.
+// interprets"): grant (with the limits bundle manifests share), observe,
+// revoke and crl. One definition and one validation, so the executor, the
+// projections and the revocation code cannot drift apart. It imports only
+// log/key.
 package kinds
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/sublog/sublog/log/key"
+)
 
 // ObserveBody is the body of an `observe` card: a host (the author) reports
 // a peer's state.
@@ -47,4 +57,99 @@ type RevokeBody struct {
 // readers to stop showing, {revoked: [bstr32]}.
 type CRLBody struct {
 	Revoked [][]byte `cbor:"revoked"`
+}
+
+// GrantBody is the body of a `grant` card: hosting consent from the card's
+// author (a host) for a peer identity, a bundle hash and/or an owner's
+// service, under limits, with the named host function groups.
+type GrantBody struct {
+	Peer    []byte   `cbor:"peer,omitempty"`
+	Bundle  []byte   `cbor:"bundle,omitempty"`
+	Service string   `cbor:"service,omitempty"`
+	Owner   []byte   `cbor:"owner,omitempty"`
+	Limits  Limits   `cbor:"limits"`
+	Caps    []string `cbor:"caps,omitempty"`
+	Expires int64    `cbor:"expires,omitempty"`
+}
+
+// Limits are resource limits in the names and units that grant cards and
+// bundle manifests share. Zero means unstated.
+type Limits struct {
+	Memory     uint64 `cbor:"memory,omitempty"`       // bytes of linear memory per instance
+	CPUReqMS   uint64 `cbor:"cpu_req_ms,omitempty"`   // CPU (wall) time per request, ms
+	CPUTotalMS uint64 `cbor:"cpu_total_ms,omitempty"` // CPU time over the peer's life on a host, ms
+	Instances  uint64 `cbor:"instances,omitempty"`    // concurrent instances
+	Disk       uint64 `cbor:"disk,omitempty"`         // bytes of key-value state
+}
+
+// Bounds of the limits.
+const (
+	MaxMemory    = 4 << 30 // wasm32 address space
+	PageSize     = 64 << 10
+	MaxInstances = 64
+	// MaxCPUMillis bounds the per-request and total CPU a limit may name
+	// (about 49 days), so sums of them cannot overflow.
+	MaxCPUMillis = 1 << 32
+	// HashSize is the size of a bundle's content hash (SHA-256).
+	HashSize = 32
+)
+
+// Host function groups a manifest may require and a grant may name.
+const (
+	CapReq    = "req"    // request/response: req_read, resp_write
+	CapKV     = "kv"     // the peer's key-value state: kv_get, kv_set, kv_del
+	CapLog    = "log"    // log lines, and the module's stdout/stderr
+	CapClock  = "clock"  // the real wall clock and monotonic clock
+	CapRandom = "random" // the host's cryptographic randomness
+)
+
+// HostCaps lists every host function group, sorted.
+var HostCaps = []string{CapClock, CapKV, CapLog, CapRandom, CapReq}
+
+// Validate checks the limits' bounds.
+func (l Limits) Validate() error {
+	switch {
+	case l.Memory > MaxMemory:
+		return fmt.Errorf("limits: memory %d over the 4 GiB of wasm32", l.Memory)
+	case l.Memory != 0 && l.Memory < PageSize:
+		return fmt.Errorf("limits: memory %d under one 64 KiB page", l.Memory)
+	case l.CPUReqMS > MaxCPUMillis || l.CPUTotalMS > MaxCPUMillis:
+		return fmt.Errorf("limits: cpu over %d ms", uint64(MaxCPUMillis))
+	case l.Instances > MaxInstances:
+		return fmt.Errorf("limits: %d instances, at most %d", l.Instances, MaxInstances)
+	}
+	return nil
+}
+
+// Validate checks what every reader of a grant agrees on: it names a peer,
+// a bundle or a service; identities and the bundle hash are well formed;
+// caps are known host function groups; the expiry is not negative; the
+// limits are within bounds. Readers may ask more (the executor runs only
+// under grants that name a peer or a bundle).
+func (g *GrantBody) Validate() error {
+	if g.Peer == nil && g.Bundle == nil && g.Service == "" {
+		return errors.New("a grant names a peer, a bundle or a service")
+	}
+	if g.Peer != nil {
+		if _, err := key.IDFromBytes(g.Peer); err != nil {
+			return fmt.Errorf("peer: %w", err)
+		}
+	}
+	if g.Owner != nil {
+		if _, err := key.IDFromBytes(g.Owner); err != nil {
+			return fmt.Errorf("owner: %w", err)
+		}
+	}
+	if g.Bundle != nil && len(g.Bundle) != HashSize {
+		return fmt.Errorf("bundle hash of %d bytes, want %d", len(g.Bundle), HashSize)
+	}
+	for _, c := range g.Caps {
+		if !slices.Contains(HostCaps, c) {
+			return fmt.Errorf("unknown cap %q (known: %s)", c, strings.Join(HostCaps, ", "))
+		}
+	}
+	if g.Expires < 0 {
+		return errors.New("negative expiry")
+	}
+	return g.Limits.Validate()
 }
