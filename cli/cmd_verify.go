@@ -62,6 +62,10 @@ func newVerifyCmd(a *App) *cobra.Command {
 				}
 			} else {
 				for _, p := range rep.Problems {
+					if p.Author.IsZero() { // an index entry that names no card at all
+						fmt.Fprintf(a.Out(), "BAD  index: %s\n", p.Reason)
+						continue
+					}
 					fmt.Fprintf(a.Out(), "BAD  %s@%d %s: %s\n", p.Author, p.Seq, p.ID, p.Reason)
 				}
 				for _, f := range forks {
@@ -76,7 +80,7 @@ func newVerifyCmd(a *App) *cobra.Command {
 				fmt.Fprintf(a.Out(), "verified %d cards in %d logs: %s\n", rep.Cards, rep.Logs, state)
 			}
 			if !rep.OK() {
-				return rejected(fmt.Errorf("%d bad cards", len(rep.Problems)), "a bad card means the store was damaged on disk; re-sync the named logs from a peer")
+				return rejected(fmt.Errorf("%d problems found", len(rep.Problems)), "damage on disk: re-sync the named logs from a peer")
 			}
 			return nil
 		},

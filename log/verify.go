@@ -16,11 +16,13 @@ import (
 	"github.com/sublog/sublog/log/key"
 )
 
-// Problem is one bad card found by Verify.
+// Problem is one thing wrong that Verify found: a bad card, a broken link,
+// a head record that does not match, or a damaged index entry (an entry
+// that names no card has no Author).
 type Problem struct {
-	Author key.ID  `json:"author"`
+	Author key.ID  `json:"author,omitzero"`
 	Seq    uint64  `json:"seq"`
-	ID     card.ID `json:"id"`
+	ID     card.ID `json:"id,omitzero"`
 	Err    error   `json:"-"`
 	Reason string  `json:"reason"`
 }
