@@ -320,6 +320,14 @@ func genCardRejects() ([]*Vector, error) {
 	p[0], p[1] = p[1], p[0]
 	add("unsorted-map", "non-canonical", Resign(alice, EncodeMap(p, false)), nil, "first two payload keys swapped")
 
+	// Optional fields are left out when empty: present as null or empty they
+	// would decode to the same card as absent, a second encoding of it.
+	p = Set(pairs(), "prev", []byte{0xf6})
+	add("null-optional", "non-canonical", Resign(alice, EncodeMap(p, false)), nil, "prev: null at seq 1 (prev must be absent)")
+
+	p = Set(pairs(), "reqs", []byte{0x80})
+	add("empty-optional", "non-canonical", Resign(alice, EncodeMap(p, false)), nil, "reqs: [] (an empty optional field must be absent)")
+
 	p = Set(pairs(), "ts", append([]byte{0xc1}, canon.MustMarshal(BaseTS)...))
 	add("unknown-tag", "tag", Resign(alice, EncodeMap(p, false)), nil, "ts wrapped in CBOR tag 1")
 

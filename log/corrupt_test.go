@@ -95,7 +95,13 @@ func TestUndurableCardIsInvisible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Pebble makes a batch visible before its WAL sync; simulate that moment.
+	// Pebble makes a batch visible before its WAL sync; simulate that moment
+	// (enqueue has advanced the log's tip, the sync has not yet returned).
+	st.mu.Lock()
+	e := st.heads[sk.ID().Array()]
+	e.tip = head{seq: next.Seq(), id: next.ID()}
+	st.heads[sk.ID().Array()] = e
+	st.mu.Unlock()
 	for _, p := range cardSets(next) {
 		if p.k[0] == pfxCard || p.k[0] == pfxIndex {
 			if err := st.db.Set(p.k, p.v, pebble.NoSync); err != nil {
@@ -237,4 +243,61 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Damage the set digests alone would miss or under-report: malformed entries
+// in pairs, an index entry past its log's head on an idle store, and a log
+// whose head record is gone (its cards are past a head of zero).
+func TestVerifyDamageBeyondTheDigests(t *testing.T) {
+	t.Run("two malformed entries", func(t *testing.T) {
+		st, _, _ := seeded(t)
+		for i := range 2 {
+			must(t, st.db.Set([]byte{pfxIndex, 'x', byte(i)}, []byte("junk"), pebble.Sync))
+		}
+		rep, err := st.Verify(nil, nil)
+		if err != nil || len(rep.Problems) != 2 || !strings.Contains(rep.Problems[1].Reason, "malformed index entry") {
+			t.Fatalf("%v %+v", err, rep.Problems)
+		}
+	})
+	t.Run("entry past the head", func(t *testing.T) {
+		st, sk, _ := seeded(t)
+		var id card.ID
+		id[0] = 7
+		must(t, st.db.Set(indexKey(id), cardKey(sk.ID(), 99)[1:], pebble.Sync))
+		rep, err := st.Verify(nil, nil)
+		if err != nil || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0].Reason, "past its log's head") {
+			t.Fatalf("%v %+v", err, rep.Problems)
+		}
+	})
+	t.Run("card past the head", func(t *testing.T) {
+		st, sk, _ := seeded(t)
+		next, err := card.Sign(sk, 6, st.durOf(sk.ID()).id, card.Draft{Kind: card.KindNote, TS: 9}, nil)
+		must(t, err)
+		for _, p := range cardSets(next)[:2] { // the card and its index entry, not the head
+			must(t, st.db.Set(p.k, p.v, pebble.Sync))
+		}
+		rep, err := st.Verify(nil, nil)
+		if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Seq != 6 || !strings.Contains(rep.Problems[0].Reason, "past its log's head (seq 5)") {
+			t.Fatalf("%v %+v", err, rep.Problems)
+		}
+	})
+	t.Run("lost head record", func(t *testing.T) {
+		dir := t.TempDir()
+		st, err := Open(dir, Options{})
+		must(t, err)
+		sk, _ := key.FromSeed(key.DeriveSeed([]byte("corrupt"), "a"))
+		for i := range 5 {
+			_, err := st.Append(sk, card.Draft{Kind: card.KindNote, TS: int64(i)})
+			must(t, err)
+		}
+		must(t, st.db.Delete(headKey(sk.ID()), pebble.Sync))
+		must(t, st.Close())
+		st, err = Open(dir, Options{})
+		must(t, err)
+		defer st.Close()
+		rep, err := st.Verify(nil, nil)
+		if err != nil || len(rep.Problems) != 5 || !strings.Contains(rep.Problems[0].Reason, "no head record") {
+			t.Fatalf("%v %+v", err, rep)
+		}
+	})
 }

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/objstorage"
@@ -149,7 +150,10 @@ func (s *Store) KEKs() ([][]byte, error) {
 func (s *Store) Shred(id []byte) error {
 	old, err := s.KEK(id)
 	if errors.Is(err, capsule.ErrShredded) {
-		return nil
+		// Already shredded; a first attempt may have ended while a reader
+		// still held the old files, so compact again (what is left of the
+		// old value is no longer pinned by anything but old files).
+		return s.compactKEKs()
 	}
 	if err != nil {
 		return err
@@ -158,20 +162,41 @@ func (s *Store) Shred(id []byte) error {
 	if err := s.db.Set(kekKey(id), nil, pebble.Sync); err != nil {
 		return fmt.Errorf("log: shredding KEK: %w", err)
 	}
+	if err := s.compactKEKs(); err != nil {
+		return err
+	}
+	// A reader that is still iterating (a Verify, a scan) keeps the files it
+	// started with until it ends; they are deleted then. Wait a little for
+	// that before saying the shred is incomplete.
+	deadline := time.Now().Add(shredWait)
+	for {
+		s.db.TestOnlyWaitForCleaning()
+		s.removeStaleIngests()
+		files, err := s.FilesContaining(old)
+		if err != nil {
+			return err
+		}
+		if len(files) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s (a reader still holds them; they are deleted when it ends)", ErrShredIncomplete, strings.Join(files, ", "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// shredWait is how long Shred waits for readers to let go of old files.
+const shredWait = 5 * time.Second
+
+// compactKEKs flushes the memtable and rewrites every file of the KEK
+// range, so overwritten KEK values are dropped.
+func (s *Store) compactKEKs() error {
 	if err := s.db.Flush(); err != nil {
 		return fmt.Errorf("log: shredding KEK: flush: %w", err)
 	}
 	if err := s.db.Compact(context.Background(), []byte{pfxKEK}, []byte{pfxKEK + 1}, false); err != nil {
 		return fmt.Errorf("log: shredding KEK: compaction: %w", err)
-	}
-	// Compaction leaves the files that held the old value to Pebble's
-	// asynchronous cleaner; wait for it.
-	s.db.TestOnlyWaitForCleaning()
-	s.removeStaleIngests()
-	if files, err := s.FilesContaining(old); err != nil {
-		return err
-	} else if len(files) > 0 {
-		return fmt.Errorf("%w: %s", ErrShredIncomplete, strings.Join(files, ", "))
 	}
 	return nil
 }

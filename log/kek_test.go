@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/capsule"
@@ -171,3 +172,39 @@ func TestKEKLookupErrors(t *testing.T) {
 }
 
 var _ io.Reader = (*recorder)(nil)
+
+// A Verify running while a KEK is shredded holds iterators over the old
+// files; Shred waits for them to be let go, and nothing of the KEK is left
+// once Verify ends (a snapshot would have had compaction copy the old value
+// into new files).
+func TestShredWhileVerifyRuns(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	kek, err := capsule.NewKEK(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutKEK(kek); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.view(nil) // what Verify holds while it runs
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Shred(kek.ID[:]) }()
+	time.Sleep(300 * time.Millisecond)
+	v.close()
+	if err := <-done; err != nil {
+		t.Fatalf("Shred: %v", err)
+	}
+	if files, err := s.FilesContaining(kek.Key[:]); err != nil || len(files) > 0 {
+		t.Fatalf("KEK still in %v (%v)", files, err)
+	}
+	if err := s.Shred(kek.ID[:]); err != nil {
+		t.Fatalf("second Shred: %v", err)
+	}
+}

@@ -108,6 +108,7 @@ type Store struct {
 	failed error // set when a commit failed; the store must be reopened
 
 	closing bool              // Close has begun: enqueue refuses new writes
+	closed  chan struct{}     // closed when Close is done
 	sending stdsync.WaitGroup // enqueues between their check and their send
 
 	queue   chan *write
@@ -140,7 +141,8 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("log: opening %s: %w", dir, err)
 	}
 	s := &Store{db: db, caps: o.Caps, heads: map[[key.IDSize]byte]entry{},
-		queue: make(chan *write, 1024), stop: make(chan struct{}), stopped: make(chan struct{}), max: o.MaxBatch}
+		queue: make(chan *write, 1024), stop: make(chan struct{}), stopped: make(chan struct{}), closed: make(chan struct{}),
+		max: o.MaxBatch}
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
@@ -208,12 +210,18 @@ func (s *Store) load() error {
 // Close stops the committer and closes the database. Pending writes finish first.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	if s.db == nil || s.closing {
+	switch {
+	case s.db == nil:
 		s.mu.Unlock()
+		return nil
+	case s.closing: // another Close is under way: return when it is done
+		s.mu.Unlock()
+		<-s.closed
 		return nil
 	}
 	s.closing = true // no new writes; the ones on their way are let in
 	s.mu.Unlock()
+	defer close(s.closed)
 	s.sending.Wait()
 	close(s.stop)
 	<-s.stopped

@@ -343,8 +343,18 @@ func TestCloseDuringAppends(t *testing.T) {
 		}()
 	}
 	time.Sleep(time.Millisecond)
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
+	closes := make(chan error, 2)
+	for range 2 { // two at once: both return once the store is closed
+		go func() { closes <- st.Close() }()
+	}
+	for range 2 {
+		if err := <-closes; err != nil {
+			t.Fatal(err)
+		}
+		// Whichever returned first, the database is closed by now.
+		if _, err := st.Verify(nil, nil); !errors.Is(err, sublog.ErrClosed) {
+			t.Fatalf("Verify after Close returned: %v", err)
+		}
 	}
 	var landed []*card.Card
 	for range 64 {

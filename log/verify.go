@@ -42,20 +42,31 @@ type verifyItem struct {
 	author key.ID
 	seq    uint64
 	raw    []byte
+	past   bool // stored past its log's head and not a write in flight
 	card   *card.Card
 	err    error // decoding or signature
 	idxErr error // the ID index entry (only when verifying one log)
 }
 
-// view is what Verify checks: a Pebble snapshot and the durable heads taken
-// together, so that cards appended while it runs neither appear half-way nor
-// show up as index entries without cards.
+// view is what Verify checks: iterators over the cards and the index and a
+// copy of every log's durable head and tip, all taken together under the
+// store's lock. Every card at or below a copied durable head is in the
+// iterators (heads advance only after the sync, under the lock). A card or
+// index entry past a copied tip was not written by this process and is
+// damage, since enqueue advances a tip under the lock before the write goes
+// to Pebble; one between the durable head and the tip is a write in flight
+// and is left out. Iterators rather than a snapshot: a snapshot makes
+// compactions carry overwritten values (a shredded KEK) into new files that
+// outlive it.
 type view struct {
-	snap  *pebble.Snapshot
-	heads map[[key.IDSize]byte]head
+	db    *pebble.DB
+	dur   map[[key.IDSize]byte]head
+	tips  map[[key.IDSize]byte]uint64
+	cards *pebble.Iterator
+	index *pebble.Iterator // nil when verifying one log
 }
 
-func (s *Store) view() (*view, error) {
+func (s *Store) view(only *key.ID) (*view, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
@@ -64,40 +75,100 @@ func (s *Store) view() (*view, error) {
 	if s.failed != nil {
 		return nil, s.failed
 	}
-	v := &view{heads: make(map[[key.IDSize]byte]head, len(s.heads))}
+	v := &view{db: s.db, dur: make(map[[key.IDSize]byte]head, len(s.heads)), tips: make(map[[key.IDSize]byte]uint64, len(s.heads))}
 	for a, e := range s.heads {
-		v.heads[a] = e.dur
+		v.dur[a], v.tips[a] = e.dur, e.tip.seq
 	}
-	// Heads only advance after their cards are synced, and under s.mu, so
-	// every card at or below a head copied here is in the snapshot.
-	v.snap = s.db.NewSnapshot()
+	o := prefixBounds(pfxCard)
+	if only != nil {
+		o = &pebble.IterOptions{LowerBound: cardKey(*only, 0), UpperBound: append(cardKey(*only, ^uint64(0)), 0)}
+	}
+	var err error
+	if v.cards, err = s.db.NewIter(o); err != nil {
+		return nil, err
+	}
+	if only == nil {
+		if v.index, err = s.db.NewIter(prefixBounds(pfxIndex)); err != nil {
+			v.cards.Close()
+			return nil, err
+		}
+	}
 	return v, nil
 }
 
-// limit is how far the verified view reaches into a's log.
-func (v *view) limit(a key.ID) uint64 { return v.heads[a.Array()].seq }
+func (v *view) close() {
+	v.cards.Close()
+	if v.index != nil {
+		v.index.Close()
+	}
+}
+
+// place classifies a's card or index entry at seq: in the view, a write
+// still in flight (left out), or past the log's head (damage).
+func (v *view) place(a [key.IDSize]byte, seq uint64) (inView, inFlight bool) {
+	if seq <= v.dur[a].seq {
+		return true, false
+	}
+	return false, seq <= v.tips[a]
+}
+
+// scan walks the view's cards in key order, calling fn for each card in the
+// view and each card past its log's head (past true), and skipping writes in
+// flight.
+func (v *view) scan(fn func(a key.ID, seq uint64, b []byte, past bool) error) error {
+	it := v.cards
+	var last [key.IDSize]byte
+	var lastID key.ID
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 1+key.IDSize+8 {
+			return fmt.Errorf("%w: card key %x", ErrCorrupt, k)
+		}
+		if lastID.IsZero() || string(last[:]) != string(k[1:1+key.IDSize]) {
+			copy(last[:], k[1:])
+			var err error
+			if lastID, err = key.IDFromBytes(last[:]); err != nil {
+				return fmt.Errorf("%w: card key author: %w", ErrCorrupt, err)
+			}
+		}
+		seq := binary.BigEndian.Uint64(k[1+key.IDSize:])
+		in, inFlight := v.place(last, seq)
+		if inFlight {
+			continue
+		}
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(lastID, seq, val, !in); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
 
 // Verify re-verifies every stored card (only author's when only is non-nil):
 // signature, canonical form and capabilities, chain links from seq 1, the
 // head record and the ID index in both directions (every card is indexed
-// under its ID; every index entry names a card with that ID). It checks a
-// snapshot: cards that become durable while it runs are not part of it.
-// Signatures are checked in parallel; progress, if set, is called with the
-// running count of cards checked.
+// under its ID; every index entry names a card with that ID). Cards that
+// become durable while it runs are not part of what it checks. Signatures
+// are checked in parallel; progress, if set, is called with the running
+// count of cards checked.
 //
 // For the whole store the index is checked without a lookup per card: the
 // workers fold each card's (ID, author, seq) into a set digest, a sequential
 // scan of the index folds each entry into another, and only when the two
-// differ does a second pass look entries up one by one to name the damage.
-// The digest is an XOR of SHA-256 values keyed with fresh randomness, so bytes
-// prepared in advance cannot be made to cancel out.
+// differ (or an entry is malformed) does a second pass look entries up one
+// by one to name the damage. The digest is an XOR of SHA-256 values keyed
+// with fresh randomness, so bytes prepared in advance cannot be made to
+// cancel out.
 func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, error) {
 	var rep VerifyReport
-	v, err := s.view()
+	v, err := s.view(only)
 	if err != nil {
 		return rep, err
 	}
-	defer v.snap.Close()
+	defer v.close()
 	var dk digestKey
 	if only == nil {
 		if _, err := rand.Read(dk[:]); err != nil {
@@ -126,7 +197,7 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 		}
 		rep.Logs++
 		seen[cur.Array()] = true
-		h := v.heads[cur.Array()]
+		h := v.dur[cur.Array()]
 		if h.forked() {
 			rep.Forked++
 		}
@@ -142,6 +213,14 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 		cardSet.xor(&j.digest)
 		for _, it := range j.items {
 			rep.Cards++
+			if it.past {
+				if h, ok := v.dur[it.author.Array()]; ok {
+					problem(it, fmt.Errorf("%w: stored past its log's head (seq %d)", ErrCorrupt, h.seq))
+				} else {
+					problem(it, fmt.Errorf("%w: stored for a log that has no head record", ErrCorrupt))
+				}
+				continue
+			}
 			if !haveCur || it.author != cur {
 				endLog()
 				cur, haveCur, nextSeq, lastID = it.author, true, 1, card.ID{}
@@ -170,13 +249,14 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 	// The index digest is computed alongside the card scan.
 	var (
 		indexSet  digest
+		malformed int
 		indexErr  error
 		indexDone = make(chan struct{})
 	)
 	if only == nil {
 		go func() {
 			defer close(indexDone)
-			indexSet, indexErr = v.indexDigest(&dk)
+			indexSet, malformed, indexErr = v.indexDigest(&dk)
 		}()
 	} else {
 		close(indexDone)
@@ -193,19 +273,13 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			work <- j
 			j = newVerifyJob()
 		}
-		fn := func(a key.ID, seq uint64, b []byte) error {
-			j.add(a, seq, b)
+		scanErr = v.scan(func(a key.ID, seq uint64, b []byte, past bool) error {
+			j.add(a, seq, b, past)
 			if len(j.items) == verifyBatch {
 				emit()
 			}
 			return nil
-		}
-		if only != nil {
-			scanErr = scanRaw(v.snap, cardKey(*only, 0), append(cardKey(*only, ^uint64(0)), 0), v.limit, fn)
-		} else {
-			o := prefixBounds(pfxCard)
-			scanErr = scanRaw(v.snap, o.LowerBound, o.UpperBound, v.limit, fn)
-		}
+		})
 		if len(j.items) > 0 {
 			emit()
 		}
@@ -218,11 +292,13 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			for j := range work {
 				for i := range j.items {
 					it := &j.items[i]
-					it.card, it.err = card.Decode(it.raw, s.caps)
+					if !it.past {
+						it.card, it.err = card.Decode(it.raw, s.caps)
+					}
 					switch {
-					case only != nil && it.err == nil:
-						it.idxErr = checkIndexAt(v.snap, it.card.ID(), it.author, it.seq)
-					case only == nil && it.err == nil:
+					case only != nil && it.err == nil && !it.past:
+						it.idxErr = checkIndexAt(s.db, it.card.ID(), it.author, it.seq)
+					case only == nil && it.card != nil:
 						j.digest.add(&dk, it.card.ID(), it.author, it.seq)
 					case only == nil:
 						j.digest.add(&dk, card.IDOf(it.raw), it.author, it.seq)
@@ -246,7 +322,7 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 		return rep, nil
 	}
 	// Logs whose head record survived but whose cards are all gone.
-	for a, h := range v.heads {
+	for a, h := range v.dur {
 		if !seen[a] && h.seq > 0 {
 			id, err := key.IDFromBytes(a[:])
 			if err != nil {
@@ -259,12 +335,17 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 	if indexErr != nil {
 		return rep, indexErr
 	}
-	if indexSet != cardSet {
+	if indexSet != cardSet || malformed > 0 {
 		probs, err := v.indexProblems(bad)
 		if err != nil {
 			return rep, err
 		}
 		rep.Problems = append(rep.Problems, probs...)
+		if len(rep.Problems) == 0 {
+			// Nothing named, yet the sets differ: say so rather than pass.
+			err := fmt.Errorf("%w: the ID index does not match the cards", ErrCorrupt)
+			rep.Problems = append(rep.Problems, Problem{Err: err, Reason: err.Error()})
+		}
 	}
 	return rep, nil
 }
@@ -282,14 +363,14 @@ func newVerifyJob() *verifyJob {
 	return &verifyJob{items: make([]verifyItem, 0, verifyBatch), done: make(chan struct{})}
 }
 
-func (j *verifyJob) add(a key.ID, seq uint64, b []byte) {
+func (j *verifyJob) add(a key.ID, seq uint64, b []byte, past bool) {
 	if cap(j.buf)-len(j.buf) < len(b) {
 		// Earlier items keep the old block alive; only new bytes go here.
 		j.buf = make([]byte, 0, max(len(b), (verifyBatch-len(j.items))*512))
 	}
 	n := len(j.buf)
 	j.buf = append(j.buf, b...)
-	j.items = append(j.items, verifyItem{author: a, seq: seq, raw: j.buf[n:len(j.buf):len(j.buf)]})
+	j.items = append(j.items, verifyItem{author: a, seq: seq, past: past, raw: j.buf[n:len(j.buf):len(j.buf)]})
 }
 
 type cardLoc struct {
@@ -336,63 +417,64 @@ func indexEntry(k, val []byte) (id card.ID, a key.ID, seq uint64, ok bool) {
 	return id, a, binary.BigEndian.Uint64(val[key.IDSize:]), true
 }
 
-// indexDigest folds every index entry of the view into a digest. Entries for
-// cards past the view's heads (written, not yet durable) are left out, as the
-// card scan leaves those cards out; a malformed entry spoils the digest.
-func (v *view) indexDigest(k *digestKey) (digest, error) {
-	var d digest
-	it, err := v.snap.NewIter(prefixBounds(pfxIndex))
-	if err != nil {
-		return d, err
-	}
+// indexDigest folds every index entry of the view into a digest, leaving
+// out entries of writes in flight as the card scan leaves out their cards,
+// and counts the entries that are not index entries at all.
+func (v *view) indexDigest(k *digestKey) (d digest, malformed int, err error) {
+	it := v.index
 	for it.First(); it.Valid(); it.Next() {
 		val, err := it.ValueAndErr()
 		if err != nil {
-			it.Close()
-			return d, err
+			return d, malformed, err
 		}
 		id, a, seq, ok := indexEntry(it.Key(), val)
 		if !ok {
-			d[0] ^= 1 // cannot equal the cards' digest by accident
+			malformed++
 			continue
 		}
-		if h, known := v.heads[a.Array()]; known && seq > h.seq {
+		if _, inFlight := v.place(a.Array(), seq); inFlight {
 			continue
 		}
 		d.add(k, id, a, seq)
 	}
-	return d, it.Close()
+	return d, malformed, it.Error()
 }
 
-// indexProblems is the slow pass, run only when the digests differ: it looks
-// up every card's index entry and every index entry's card, and names what
-// is wrong. Cards that already have a problem are not reported again.
+// indexProblems is the slow pass, run only when the digests differ: over the
+// same view, it looks up every card's index entry and every index entry's
+// card, and names what is wrong. Cards that already have a problem are not
+// reported again.
 func (v *view) indexProblems(bad map[cardLoc]bool) ([]Problem, error) {
 	var probs []Problem
 	reported := map[card.ID]bool{}
-	o := prefixBounds(pfxCard)
-	err := scanRaw(v.snap, o.LowerBound, o.UpperBound, v.limit, func(a key.ID, seq uint64, b []byte) error {
-		if bad[cardLoc{a.Array(), seq}] {
-			return nil
-		}
-		id := card.IDOf(b)
-		if err := checkIndexAt(v.snap, id, a, seq); err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				return err
-			}
-			reported[id] = true
-			probs = append(probs, Problem{Author: a, Seq: seq, ID: id, Err: err, Reason: err.Error()})
+	var ids []struct {
+		id  card.ID
+		a   key.ID
+		seq uint64
+	}
+	err := v.scan(func(a key.ID, seq uint64, b []byte, past bool) error {
+		if !past && !bad[cardLoc{a.Array(), seq}] {
+			ids = append(ids, struct {
+				id  card.ID
+				a   key.ID
+				seq uint64
+			}{card.IDOf(b), a, seq})
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	it, err := v.snap.NewIter(prefixBounds(pfxIndex))
-	if err != nil {
-		return nil, err
+	for _, c := range ids {
+		if err := v.indexAt(c.id, c.a, c.seq); err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				return nil, err
+			}
+			reported[c.id] = true
+			probs = append(probs, Problem{Author: c.a, Seq: c.seq, ID: c.id, Err: err, Reason: err.Error()})
+		}
 	}
-	defer it.Close()
+	it := v.index
 	for it.First(); it.Valid(); it.Next() {
 		val, err := it.ValueAndErr()
 		if err != nil {
@@ -404,33 +486,63 @@ func (v *view) indexProblems(bad map[cardLoc]bool) ([]Problem, error) {
 			probs = append(probs, Problem{Err: err, Reason: err.Error()})
 			continue
 		}
-		h, known := v.heads[a.Array()]
-		if reported[id] || bad[cardLoc{a.Array(), seq}] || (known && seq > h.seq) {
+		in, inFlight := v.place(a.Array(), seq)
+		if inFlight || reported[id] || bad[cardLoc{a.Array(), seq}] {
 			continue
 		}
-		raw, closer, err := v.snap.Get(cardKey(a, seq))
+		got, found, err := v.cardAt(a, seq)
 		switch {
-		case errors.Is(err, pebble.ErrNotFound):
-			if known {
-				continue // a hole in a known log: the chain check reported it
-			}
-			err = fmt.Errorf("%w: index entry for %s names %s@%d, which has no log", ErrCorrupt, id, a, seq)
 		case err != nil:
 			return nil, err
+		case !found && in:
+			continue // a hole in the log: the chain check reported it
+		case !found && v.tips[a.Array()] > 0:
+			err = fmt.Errorf("%w: index entry for %s names %s@%d, past its log's head", ErrCorrupt, id, a, seq)
+		case !found:
+			err = fmt.Errorf("%w: index entry for %s names %s@%d, which has no log", ErrCorrupt, id, a, seq)
+		case got == id:
+			continue
 		default:
-			got := card.IDOf(raw)
-			closer.Close()
-			if got == id {
-				continue
-			}
 			err = fmt.Errorf("%w: index entry for %s names %s@%d, which holds %s", ErrCorrupt, id, a, seq, got)
 		}
 		probs = append(probs, Problem{Author: a, Seq: seq, ID: id, Err: err, Reason: err.Error()})
 	}
-	return probs, nil
+	return probs, it.Error()
 }
 
-// checkIndexAt checks that the index maps id to author a at seq.
+// cardAt looks up the ID of a's card at seq in the view.
+func (v *view) cardAt(a key.ID, seq uint64) (card.ID, bool, error) {
+	k := cardKey(a, seq)
+	if !v.cards.SeekGE(k) || !bytes.Equal(v.cards.Key(), k) {
+		return card.ID{}, false, v.cards.Error()
+	}
+	val, err := v.cards.ValueAndErr()
+	if err != nil {
+		return card.ID{}, false, err
+	}
+	return card.IDOf(val), true, nil
+}
+
+// indexAt checks, in the view, that the index maps id to a at seq.
+func (v *view) indexAt(id card.ID, a key.ID, seq uint64) error {
+	k := indexKey(id)
+	if !v.index.SeekGE(k) || !bytes.Equal(v.index.Key(), k) {
+		if err := v.index.Error(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: no index entry for %s", ErrCorrupt, id)
+	}
+	val, err := v.index.ValueAndErr()
+	if err != nil {
+		return err
+	}
+	if want := cardKey(a, seq)[1:]; !bytes.Equal(val, want) {
+		return fmt.Errorf("%w: index entry for %s points elsewhere (%x)", ErrCorrupt, id, val)
+	}
+	return nil
+}
+
+// checkIndexAt checks that the index of r maps id to author a at seq.
 func checkIndexAt(r pebble.Reader, id card.ID, a key.ID, seq uint64) error {
 	v, closer, err := r.Get(indexKey(id))
 	if err != nil {
