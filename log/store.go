@@ -829,51 +829,57 @@ func (s *Store) scanRaw(lo, hi []byte, fn func(key.ID, uint64, []byte) error) er
 	if err := s.usable(); err != nil {
 		return err
 	}
-	return scanRaw(s.db, lo, hi, func(a key.ID) uint64 { return s.durOf(a).seq }, fn)
-}
-
-// scanRaw walks the cards of r between lo and hi, skipping each log's cards
-// past limit (those not yet durable).
-func scanRaw(r pebble.Reader, lo, hi []byte, limitOf func(key.ID) uint64, fn func(key.ID, uint64, []byte) error) error {
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
-	var last [key.IDSize]byte
-	var lastID key.ID
 	var limit uint64
-	for it.First(); it.Valid(); it.Next() {
-		k := it.Key()
-		if len(k) != 1+key.IDSize+8 {
-			it.Close()
-			return fmt.Errorf("%w: card key %x", ErrCorrupt, k)
+	err = walkCards(it, func(a key.ID, seq uint64, first bool) error {
+		if first {
+			limit = s.durOf(a).seq
 		}
-		if lastID.IsZero() || string(last[:]) != string(k[1:1+key.IDSize]) {
-			copy(last[:], k[1:])
-			if lastID, err = key.IDFromBytes(last[:]); err != nil {
-				it.Close()
-				return fmt.Errorf("%w: card key author: %w", ErrCorrupt, err)
-			}
-			limit = limitOf(lastID)
-		}
-		seq := binary.BigEndian.Uint64(k[1+key.IDSize:])
 		if seq > limit {
-			continue // not durable yet: invisible to readers
+			return nil // not durable yet: invisible to readers
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			it.Close()
 			return err
 		}
-		if err := fn(lastID, seq, v); err != nil {
-			it.Close()
-			if errors.Is(err, io.EOF) {
-				return nil
+		return fn(a, seq, v)
+	})
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// walkCards walks the card keys of it in order, checking each key's form and
+// parsing its author once per log. fn gets the author, the seq and whether
+// a new log starts there, and reads the value from it if it needs it.
+func walkCards(it *pebble.Iterator, fn func(a key.ID, seq uint64, first bool) error) error {
+	var last [key.IDSize]byte
+	var author key.ID
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 1+key.IDSize+8 {
+			return fmt.Errorf("%w: card key %x", ErrCorrupt, k)
+		}
+		first := author.IsZero() || string(last[:]) != string(k[1:1+key.IDSize])
+		if first {
+			copy(last[:], k[1:])
+			var err error
+			if author, err = key.IDFromBytes(last[:]); err != nil {
+				return fmt.Errorf("%w: card key author: %w", ErrCorrupt, err)
 			}
+		}
+		if err := fn(author, binary.BigEndian.Uint64(k[1+key.IDSize:]), first); err != nil {
 			return err
 		}
 	}
-	return it.Close()
+	return it.Error()
 }
 
 // Count returns the number of stored cards and logs.

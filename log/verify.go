@@ -116,35 +116,17 @@ func (v *view) place(a [key.IDSize]byte, seq uint64) (inView, inFlight bool) {
 // view and each card past its log's head (past true), and skipping writes in
 // flight.
 func (v *view) scan(fn func(a key.ID, seq uint64, b []byte, past bool) error) error {
-	it := v.cards
-	var last [key.IDSize]byte
-	var lastID key.ID
-	for it.First(); it.Valid(); it.Next() {
-		k := it.Key()
-		if len(k) != 1+key.IDSize+8 {
-			return fmt.Errorf("%w: card key %x", ErrCorrupt, k)
-		}
-		if lastID.IsZero() || string(last[:]) != string(k[1:1+key.IDSize]) {
-			copy(last[:], k[1:])
-			var err error
-			if lastID, err = key.IDFromBytes(last[:]); err != nil {
-				return fmt.Errorf("%w: card key author: %w", ErrCorrupt, err)
-			}
-		}
-		seq := binary.BigEndian.Uint64(k[1+key.IDSize:])
-		in, inFlight := v.place(last, seq)
+	return walkCards(v.cards, func(a key.ID, seq uint64, _ bool) error {
+		in, inFlight := v.place(a.Array(), seq)
 		if inFlight {
-			continue
+			return nil
 		}
-		val, err := it.ValueAndErr()
+		val, err := v.cards.ValueAndErr()
 		if err != nil {
 			return err
 		}
-		if err := fn(lastID, seq, val, !in); err != nil {
-			return err
-		}
-	}
-	return it.Error()
+		return fn(a, seq, val, !in)
+	})
 }
 
 // Verify re-verifies every stored card (only author's when only is non-nil):
@@ -447,32 +429,23 @@ func (v *view) indexDigest(k *digestKey) (d digest, malformed int, err error) {
 func (v *view) indexProblems(bad map[cardLoc]bool) ([]Problem, error) {
 	var probs []Problem
 	reported := map[card.ID]bool{}
-	var ids []struct {
-		id  card.ID
-		a   key.ID
-		seq uint64
-	}
+	// Every card's entry (the scan walks the cards, the lookups seek the
+	// index: two iterators), then every entry's card.
 	err := v.scan(func(a key.ID, seq uint64, b []byte, past bool) error {
-		if !past && !bad[cardLoc{a.Array(), seq}] {
-			ids = append(ids, struct {
-				id  card.ID
-				a   key.ID
-				seq uint64
-			}{card.IDOf(b), a, seq})
+		if past || bad[cardLoc{a.Array(), seq}] {
+			return nil
 		}
+		id := card.IDOf(b)
+		err := v.indexAt(id, a, seq)
+		if err == nil || !errors.Is(err, ErrCorrupt) {
+			return err
+		}
+		reported[id] = true
+		probs = append(probs, Problem{Author: a, Seq: seq, ID: id, Err: err, Reason: err.Error()})
 		return nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	for _, c := range ids {
-		if err := v.indexAt(c.id, c.a, c.seq); err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				return nil, err
-			}
-			reported[c.id] = true
-			probs = append(probs, Problem{Author: c.a, Seq: c.seq, ID: c.id, Err: err, Reason: err.Error()})
-		}
 	}
 	it := v.index
 	for it.First(); it.Valid(); it.Next() {
