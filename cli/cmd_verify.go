@@ -62,8 +62,8 @@ func newVerifyCmd(a *App) *cobra.Command {
 				}
 			} else {
 				for _, p := range rep.Problems {
-					if p.Author.IsZero() { // an index entry that names no card at all
-						fmt.Fprintf(a.Out(), "BAD  index: %s\n", p.Reason)
+					if p.Author.IsZero() { // damage that names no log (a malformed key)
+						fmt.Fprintf(a.Out(), "BAD  %s\n", p.Reason)
 						continue
 					}
 					fmt.Fprintf(a.Out(), "BAD  %s@%d %s: %s\n", p.Author, p.Seq, p.ID, p.Reason)

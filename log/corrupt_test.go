@@ -301,3 +301,47 @@ func TestVerifyDamageBeyondTheDigests(t *testing.T) {
 		}
 	})
 }
+
+// A damaged fork proof does not keep the store from opening: the author
+// stays forked where its log ends, Verify names the damage, and the other
+// readers leave the proof out.
+func TestDamagedForkProof(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(dir, Options{})
+	must(t, err)
+	sk, _ := key.FromSeed(key.DeriveSeed([]byte("corrupt"), "forker"))
+	var cs []*card.Card
+	for i := range 3 {
+		c, err := st.Append(sk, card.Draft{Kind: card.KindNote, TS: int64(i)})
+		must(t, err)
+		cs = append(cs, c)
+	}
+	other, err := card.Sign(sk, 2, cs[0].ID(), card.Draft{Kind: card.KindNote, TS: 99}, nil)
+	must(t, err)
+	if _, err := st.Import(other.Bytes()); !errors.Is(err, ErrFork) {
+		t.Fatalf("fork: %v", err)
+	}
+	v, closer, err := st.db.Get(forkKey(sk.ID()))
+	must(t, err)
+	bad := append([]byte(nil), v...)
+	closer.Close()
+	bad[len(bad)-5] ^= 0x10 // inside the second card's signature
+	must(t, st.db.Set(forkKey(sk.ID()), bad, pebble.Sync))
+	must(t, st.Close())
+
+	st, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("a damaged fork proof keeps the store shut: %v", err)
+	}
+	defer st.Close()
+	if _, err := st.Append(sk, card.Draft{Kind: card.KindNote, TS: 5}); !errors.Is(err, ErrForked) {
+		t.Fatalf("append past a (damaged) fork: %v", err)
+	}
+	if ps, err := st.ForkProofs(); err != nil || len(ps) != 0 {
+		t.Fatalf("ForkProofs: %d %v", len(ps), err)
+	}
+	rep, err := st.Verify(nil, nil)
+	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Author != sk.ID() || !strings.Contains(rep.Problems[0].Reason, "fork proof") {
+		t.Fatalf("%v %+v", err, rep.Problems)
+	}
+}

@@ -111,7 +111,8 @@ func (s *Store) ForkProof(a key.ID) (*ForkProof, error) {
 	return p, nil
 }
 
-// ForkProofs returns every stored fork proof, ordered by author.
+// ForkProofs returns every stored fork proof that still verifies, ordered by
+// author (a damaged one is left out; Verify reports it).
 func (s *Store) ForkProofs() ([]*ForkProof, error) {
 	if err := s.usable(); err != nil {
 		return nil, err
@@ -124,8 +125,7 @@ func (s *Store) ForkProofs() ([]*ForkProof, error) {
 	for it.First(); it.Valid(); it.Next() {
 		p, err := DecodeForkProof(it.Value())
 		if err != nil {
-			it.Close()
-			return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+			continue // damaged on disk: Verify reports it
 		}
 		out = append(out, p)
 	}

@@ -193,15 +193,20 @@ func (s *Store) load() error {
 		return err
 	}
 	for it.First(); it.Valid(); it.Next() {
+		if len(it.Key()) != 1+key.IDSize {
+			continue // not a fork proof's key: Verify reports it
+		}
 		var a [key.IDSize]byte
 		copy(a[:], it.Key()[1:])
-		p, err := DecodeForkProof(it.Value())
-		if err != nil {
-			it.Close()
-			return fmt.Errorf("%w: fork proof: %w", ErrCorrupt, err)
-		}
 		e := s.heads[a]
-		e.tip.forkSeq, e.dur.forkSeq = p.Seq(), p.Seq()
+		seq := e.dur.seq + 1
+		if p, err := DecodeForkProof(it.Value()); err == nil {
+			seq = p.Seq()
+		}
+		// A damaged proof still says the author forked: the log is held
+		// where it is (Verify reports the damage) rather than refusing to
+		// open the whole store.
+		e.tip.forkSeq, e.dur.forkSeq = seq, seq
 		s.heads[a] = e
 	}
 	return it.Close()

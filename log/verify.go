@@ -314,6 +314,9 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			problem(verifyItem{author: id, seq: h.seq}, fmt.Errorf("%w: head record says seq %d, log has no cards", ErrCorrupt, h.seq))
 		}
 	}
+	if err := s.checkForkProofs(problem); err != nil {
+		return rep, err
+	}
 	if indexErr != nil {
 		return rep, indexErr
 	}
@@ -330,6 +333,31 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 		}
 	}
 	return rep, nil
+}
+
+// checkForkProofs re-verifies every stored fork proof: each must decode,
+// verify and be filed under its author.
+func (s *Store) checkForkProofs(problem func(verifyItem, error)) error {
+	it, err := s.db.NewIter(prefixBounds(pfxFork))
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		a, err := key.IDFromBytes(it.Key()[1:])
+		if err != nil {
+			problem(verifyItem{}, fmt.Errorf("%w: fork proof under a key that is no identity (%x)", ErrCorrupt, it.Key()))
+			continue
+		}
+		p, err := DecodeForkProof(it.Value())
+		switch {
+		case err != nil:
+			problem(verifyItem{author: a}, fmt.Errorf("%w: fork proof: %w", ErrCorrupt, err))
+		case p.Author() != a:
+			problem(verifyItem{author: a}, fmt.Errorf("%w: fork proof of %s filed under %s", ErrCorrupt, p.Author(), a))
+		}
+	}
+	return it.Error()
 }
 
 const verifyBatch = 256
