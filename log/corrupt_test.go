@@ -345,3 +345,59 @@ func TestDamagedForkProof(t *testing.T) {
 		t.Fatalf("%v %+v", err, rep.Problems)
 	}
 }
+
+// A damaged head record does not keep the store from opening: the head is
+// rebuilt from the log's cards, Verify says so, and the next append writes a
+// good record again.
+func TestDamagedHeadRecordIsRebuilt(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(dir, Options{})
+	must(t, err)
+	sk, _ := key.FromSeed(key.DeriveSeed([]byte("corrupt"), "a"))
+	var last *card.Card
+	for i := range 5 {
+		last, err = st.Append(sk, card.Draft{Kind: card.KindNote, TS: int64(i)})
+		must(t, err)
+	}
+	must(t, st.db.Set(headKey(sk.ID()), []byte{1, 2, 3}, pebble.Sync))
+	must(t, st.Close())
+
+	st, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("a damaged head record keeps the store shut: %v", err)
+	}
+	if h, _ := st.Head(sk.ID()); h.Seq != 5 || h.ID != last.ID() {
+		t.Fatalf("rebuilt head %+v", h)
+	}
+	rep, err := st.Verify(nil, nil)
+	if err != nil || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0].Reason, "rebuilt from its cards (seq 5)") {
+		t.Fatalf("%v %+v", err, rep.Problems)
+	}
+	if c, err := st.Append(sk, card.Draft{Kind: card.KindNote, TS: 9}); err != nil || c.Seq() != 6 {
+		t.Fatalf("append after the rebuild: %v", err)
+	}
+	must(t, st.Close())
+	st, err = Open(dir, Options{})
+	must(t, err)
+	defer st.Close()
+	if rep, err := st.Verify(nil, nil); err != nil || !rep.OK() || rep.Cards != 6 {
+		t.Fatalf("after the next append: %v %+v", err, rep)
+	}
+}
+
+func TestMalformedHeadKeyIsReported(t *testing.T) {
+	dir := t.TempDir()
+	st2, err := Open(dir, Options{})
+	must(t, err)
+	must(t, st2.db.Set([]byte{pfxHead, 1, 2, 3}, []byte("junk"), pebble.Sync))
+	must(t, st2.Close())
+	st2, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("a malformed head key keeps the store shut: %v", err)
+	}
+	defer st2.Close()
+	rep, err := st2.Verify(nil, nil)
+	if err != nil || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0].Reason, "no identity") {
+		t.Fatalf("%v %+v", err, rep.Problems)
+	}
+}

@@ -107,6 +107,8 @@ type Store struct {
 	heads  map[[key.IDSize]byte]entry
 	failed error // set when a commit failed; the store must be reopened
 
+	damaged []string // head records found damaged at Open (Verify reports them)
+
 	closing bool              // Close has begun: enqueue refuses new writes
 	closed  chan struct{}     // closed when Close is done
 	sending stdsync.WaitGroup // enqueues between their check and their send
@@ -175,14 +177,30 @@ func (s *Store) load() error {
 	}
 	for it.First(); it.Valid(); it.Next() {
 		k, val := it.Key(), it.Value()
-		if len(k) != 1+key.IDSize || len(val) != 8+32 {
-			it.Close()
-			return fmt.Errorf("%w: head record %x", ErrCorrupt, k)
+		if len(k) != 1+key.IDSize {
+			s.damaged = append(s.damaged, fmt.Sprintf("head record under a key that is no identity (%x): left out", k))
+			continue
 		}
 		var a [key.IDSize]byte
 		copy(a[:], k[1:])
-		h := head{seq: binary.BigEndian.Uint64(val)}
-		copy(h.id[:], val[8:])
+		var h head
+		if len(val) == 8+32 {
+			h.seq = binary.BigEndian.Uint64(val)
+			copy(h.id[:], val[8:])
+		} else {
+			// The cards are the truth a head record summarises: take the
+			// log's last card, and let Verify say what was rebuilt.
+			var err error
+			if h, err = s.lastCard(a); err != nil {
+				it.Close()
+				return err
+			}
+			name := fmt.Sprintf("%x", a)
+			if id, err := key.IDFromBytes(a[:]); err == nil {
+				name = id.String()
+			}
+			s.damaged = append(s.damaged, fmt.Sprintf("head record of %s was damaged: rebuilt from its cards (seq %d)", name, h.seq))
+		}
 		s.heads[a] = entry{tip: h, dur: h}
 	}
 	if err := it.Close(); err != nil {
@@ -210,6 +228,27 @@ func (s *Store) load() error {
 		s.heads[a] = e
 	}
 	return it.Close()
+}
+
+// lastCard is the head of a's log as its cards give it: the last card stored.
+func (s *Store) lastCard(a [key.IDSize]byte) (head, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: append([]byte{pfxCard}, a[:]...), UpperBound: append(append([]byte{pfxCard}, a[:]...), 0xff)})
+	if err != nil {
+		return head{}, err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return head{}, it.Error()
+	}
+	k := it.Key()
+	if len(k) != 1+key.IDSize+8 {
+		return head{}, fmt.Errorf("%w: card key %x", ErrCorrupt, k)
+	}
+	val, err := it.ValueAndErr()
+	if err != nil {
+		return head{}, err
+	}
+	return head{seq: binary.BigEndian.Uint64(k[1+key.IDSize:]), id: card.IDOf(val)}, nil
 }
 
 // Close stops the committer and closes the database. Pending writes finish first.

@@ -314,6 +314,10 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			problem(verifyItem{author: id, seq: h.seq}, fmt.Errorf("%w: head record says seq %d, log has no cards", ErrCorrupt, h.seq))
 		}
 	}
+	for _, d := range s.damaged {
+		err := fmt.Errorf("%w: %s", ErrCorrupt, d)
+		rep.Problems = append(rep.Problems, Problem{Err: err, Reason: err.Error()})
+	}
 	if err := s.checkForkProofs(problem); err != nil {
 		return rep, err
 	}
