@@ -222,7 +222,11 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 				}
 			}
 			nextSeq = it.seq + 1
-			lastID = card.IDOf(it.raw)
+			if it.card != nil {
+				lastID = it.card.ID() // hashed once already, by the decoder
+			} else {
+				lastID = card.IDOf(it.raw)
+			}
 		}
 		if progress != nil {
 			progress(rep.Cards)

@@ -411,7 +411,10 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 		return nil, nil, fmt.Errorf("%w: first byte %#x", ErrNotSign1, first(b))
 	}
 	env, ph, fast := fixedEnvelope(b)
-	if !fast {
+	var rawProtected []byte // the exact bytes that were signed: the header's bstr
+	if fast {
+		rawProtected = b[2:42:42]
+	} else {
 		if err := canon.Unmarshal(b[1:], &env); err != nil {
 			return nil, nil, fmt.Errorf("card envelope: %w", err)
 		}
@@ -430,6 +433,7 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 		if ph.Alg != int64(cose.AlgorithmEdDSA) {
 			return nil, nil, fmt.Errorf("%w: alg %d, want EdDSA (-8)", ErrBadHeader, ph.Alg)
 		}
+		rawProtected = canon.MustMarshal(env.Protected)
 	}
 	var p payload
 	if err := canon.UnmarshalExact(env.Payload, &p); err != nil {
@@ -453,7 +457,7 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 	msg := &cose.Sign1Message{
 		Headers: cose.Headers{
 			Protected:      cose.ProtectedHeader{cose.HeaderLabelAlgorithm: cose.AlgorithmEdDSA, cose.HeaderLabelKeyID: ph.Kid},
-			RawProtected:   canon.MustMarshal(env.Protected), // the exact bytes that were signed
+			RawProtected:   rawProtected,
 			Unprotected:    cose.UnprotectedHeader{},
 			RawUnprotected: []byte{emptyMapHdr},
 		},
