@@ -60,6 +60,19 @@ func execHint(err error) string {
 func execErr(err error) error { return rejected(err, execHint(err)) }
 
 // readBundleFile reads a bundle file (or - for stdin), bounded.
+// decodeBundleFile reads and strictly decodes a bundle file (or stdin for "-").
+func decodeBundleFile(a *App, path string) (*bundle.Bundle, error) {
+	raw, err := readBundleFile(a, path)
+	if err != nil {
+		return nil, err
+	}
+	b, err := bundle.Decode(raw)
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	return b, nil
+}
+
 func readBundleFile(a *App, path string) ([]byte, error) {
 	var r io.Reader
 	if path == "-" {
@@ -185,13 +198,9 @@ func newBundleCmd(a *App) *cobra.Command {
 		Short: "Verify a bundle file and print its manifest and content hash",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			raw, err := readBundleFile(a, args[0])
+			b, err := decodeBundleFile(a, args[0])
 			if err != nil {
 				return err
-			}
-			b, err := bundle.Decode(raw)
-			if err != nil {
-				return rejected(err, "")
 			}
 			j := describe(b)
 			if a.JSON() {
@@ -219,13 +228,9 @@ func newBundleCmd(a *App) *cobra.Command {
 		Short: "Append a bundle card naming the bundle's content hash",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			raw, err := readBundleFile(a, args[0])
+			b, err := decodeBundleFile(a, args[0])
 			if err != nil {
 				return err
-			}
-			b, err := bundle.Decode(raw)
-			if err != nil {
-				return rejected(err, "")
 			}
 			h := b.Hash()
 			body := exec.BundleBody{Hash: h[:], Name: b.Manifest.Name, Version: b.Manifest.Version, Peer: b.Manifest.Peer, Size: uint64(b.Size())}
