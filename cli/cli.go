@@ -5,13 +5,18 @@
 package cli
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"runtime/debug"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -21,6 +26,7 @@ import (
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/node"
 )
 
 // Exit codes: the command line contract.
@@ -47,6 +53,15 @@ type App struct {
 
 	home  *home.Home
 	store *sublog.Store
+
+	// cwd is where relative paths resolve: the process's working directory,
+	// or the client's when the command came through an instance's socket.
+	cwd string
+	// node is the running instance when the command runs inside it: its
+	// store and executor are used instead of opening the home's.
+	node *node.Node
+	env  []string // the client's environment, for a forwarded command
+	ctx  context.Context
 }
 
 var constructors []func(*App) *cobra.Command
@@ -72,29 +87,109 @@ func rejected(err error, hint string) error {
 // usage marks err as exit 2.
 func usage(err error) error { return &exitError{code: ExitUsage, err: err} }
 
-// Main runs the command line and returns the exit code.
+// Main runs the command line and returns the exit code. When an instance
+// (`sublog up`) runs on the home, the command is forwarded to it through the
+// control socket and runs there, against the instance's open store, with the
+// same output and exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) (code int) {
-	a := &App{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now, rand: rand.Reader}
+	cwd, _ := os.Getwd()
+	if forwardable(args) {
+		if dir, err := home.Locate(homeArg(args, cwd), getenv); err == nil {
+			if cl, err := node.Dial(dir); err == nil {
+				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				code, err := cl.Run(ctx, node.Command{Args: args, Dir: cwd, Env: os.Environ(), Stdin: stdin, Stdout: stdout, Stderr: stderr})
+				if err == nil {
+					return code
+				}
+				if !errors.Is(err, node.ErrNotRunning) {
+					fmt.Fprintf(stderr, "sublog: error: %v\n", err)
+					return ExitRejected
+				}
+			}
+		}
+	}
+	a := &App{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now, rand: rand.Reader, cwd: cwd,
+		ctx: context.Background()}
+	return a.main(args)
+}
+
+// RunIn runs one forwarded command inside a running instance (the
+// node.RunFunc `sublog up` hands the node).
+func RunIn(ctx context.Context, n *node.Node, c node.Command) int {
+	env := map[string]string{}
+	for _, kv := range c.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	a := &App{stdin: c.Stdin, stdout: c.Stdout, stderr: c.Stderr, getenv: func(k string) string { return env[k] },
+		now: time.Now, rand: rand.Reader, cwd: c.Dir, node: n, env: c.Env, ctx: ctx}
+	return a.main(c.Args)
+}
+
+// forwardable tells whether a command goes to a running instance: all but
+// the ones that manage the instance itself.
+func forwardable(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return true
+		}
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		switch a {
+		case "up", "down", "config":
+			return false
+		}
+		return true
+	}
+	return true
+}
+
+// homeArg finds a --home flag's value before cobra parses (to find the
+// instance's socket), made absolute against cwd.
+func homeArg(args []string, cwd string) string {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		v, ok := strings.CutPrefix(a, "--home=")
+		if !ok && a == "--home" && i+1 < len(args) {
+			v, ok = args[i+1], true
+		}
+		if ok && v != "" {
+			if !filepath.IsAbs(v) {
+				v = filepath.Join(cwd, v)
+			}
+			return v
+		}
+	}
+	return ""
+}
+
+func (a *App) main(args []string) (code int) {
 	defer func() {
-		if a.store != nil {
+		if a.store != nil && a.node == nil {
 			if err := a.store.Close(); err != nil && code == ExitOK {
-				fmt.Fprintf(stderr, "sublog: error: closing the store: %v\n", err)
+				fmt.Fprintf(a.stderr, "sublog: error: closing the store: %v\n", err)
 				code = ExitRejected
 			}
 		}
 	}()
 	defer func() {
 		if r := recover(); r != nil {
-			fmt.Fprintf(stderr, "sublog: error: internal error (please report): %v\n%s", r, debug.Stack())
+			fmt.Fprintf(a.stderr, "sublog: error: internal error (please report): %v\n%s", r, debug.Stack())
 			code = ExitRejected
 		}
 	}()
+	stdout, stderr := a.stdout, a.stderr
 	root := a.rootCmd()
 	root.SetArgs(args)
-	root.SetIn(stdin)
+	root.SetIn(a.stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
+	err := root.ExecuteContext(a.ctx)
 	if err == nil {
 		return ExitOK
 	}
@@ -193,7 +288,34 @@ func (a *App) Rand() io.Reader        { return a.rand }
 func (a *App) Getenv(k string) string { return a.getenv(k) }
 
 // HomeDir is where the home is (it may not exist yet).
-func (a *App) HomeDir() (string, error) { return home.Locate(a.homeFlag, a.getenv) }
+func (a *App) HomeDir() (string, error) {
+	getenv := func(k string) string {
+		v := a.getenv(k)
+		if k == "SUBLOG_HOME" && v != "" {
+			v = a.Path(v)
+		}
+		return v
+	}
+	flag := a.homeFlag
+	if flag != "" {
+		flag = a.Path(flag)
+	}
+	return home.Locate(flag, getenv)
+}
+
+// Path resolves a path the user gave against the command's working
+// directory (the client's, when the command came through the socket). Every
+// file a command opens by a user's path goes through Path.
+func (a *App) Path(p string) string {
+	if p == "" || p == "-" || filepath.IsAbs(p) || a.cwd == "" {
+		return p
+	}
+	return filepath.Join(a.cwd, p)
+}
+
+// Context is the command's context: cancelled when the client of a
+// forwarded command goes away or the instance stops.
+func (a *App) Context() context.Context { return a.ctx }
 
 // Home opens the home (once).
 func (a *App) Home() (*home.Home, error) {
@@ -212,9 +334,14 @@ func (a *App) Home() (*home.Home, error) {
 	return h, nil
 }
 
-// Store opens the home's store (once); Main closes it.
+// Store opens the home's store (once); Main closes it. Inside a running
+// instance it is the instance's store.
 func (a *App) Store() (*sublog.Store, error) {
 	if a.store != nil {
+		return a.store, nil
+	}
+	if a.node != nil {
+		a.store = a.node.Store()
 		return a.store, nil
 	}
 	h, err := a.Home()
@@ -278,4 +405,13 @@ func parseIdentity(s string) (key.ID, error) {
 		return key.ID{}, rejected(fmt.Errorf("%q is not an identity: %w", s, err), "an identity is 52 z-base-32 characters, as printed by 'sublog id'")
 	}
 	return id, nil
+}
+
+// environ is the command's environment as KEY=VALUE (the client's, for a
+// forwarded command), for the processes a command starts.
+func (a *App) environ() []string {
+	if a.node == nil {
+		return os.Environ()
+	}
+	return a.env
 }

@@ -12,14 +12,21 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"sublog": func() { os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)) },
+		"sublog": func() {
+			if os.Getenv("SUBLOG_INSTANCE_MODE") != "" && os.Getenv("SUBLOG_TESTSCRIPT_INSTANCE") == "" {
+				instanceMain()
+			}
+			os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+		},
 	})
 }
 
 // TestScripts runs the end-to-end scripts in testdata/script: the real
 // command, its stdout, stderr and exit codes.
-func TestScripts(t *testing.T) {
-	testscript.Run(t, testscript.Params{
+func TestScripts(t *testing.T) { testscript.Run(t, scriptParams()) }
+
+func scriptParams() testscript.Params {
+	return testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("SUBLOG_HOME", env.WorkDir+"/home")
@@ -27,5 +34,5 @@ func TestScripts(t *testing.T) {
 			env.Setenv("VECTORS", vectors)
 			return err
 		},
-	})
+	}
 }

@@ -125,7 +125,7 @@ func (a *App) readInput(arg string) ([]byte, string, error) {
 	if arg == "-" {
 		r, name = a.In(), "<stdin>"
 	} else {
-		f, err := os.Open(arg)
+		f, err := os.Open(a.Path(arg))
 		if err != nil {
 			return nil, arg, err
 		}

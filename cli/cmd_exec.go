@@ -25,6 +25,7 @@ import (
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/log/units"
+	"github.com/sublog/sublog/node"
 )
 
 func init() {
@@ -78,7 +79,7 @@ func readBundleFile(a *App, path string) ([]byte, error) {
 	if path == "-" {
 		r = a.In()
 	} else {
-		f, err := os.Open(path)
+		f, err := os.Open(a.Path(path))
 		if err != nil {
 			return nil, rejected(err, "")
 		}
@@ -92,8 +93,19 @@ func readBundleFile(a *App, path string) ([]byte, error) {
 	return b, nil
 }
 
-// openHost opens this home's executor, as the --as identity.
+// openHost opens this home's executor, as the --as identity. Inside a
+// running instance with the host role it is the instance's executor (its
+// peers keep running); close it with a.closeHost.
 func openHost(a *App) (*exec.Host, error) {
+	if a.node != nil && a.node.Host() != nil {
+		sk, err := a.Secret()
+		if err != nil {
+			return nil, rejected(err, "")
+		}
+		if sk.ID() == a.node.Host().ID() {
+			return a.node.Host(), nil
+		}
+	}
 	h, err := a.Home()
 	if err != nil {
 		return nil, rejected(err, "create a home with: sublog init")
@@ -115,6 +127,14 @@ func openHost(a *App) (*exec.Host, error) {
 		return nil, rejected(err, "")
 	}
 	return host, nil
+}
+
+// closeHost closes an executor openHost opened (not the instance's).
+func (a *App) closeHost(h *exec.Host) {
+	if a.node != nil && h == a.node.Host() {
+		return
+	}
+	h.Close()
 }
 
 type manifestJSON struct {
@@ -157,7 +177,7 @@ func newBundleCmd(a *App) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
-			doc, err := os.ReadFile(filepath.Join(dir, bundle.SourceFile))
+			doc, err := os.ReadFile(filepath.Join(a.Path(dir), bundle.SourceFile))
 			if err != nil {
 				return rejected(err, "a bundle source directory holds "+bundle.SourceFile+" and the compiled module")
 			}
@@ -165,7 +185,7 @@ func newBundleCmd(a *App) *cobra.Command {
 			if err != nil {
 				return rejected(err, "")
 			}
-			code, err := os.ReadFile(filepath.Join(dir, mod))
+			code, err := os.ReadFile(filepath.Join(a.Path(dir), mod))
 			if err != nil {
 				return rejected(err, "build the module first, e.g. GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared")
 			}
@@ -176,7 +196,7 @@ func newBundleCmd(a *App) *cobra.Command {
 			if out == "" {
 				out = filepath.Join(dir, m.Name+".bundle")
 			}
-			if err := os.WriteFile(out, raw, 0o644); err != nil {
+			if err := os.WriteFile(a.Path(out), raw, 0o644); err != nil {
 				return rejected(err, "")
 			}
 			b, _ := bundle.Decode(raw)
@@ -436,7 +456,7 @@ func newRunCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer host.Close()
+			defer a.closeHost(host)
 			b, err := bundle.Decode(raw)
 			if err != nil {
 				return rejected(err, "")
@@ -468,7 +488,7 @@ func newCallCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer host.Close()
+			defer a.closeHost(host)
 			resp, err := host.Call(context.Background(), id, req)
 			if err != nil {
 				return execErr(err)
@@ -524,7 +544,7 @@ func newDeployCmd(a *App) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if handoff {
-				hb, err := os.ReadFile(args[0])
+				hb, err := os.ReadFile(a.Path(args[0]))
 				if err != nil {
 					return rejected(err, "")
 				}
@@ -532,7 +552,7 @@ func newDeployCmd(a *App) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				defer host.Close()
+				defer a.closeHost(host)
 				if err := host.Receive(context.Background(), hb); err != nil {
 					return execErr(err)
 				}
@@ -553,7 +573,7 @@ func newDeployCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer host.Close()
+			defer a.closeHost(host)
 			st, err := host.Deploy(context.Background(), raw, want)
 			if err != nil {
 				return execErr(err)
@@ -581,7 +601,7 @@ func peerStep(a *App, use, short string, step func(*exec.Host, context.Context, 
 			if err != nil {
 				return err
 			}
-			defer host.Close()
+			defer a.closeHost(host)
 			if err := step(host, context.Background(), id); err != nil {
 				return execErr(err)
 			}
@@ -623,9 +643,17 @@ type homeReceiver struct {
 	as   string
 	host *exec.Host
 	done func()
+	// Through the receiving home's instance (host is nil then).
+	id      key.ID
+	receive func(ctx context.Context, hb []byte) error
 }
 
 func (r *homeReceiver) open() error {
+	if cl, err := node.Dial(r.dir); err == nil {
+		// The receiving home runs an instance: it takes the handoff
+		// through its socket, as 'sublog deploy --handoff' would.
+		return r.viaInstance(cl)
+	}
 	h, err := home.Open(r.dir)
 	if err != nil {
 		return err
@@ -654,9 +682,63 @@ func (r *homeReceiver) open() error {
 	return nil
 }
 
-func (r *homeReceiver) ID() key.ID { return r.host.ID() }
+func (r *homeReceiver) ID() key.ID {
+	if r.host == nil {
+		return r.id
+	}
+	return r.host.ID()
+}
+
 func (r *homeReceiver) Receive(ctx context.Context, hb []byte) error {
+	if r.host == nil {
+		return r.receive(ctx, hb)
+	}
 	return r.host.Receive(ctx, hb)
+}
+
+// viaInstance makes the receiver a client of the receiving home's instance.
+func (r *homeReceiver) viaInstance(cl *node.Client) error {
+	run := func(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
+		if r.as != "" {
+			args = append([]string{"--as", r.as}, args...)
+		}
+		args = append([]string{"--home", r.dir}, args...)
+		var out, errb strings.Builder
+		code, err := cl.Run(ctx, node.Command{Args: args, Dir: r.a.cwd, Env: r.a.environ(), Stdin: stdin, Stdout: &out, Stderr: &errb})
+		if err != nil {
+			return "", err
+		}
+		if code != ExitOK {
+			msg := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(errb.String(), "\n", 2)[0], "sublog: error: "))
+			return "", errors.New(msg)
+		}
+		return out.String(), nil
+	}
+	out, err := run(context.Background(), nil, "id")
+	if err != nil {
+		return err
+	}
+	if r.id, err = key.ParseID(strings.TrimSpace(out)); err != nil {
+		return err
+	}
+	r.receive = func(ctx context.Context, hb []byte) error {
+		f, err := os.CreateTemp("", "sublog-handoff-*")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		_, err = f.Write(hb)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		_, err = run(ctx, nil, "deploy", "--handoff", f.Name())
+		return err
+	}
+	r.done = func() {}
+	return nil
 }
 
 func newMoveCmd(a *App) *cobra.Command {
@@ -680,19 +762,19 @@ func newMoveCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer host.Close()
+			defer a.closeHost(host)
 			if out != "" {
 				hb, err := host.Export(context.Background(), id)
 				if err != nil {
 					return execErr(err)
 				}
-				if err := os.WriteFile(out, hb, 0o600); err != nil {
+				if err := os.WriteFile(a.Path(out), hb, 0o600); err != nil {
 					return rejected(err, "")
 				}
 				fmt.Fprintf(a.Out(), "%s handoff written to %s\n", id, out)
 				return nil
 			}
-			r := &homeReceiver{a: a, dir: to, as: toAs}
+			r := &homeReceiver{a: a, dir: a.Path(to), as: toAs}
 			if err := r.open(); err != nil {
 				return rejected(fmt.Errorf("opening the home at %s: %w", to, err), "")
 			}
@@ -726,7 +808,7 @@ func newPeersCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer host.Close()
+			defer a.closeHost(host)
 			list, err := host.Peers()
 			if err != nil {
 				return rejected(err, "")

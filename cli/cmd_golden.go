@@ -20,7 +20,7 @@ func newGoldenCmd(a *App) *cobra.Command {
 		Short: "Check every .vec file under DIR against this implementation; exit 1 on any failure",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := golden.CheckDir(args[0])
+			res, err := golden.CheckDir(a.Path(args[0]))
 			if err != nil {
 				return rejected(err, "vectors are files named *.vec with 'key: value' lines; see golden/vectors in the sublog source")
 			}
@@ -55,7 +55,7 @@ func newGoldenCmd(a *App) *cobra.Command {
 		Short: "Write sublog's own vectors into DIR (for another implementation to check)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := golden.WriteAll(args[0]); err != nil {
+			if err := golden.WriteAll(a.Path(args[0])); err != nil {
 				return rejected(err, "")
 			}
 			fmt.Fprintf(a.Out(), "wrote %d suites to %s\n", len(golden.Suites()), args[0])

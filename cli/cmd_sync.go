@@ -16,9 +16,9 @@ import (
 	"github.com/spf13/cobra"
 
 	sublog "github.com/sublog/sublog/log"
-	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/node"
 	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/bundle"
 	"github.com/sublog/sublog/sync/channel"
@@ -58,58 +58,11 @@ func (a *App) syncEnv() (*syncEnv, error) {
 	if err != nil {
 		return nil, rejected(err, "")
 	}
-	named, err := h.Identities()
+	pol, err := node.Lists(h, st, a.Now().Unix())
 	if err != nil {
 		return nil, rejected(err, "")
 	}
-	var self []key.ID
-	for _, n := range named {
-		self = append(self, n.ID)
-	}
-	self = append(self, devices(st, self, a.Now().Unix())...)
-	peers, err := h.Peers()
-	if err != nil {
-		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.PeersFile))
-	}
-	return &syncEnv{home: h, st: st, sk: sk, pol: lsync.NewLists(self, peers.Trust, peers.Follow)}, nil
-}
-
-// delegateBody is the body of a delegate card (see ARCHITECTURE.md).
-type delegateBody struct {
-	Device   []byte   `cbor:"device"`
-	Services []string `cbor:"services,omitempty"`
-	Until    int64    `cbor:"until,omitempty"`
-	Revoked  bool     `cbor:"revoked,omitempty"`
-}
-
-// devices are the identities the home's own identities delegate to, as of
-// now (a later delegate card for the same device overrides an earlier one).
-func devices(st *sublog.Store, own []key.ID, now int64) []key.ID {
-	var out []key.ID
-	for _, id := range own {
-		active := map[key.ID]bool{}
-		st.Scan(id, 1, func(c *card.Card) error {
-			if c.Kind() != card.KindDelegate {
-				return nil
-			}
-			var d delegateBody
-			if c.DecodeBody(&d) != nil {
-				return nil
-			}
-			dev, err := key.IDFromBytes(d.Device)
-			if err != nil {
-				return nil
-			}
-			active[dev] = !d.Revoked && (d.Until == 0 || d.Until > now)
-			return nil
-		})
-		for dev, ok := range active {
-			if ok {
-				out = append(out, dev)
-			}
-		}
-	}
-	return out
+	return &syncEnv{home: h, st: st, sk: sk, pol: pol}, nil
 }
 
 // progress draws a bar of cards moved, on a terminal only.
@@ -248,6 +201,10 @@ of a command this one starts (--command). Prints a one-line summary.`,
 func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt lsync.Options) (lsync.Stats, error) {
 	p := exec.CommandContext(ctx, "sh", "-c", command)
 	p.Stderr = a.Err()
+	p.Dir = a.cwd
+	if a.node != nil {
+		p.Env = a.environ()
+	}
 	in, err := p.StdinPipe()
 	if err != nil {
 		return lsync.Stats{}, err
@@ -302,7 +259,7 @@ receiving side) are written.`,
 				opt.Policy = &pol
 			}
 			if since != "" {
-				b, err := os.ReadFile(since)
+				b, err := os.ReadFile(a.Path(since))
 				if err != nil {
 					return rejected(err, "")
 				}
@@ -310,7 +267,7 @@ receiving side) are written.`,
 					return rejected(fmt.Errorf("%s: not a heads file: %w", since, err), "make one with 'sublog heads --out FILE' on the receiving side")
 				}
 			}
-			tmp, err := os.CreateTemp(filepath.Dir(outPath), ".sublog-export-*")
+			tmp, err := os.CreateTemp(filepath.Dir(a.Path(outPath)), ".sublog-export-*")
 			if err != nil {
 				return rejected(err, "")
 			}
@@ -326,7 +283,7 @@ receiving side) are written.`,
 				err = cerr
 			}
 			if err == nil {
-				err = os.Rename(tmp.Name(), outPath)
+				err = os.Rename(tmp.Name(), a.Path(outPath))
 			}
 			if err != nil {
 				return rejected(err, "")
@@ -354,7 +311,7 @@ func newImportCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := os.ReadFile(args[0])
+			data, err := os.ReadFile(a.Path(args[0]))
 			if err != nil {
 				return rejected(err, "")
 			}
@@ -416,7 +373,7 @@ func newHeadsCmd(a *App) *cobra.Command {
 			}
 			b = append(b, '\n')
 			if outPath != "" {
-				if err := os.WriteFile(outPath, b, 0o600); err != nil {
+				if err := os.WriteFile(a.Path(outPath), b, 0o600); err != nil {
 					return rejected(err, "")
 				}
 				return nil

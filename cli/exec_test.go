@@ -16,7 +16,9 @@ var buildExamples stdsync.Once
 // TestExecScripts runs the executor's end-to-end scripts (testdata/exec)
 // against the example bundles, building them first if `make examples` has
 // not.
-func TestExecScripts(t *testing.T) {
+func TestExecScripts(t *testing.T) { testscript.Run(t, execParams(t)) }
+
+func execParams(t *testing.T) testscript.Params {
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +33,7 @@ func TestExecScripts(t *testing.T) {
 			t.Fatalf("make examples: %v\n%s", err, out)
 		}
 	})
-	testscript.Run(t, testscript.Params{
+	return testscript.Params{
 		Dir: "testdata/exec",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			// grab VAR REGEXP: set VAR to the first group of REGEXP in the last stdout.
@@ -51,5 +53,5 @@ func TestExecScripts(t *testing.T) {
 			env.Setenv("EXAMPLES", filepath.Join(root, "examples"))
 			return nil
 		},
-	})
+	}
 }

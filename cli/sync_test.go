@@ -16,8 +16,10 @@ import (
 // to FILE's trimmed content (FILE "stdout" is the last command's output),
 // `truncate FILE N` cuts a file to N bytes, `freeport VAR` and `waitport ADDR`
 // for real processes on loopback TCP.
-func TestSyncScripts(t *testing.T) {
-	testscript.Run(t, testscript.Params{
+func TestSyncScripts(t *testing.T) { testscript.Run(t, syncParams()) }
+
+func syncParams() testscript.Params {
+	return testscript.Params{
 		Dir: "testdata/sync",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"envfile": func(ts *testscript.TestScript, neg bool, args []string) {
@@ -53,5 +55,5 @@ func TestSyncScripts(t *testing.T) {
 				ts.Check(os.Truncate(ts.MkAbs(args[0]), int64(n)))
 			},
 		},
-	})
+	}
 }

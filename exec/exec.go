@@ -358,3 +358,36 @@ func (h *Host) load(id key.ID) (*peer, error) {
 // cryptoRand is crypto/rand behind an io.Reader without importing it at
 // package level twice.
 type cryptoRand struct{}
+
+// Warm loads every peer this host holds, so the watcher stops a running
+// peer whose grant dies even before its first request, and starts the
+// running ones (compiled and linked, one instance made on first request as
+// before). A long-lived instance calls it once at start; a peer that
+// cannot start is left as it is (its next request reports why).
+func (h *Host) Warm(ctx context.Context) error {
+	list, err := h.Peers()
+	if err != nil {
+		return err
+	}
+	for _, s := range list {
+		if s.State != kinds.StateRunning {
+			continue
+		}
+		p, err := h.load(s.Peer)
+		if err != nil {
+			continue
+		}
+		p.life.Lock()
+		p.mu.Lock()
+		if p.state == kinds.StateRunning {
+			if err := p.start(ctx); err != nil {
+				h.cfg.Logger.Warn("exec: starting peer", "peer", p.id, "err", err)
+			}
+		}
+		p.mu.Unlock()
+		p.life.Unlock()
+	}
+	// Grants may have died while nothing ran: stop those now.
+	h.Check()
+	return nil
+}

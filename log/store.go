@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	stdsync "sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -100,7 +101,7 @@ type headUpdate struct {
 // Store is a log store. All methods are safe for concurrent use.
 type Store struct {
 	db    *pebble.DB
-	caps  card.Caps
+	caps  atomic.Pointer[capsBox]
 	locks [64]stdsync.Mutex // per-author stripes: serialise each log's tip
 
 	mu     stdsync.RWMutex
@@ -117,6 +118,51 @@ type Store struct {
 	stop    chan struct{}
 	stopped chan struct{}
 	max     int
+
+	subMu stdsync.Mutex
+	subs  map[*Subscription]struct{}
+}
+
+// Subscription tells a reader that cards became durable (appended or
+// imported). C is signalled, coalesced (capacity 1: a burst of commits is one
+// signal), after the heads readers see have advanced; a reader that is busy
+// misses nothing, it just reads the newer state once.
+type Subscription struct {
+	C <-chan struct{}
+	c chan struct{}
+	s *Store
+}
+
+// Subscribe returns a new Subscription; Cancel it when done.
+func (s *Store) Subscribe() *Subscription {
+	c := make(chan struct{}, 1)
+	sub := &Subscription{C: c, c: c, s: s}
+	s.subMu.Lock()
+	if s.subs == nil {
+		s.subs = map[*Subscription]struct{}{}
+	}
+	s.subs[sub] = struct{}{}
+	s.subMu.Unlock()
+	return sub
+}
+
+// Cancel stops the signals.
+func (sub *Subscription) Cancel() {
+	sub.s.subMu.Lock()
+	delete(sub.s.subs, sub)
+	sub.s.subMu.Unlock()
+}
+
+// notify signals every subscriber without blocking.
+func (s *Store) notify() {
+	s.subMu.Lock()
+	for sub := range s.subs {
+		select {
+		case sub.c <- struct{}{}:
+		default:
+		}
+	}
+	s.subMu.Unlock()
 }
 
 type kv struct{ k, v []byte }
@@ -142,9 +188,10 @@ func Open(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("log: opening %s: %w", dir, err)
 	}
-	s := &Store{db: db, caps: o.Caps, heads: map[[key.IDSize]byte]entry{},
+	s := &Store{db: db, heads: map[[key.IDSize]byte]entry{},
 		queue: make(chan *write, 1024), stop: make(chan struct{}), stopped: make(chan struct{}), closed: make(chan struct{}),
 		max: o.MaxBatch}
+	s.caps.Store(&capsBox{o.Caps})
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
@@ -277,7 +324,20 @@ func (s *Store) Close() error {
 }
 
 // Caps is the capability set the store verifies against.
-func (s *Store) Caps() card.Caps { return s.caps }
+func (s *Store) Caps() card.Caps { return s.caps.Load().c }
+
+// capsBox holds the capability set (swapped whole by SetCaps).
+type capsBox struct{ c card.Caps }
+
+// SetCaps replaces the capability set the store verifies against (a
+// long-lived process calls it when the home's learned or supported caps
+// change); cards verified before keep their verdict.
+func (s *Store) SetCaps(c card.Caps) {
+	if c == nil {
+		c = caps.Builtin()
+	}
+	s.caps.Store(&capsBox{c})
+}
 
 // committer is the group-commit loop: it takes every write that queued up
 // while the previous group was being applied and applies them as one Pebble
@@ -393,6 +453,7 @@ func (s *Store) finish(a applied) {
 			}
 		}
 		s.mu.Unlock()
+		s.notify()
 	}
 	for _, w := range a.group {
 		w.done <- err
@@ -477,7 +538,7 @@ func (s *Store) Append(sk *key.Secret, d card.Draft) (*card.Card, error) {
 		l.Unlock()
 		return nil, fmt.Errorf("%w: %s (this key signed two histories; see 'sublog verify')", ErrForked, a)
 	}
-	c, err := card.Sign(sk, h.seq+1, h.id, d, s.caps)
+	c, err := card.Sign(sk, h.seq+1, h.id, d, s.Caps())
 	if err != nil {
 		l.Unlock()
 		return nil, err
@@ -527,7 +588,7 @@ func forkKey(a key.ID) []byte    { return append([]byte{pfxFork}, a.Bytes()...) 
 // ErrBadChain, ErrForked, or ErrFork after storing a fork proof. The store
 // is unchanged by every error but ErrFork (which adds the proof).
 func (s *Store) Import(b []byte) (*card.Card, error) {
-	c, err := card.Decode(b, s.caps)
+	c, err := card.Decode(b, s.Caps())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -653,7 +714,7 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				c, err := card.Decode(raw[i], s.caps)
+				c, err := card.Decode(raw[i], s.Caps())
 				if err != nil {
 					errs[i] = fmt.Errorf("%w: %w", ErrInvalid, err)
 					continue

@@ -279,7 +279,7 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 				for i := range j.items {
 					it := &j.items[i]
 					if !it.past {
-						it.card, it.err = card.Decode(it.raw, s.caps)
+						it.card, it.err = card.Decode(it.raw, s.Caps())
 					}
 					switch {
 					case only != nil && it.err == nil && !it.past:

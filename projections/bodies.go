@@ -32,6 +32,9 @@ type ProfileBody struct {
 	GPU     uint64            `cbor:"gpu"`
 	Network *NetworkBody      `cbor:"network,omitempty"`
 	Labels  map[string]string `cbor:"labels,omitempty"`
+	// Roles are the cap IDs of the roles the node's instance runs (see
+	// log/caps roles), sorted; written by `sublog up`.
+	Roles []string `cbor:"roles,omitempty"`
 }
 
 // NetworkBody is the network part of a profile.

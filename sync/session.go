@@ -20,7 +20,6 @@ import (
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
-	"github.com/sublog/sublog/sync/channel"
 	"github.com/sublog/sublog/sync/proto"
 	"github.com/sublog/sublog/sync/transport"
 )
@@ -53,6 +52,9 @@ type Options struct {
 	// Trace, when set, receives a copy of every decrypted protocol byte
 	// received from the peer (for debugging and for privacy tests).
 	Trace io.Writer
+	// Streams serve accepted streams of other kinds than StreamSync (blob
+	// transfers, ...) on a connection; a kind with no handler is closed.
+	Streams map[byte]StreamHandler
 }
 
 // Stats describes one session.
@@ -103,7 +105,7 @@ type session struct {
 	opt       Options
 	initiator bool
 	peer      key.ID
-	conn      *meter
+	conn      *meter       // the connection: a stalled round closes it
 	progress  atomic.Int64 // unix nanos of the last progress
 	shook     atomic.Bool  // the handshake is over
 
@@ -117,38 +119,68 @@ type session struct {
 	logs     map[key.ID]bool
 }
 
+func newSession(st Store, opt Options, initiator bool, conn *meter) *session {
+	s := &session{st: st, opt: opt, initiator: initiator, conn: conn, logs: map[key.ID]bool{}}
+	s.cond = stdsync.NewCond(&s.mu)
+	s.touch()
+	return s
+}
+
+func (o *Options) defaults() error {
+	if o.Secret == nil || o.Rand == nil {
+		return errors.New("sync: Options need Secret and Rand")
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Policy == nil {
+		o.Policy = NewLists([]key.ID{o.Secret.ID()}, nil, nil)
+	}
+	return nil
+}
+
 // Run runs one session over conn; initiator is the side that dialled. It
 // returns when both sides have sent everything, or on the first error
 // (cards stored before it stay stored: each was verified on its own, and a
-// later session resumes from the heads). conn is closed on return.
+// later session resumes from the heads). conn is closed on return. It is
+// one reconciliation round on a new connection: Connect, then Round (the
+// initiator) or one answered round (the responder).
 func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt Options) (Stats, error) {
-	if opt.Secret == nil || opt.Rand == nil {
-		return Stats{}, errors.New("sync: Options need Secret and Rand")
+	if err := opt.defaults(); err != nil {
+		conn.Close()
+		return Stats{}, err
 	}
-	if opt.Timeout <= 0 {
-		opt.Timeout = DefaultTimeout
+	l, err := Connect(ctx, conn, initiator, st, opt)
+	if err != nil {
+		return Stats{Peer: peerOf(l), BytesIn: bytesIn(l), BytesOut: bytesOut(l)}, err
 	}
-	if opt.Policy == nil {
-		opt.Policy = NewLists([]key.ID{opt.Secret.ID()}, nil, nil)
+	defer l.Close()
+	if initiator {
+		return l.Round(ctx)
 	}
-	s := &session{st: st, opt: opt, initiator: initiator, conn: &meter{Conn: conn}, logs: map[key.ID]bool{}}
-	s.cond = stdsync.NewCond(&s.mu)
-	s.touch()
-	ctx, cancel := context.WithCancel(ctx)
+	return l.answerOne(ctx)
+}
+
+// run is one reconciliation round on stream, which the caller closes.
+func (s *session) run(ctx context.Context, stream io.ReadWriteCloser) (Stats, error) {
+	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stalled := make(chan struct{})
-	go s.watch(ctx, cancel, stalled)
-	err := s.run(ctx)
-	cancel()
-	s.conn.Close()
+	finished := make(chan struct{})
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); s.watch(ctx, finished, cancel, stalled, stream) }()
+	err := s.round(rctx, stream)
+	close(finished)
+	<-wdone
 	s.mu.Lock()
 	st2 := s.stats
 	s.mu.Unlock()
+	st2.Peer = s.peer
 	st2.BytesIn, st2.BytesOut = s.conn.in.Load(), s.conn.out.Load()
 	select {
 	case <-stalled:
 		if err != nil {
-			err = fmt.Errorf("%w after %v: %v", ErrStalled, opt.Timeout, err)
+			err = fmt.Errorf("%w after %v: %v", ErrStalled, s.opt.Timeout, err)
 		}
 	default:
 	}
@@ -157,18 +189,22 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 
 func (s *session) touch() { s.progress.Store(time.Now().UnixNano()) }
 
-// watch drops the connection when the session makes no progress for the
-// timeout, so a stalled peer cannot hang this side, or when ctx ends.
-func (s *session) watch(ctx context.Context, cancel func(), stalled chan struct{}) {
+// watch ends the round when it makes no progress for the timeout (a
+// stalled peer cannot hang this side) or when ctx ends: the stream is
+// aborted and the whole connection dropped (a stream cannot be closed
+// cleanly over a connection the peer stopped reading).
+func (s *session) watch(ctx context.Context, finished <-chan struct{}, cancel func(), stalled chan struct{}, stream io.Closer) {
 	t := time.NewTicker(s.opt.Timeout / 8)
 	defer t.Stop()
 	for {
 		select {
+		case <-finished:
+			return
 		case <-ctx.Done():
-			// Cancelled by the caller (or the session is over): unblock
-			// every read and write.
 			s.fail(ctx.Err())
+			cancel()
 			s.conn.Close()
+			abort(stream)
 			return
 		case <-t.C:
 			if time.Since(time.Unix(0, s.progress.Load())) > s.opt.Timeout {
@@ -176,10 +212,19 @@ func (s *session) watch(ctx context.Context, cancel func(), stalled chan struct{
 				s.fail(ErrStalled)
 				cancel()
 				s.conn.Close()
+				abort(stream)
 				return
 			}
 		}
 	}
+}
+
+// abort unblocks every read and write of a stream, then closes it.
+func abort(c io.Closer) {
+	if d, ok := c.(interface{ SetDeadline(time.Time) error }); ok {
+		d.SetDeadline(time.Unix(1, 0))
+	}
+	c.Close()
 }
 
 func (s *session) fail(err error) {
@@ -191,38 +236,8 @@ func (s *session) fail(err error) {
 	s.mu.Unlock()
 }
 
-func (s *session) run(ctx context.Context) error {
-	cfg := channel.Config{Secret: s.opt.Secret, Rand: s.opt.Rand, Accept: s.opt.Accept}
-	var ch *channel.Conn
-	var err error
-	hsConn := &touchConn{Conn: s.conn, s: s}
-	if s.initiator {
-		ch, err = channel.Client(ctx, hsConn, cfg)
-	} else {
-		ch, err = channel.Server(ctx, hsConn, cfg)
-	}
-	if err != nil {
-		return err
-	}
-	s.shook.Store(true)
-	s.peer = ch.Peer()
-	s.stats.Peer = s.peer
-	mux, err := transport.Mux(ch, s.initiator)
-	if err != nil {
-		return err
-	}
-	defer mux.Close()
-	var stream io.ReadWriteCloser
-	if s.initiator {
-		stream, err = mux.OpenStream()
-	} else {
-		stream, err = mux.AcceptStreamWithContext(ctx)
-	}
-	if err != nil {
-		return fmt.Errorf("sync: opening stream: %w", err)
-	}
-	defer stream.Close()
-
+// round runs the protocol on one stream until both sides are done.
+func (s *session) round(ctx context.Context, stream io.ReadWriteCloser) error {
 	var shown []proto.Head
 	for _, h := range s.st.Heads() {
 		if s.opt.Policy.Visible(s.peer, h.Author) {
@@ -252,7 +267,6 @@ func (s *session) run(ctx context.Context) error {
 	if rerr != nil {
 		s.fail(rerr)
 		stream.Close()
-		mux.Close()
 		<-wdone
 		return rerr
 	}
@@ -260,21 +274,18 @@ func (s *session) run(ctx context.Context) error {
 		s.mu.Lock()
 		sent := s.sentDone
 		s.mu.Unlock()
-		// The initiator's Done is the session's last message: once it is
-		// written, a shutdown racing with the write's acknowledgement is the
+		// The initiator's Done is the round's last message: once it is
+		// written, a close racing with the write's acknowledgement is the
 		// responder closing after reading it, not a failure.
 		if !(s.initiator && sent) {
 			return err
 		}
 	}
 	if s.initiator {
-		// The responder closes first once it has our Done; wait for that
-		// (bounded), so our Done is never cut off in flight.
-		select {
-		case <-mux.CloseChan():
-		case <-time.After(s.opt.Timeout):
-		case <-ctx.Done():
-		}
+		// The responder closes the stream once it has our Done; wait for
+		// that (bounded by the watchdog), so our Done is never cut off in
+		// flight.
+		io.Copy(io.Discard, stream)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -623,38 +634,4 @@ func (s *session) report() {
 	s.mu.Unlock()
 	st.BytesIn, st.BytesOut = s.conn.in.Load(), s.conn.out.Load()
 	s.opt.Progress(st)
-}
-
-// Dial connects to addr over t and runs a session as the initiator.
-func Dial(ctx context.Context, t transport.Transport, addr string, st Store, opt Options) (Stats, error) {
-	c, err := t.Dial(ctx, addr)
-	if err != nil {
-		return Stats{}, err
-	}
-	return Run(ctx, c, true, st, opt)
-}
-
-// Serve accepts connections on l and runs a responder session for each, one
-// at a time per connection in its own goroutine, until ctx ends. done, when
-// set, is told how each session went.
-func Serve(ctx context.Context, l transport.Listener, st Store, opt Options, done func(Stats, error)) error {
-	var wg stdsync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := l.Accept(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			stats, err := Run(ctx, c, false, st, opt)
-			if done != nil {
-				done(stats, err)
-			}
-		}()
-	}
 }
