@@ -244,3 +244,24 @@ func TestSmallOrderEncodings(t *testing.T) {
 		}
 	}
 }
+
+// TestCofactoredDisagrees shows why voi's cofactored verification (and so
+// its batch verification) must never decide acceptance: on mixed-order
+// signatures it accepts what the store's rule refuses.
+func TestCofactoredDisagrees(t *testing.T) {
+	fuzzOnce.Do(func() { fuzzTorsion, fuzzSmallEnc = torsion(t), smallOrderEncodings(t) })
+	cofactored := &voi.Options{Verify: voi.VerifyOptionsFIPS_186_5}
+	differ := 0
+	for i := range byte(64) {
+		pub, sig := handSigned([]byte{i}, []byte("m"), i&7, i>>3)
+		if !voi.VerifyWithOptions(pub, []byte("m"), sig, cofactored) {
+			t.Fatalf("case %d: the cofactored equation should hold", i)
+		}
+		if !accepts(pub, []byte("m"), sig) {
+			differ++
+		}
+	}
+	if differ == 0 {
+		t.Fatal("no mixed-order case separates the cofactored and cofactorless equations")
+	}
+}
