@@ -66,11 +66,11 @@ type Stats struct {
 	Forks    int    `json:"forks"`    // fork proofs stored
 	// Forked names the authors whose fork proof this side stored, in order
 	// of author; Refused says why cards were refused (the first MaxListed).
-	Forked  []key.ID    `json:"forked,omitempty"`
-	Refused []Rejection `json:"refused,omitempty"`
-	Rounds   int    `json:"rounds"`   // reconciliation messages this side sent
-	BytesIn  int64  `json:"bytes_in"` // on the wire, handshake included
-	BytesOut int64  `json:"bytes_out"`
+	Forked   []key.ID    `json:"forked,omitempty"`
+	Refused  []Rejection `json:"refused,omitempty"`
+	Rounds   int         `json:"rounds"`   // reconciliation messages this side sent
+	BytesIn  int64       `json:"bytes_in"` // on the wire, handshake included
+	BytesOut int64       `json:"bytes_out"`
 }
 
 // String is the one-line summary the CLI prints.

@@ -126,8 +126,8 @@ func TestMalformedEnvelopeNamesItsDefect(t *testing.T) {
 	trailing := append(bytes.Clone(good), 0x00)
 	cases := []struct {
 		name, bytes string
-		b        []byte
-		sentinel error
+		b           []byte
+		sentinel    error
 	}{
 		{"non-shortest length", "deterministic", nonShortest, canon.ErrNonCanonical},
 		{"indefinite item", "indefinite", indef, nil},
