@@ -359,7 +359,7 @@ func genEd25519() ([]*Vector, error) {
 	}
 	for _, c := range []struct {
 		name, src string
-		s     []byte
+		s         []byte
 	}{
 		{"s-equals-l", "S = L", lBytes},
 		{"s-high-bit", "a good signature with S's top bit set", nil},
