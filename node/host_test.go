@@ -13,8 +13,8 @@ import (
 	"github.com/sublog/sublog/exec"
 	"github.com/sublog/sublog/exec/bundle"
 	"github.com/sublog/sublog/log/card"
-	"github.com/sublog/sublog/log/kinds"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/kinds"
 )
 
 // hostWithCounter starts an instance with the host role running the
