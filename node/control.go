@@ -83,11 +83,12 @@ func (n *Node) listenControl() error {
 	mux.HandleFunc("POST /v1/run", n.handleRun)
 	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{"stopping": true, "pid": os.Getpid()})
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush() // the answer is out before the shutdown starts closing things
+		}
 		go n.Shutdown()
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return n.ctx },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return ctx }}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
