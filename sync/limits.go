@@ -69,12 +69,12 @@ const (
 	DefaultMaxHalfOpenPerSource = 4
 	DefaultHandshakeTimeout     = 10 * time.Second
 	DefaultMaxLifetime          = time.Hour
-	DefaultSessionBuffer        = 8 << 20
+	DefaultSessionBuffer        = maxMsgHold
 	DefaultTotalBuffer          = 64 << 20
 	DefaultBackoffMin           = time.Second
 	DefaultBackoffMax           = 10 * time.Minute
 	// MaxConnsCap is the most connections the fd-derived default allows.
-	MaxConnsCap = 128
+	MaxConnsCap = 64
 	// fdReserve is how many descriptors are kept for the store, logs and
 	// the process itself before any are given to connections.
 	fdReserve = 48

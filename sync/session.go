@@ -136,7 +136,9 @@ type session struct {
 	queue    []job
 	sentDone bool
 	failed   error
-	refusal  *Refusal // this side's reason to end the session, for the peer
+	refusal  *Refusal    // this side's reason to end the session, for the peer
+	over     bool        // the reader is done: the writer may return after Done
+	halt     atomic.Bool // a forged card came: verify nothing more
 	stats    Stats
 	logs     map[key.ID]bool
 }
@@ -176,9 +178,6 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 	err := s.run(ctx)
 	cancel()
 	s.conn.Close()
-	if r, ok := errors.AsType[*Refusal](err); ok && r.Penalize && !s.peer.IsZero() {
-		s.guard.Penalize(s.peer, opt.source)
-	}
 	s.mu.Lock()
 	st2 := s.stats
 	s.mu.Unlock()
@@ -243,6 +242,12 @@ func (s *session) refuse(r *Refusal) {
 	if s.failed == nil {
 		s.failed = r
 		s.refusal = r
+		if r.Penalize {
+			s.halt.Store(true)
+			// Backed off at once, not when the connection is gone: the
+			// peer may reconnect before this session has lingered out.
+			s.guard.Penalize(s.peer, s.opt.source)
+		}
 		// The writer sends the reason at once; the reader discards what
 		// still arrives. The connection closes after lingerFor, so the peer
 		// has that long to read why before a reset could lose it.
@@ -299,6 +304,7 @@ func (s *session) run(ctx context.Context) error {
 	}
 	s.peer = ch.Peer()
 	s.stats.Peer = s.peer
+	s.quota.peer = s.peer
 	mux, err := transport.Mux(ch, s.initiator)
 	if err != nil {
 		return err
@@ -371,6 +377,10 @@ func (s *session) run(ctx context.Context) error {
 		<-wdone
 		return rerr
 	}
+	s.mu.Lock()
+	s.over = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
 	if err := <-wdone; err != nil {
 		s.mu.Lock()
 		sent := s.sentDone
@@ -489,7 +499,7 @@ func (s *session) reader(ctx context.Context, r io.Reader) error {
 		go func(ch chan work) {
 			defer iwg.Done()
 			for w := range ch {
-				if !s.isFailed() { // after a refusal, nothing more is verified
+				if !s.halt.Load() { // after a forged card, nothing more is verified
 					s.receive(w.r)
 					s.report()
 				}
@@ -588,9 +598,37 @@ func (s *session) reader(ctx context.Context, r io.Reader) error {
 			recv[int(a[0]^a[31])%importers] <- work{r, h}
 		}
 		if done {
-			return nil
+			if !s.initiator {
+				return nil // the initiator's Done is the session's last word
+			}
+			// The responder is done, but it may still refuse what this
+			// side pushes: read on until it closes.
+			return s.drain(br)
 		}
 	}
+}
+
+// drain reads after the responder's Done (initiator only): a Refuse is the
+// session's end with the peer's reason, anything else a protocol error, and
+// the end of the stream once this side has sent its own Done a clean close.
+func (s *session) drain(br *bufio.Reader) error {
+	msg, _, err := proto.ReadMsg(br)
+	if err == nil {
+		if msg.T == proto.TRefuse {
+			return &Refusal{Reason: msg.Reason, Retry: time.Duration(msg.Retry) * time.Second, Remote: true}
+		}
+		return fmt.Errorf("%w: type %d after done", proto.ErrUnexpected, msg.T)
+	}
+	s.mu.Lock()
+	sent, failed := s.sentDone, s.failed
+	s.mu.Unlock()
+	if _, refused := failed.(*Refusal); sent && !refused {
+		return nil
+	}
+	if failed != nil {
+		return failed
+	}
+	return fmt.Errorf("sync: reading from peer: %w", err)
 }
 
 // charge counts what the peer offers for storing against its quota.
@@ -631,7 +669,24 @@ func (s *session) writer(w io.Writer) error {
 			if err := s.send(bw, &proto.Msg{T: proto.TDone}); err != nil {
 				return err
 			}
-			return bw.Flush()
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			// Stay until the session is over: the responder's Done can come
+			// before the peer's last pushes, and a refusal of those must
+			// still reach the peer.
+			s.mu.Lock()
+			for s.failed == nil && !s.over {
+				s.cond.Wait()
+			}
+			r := s.refusal
+			s.mu.Unlock()
+			if r != nil {
+				if _, err := proto.WriteMsg(bw, refuseMsg(r)); err == nil {
+					bw.Flush()
+				}
+			}
+			return nil
 		}
 		j := s.queue[0]
 		s.queue = s.queue[1:]

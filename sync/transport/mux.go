@@ -12,7 +12,7 @@ import (
 // stream a 256 KiB receive window, so without this bound a peer that opens
 // streams nobody reads pins 256 KiB (about twice that in buffer growth) per
 // stream; with it, at most MaxStreamBacklog such streams per session.
-const MaxStreamBacklog = 8
+const MaxStreamBacklog = 4
 
 // StreamWindow is the most a stream buffers unread (its flow-control window).
 const StreamWindow = 1 << 20
