@@ -120,6 +120,25 @@ func (a *App) syncProgress(desc string) (func(lsync.Stats), func()) {
 	return func(s lsync.Stats) { update(int64(s.Received + s.Sent)) }, finish
 }
 
+// tellRefusals says on stderr which received cards were refused and why,
+// and which authors were found forked, whatever the output format: a fork
+// is news a user must not miss in a one-line summary.
+func (a *App) tellRefusals(s lsync.Stats) {
+	for _, r := range s.Refused {
+		fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
+	}
+	if more := s.Rejected - len(s.Refused); len(s.Refused) > 0 && more > 0 {
+		fmt.Fprintf(a.Err(), "sublog: ... and %d more rejected\n", more)
+	}
+	a.tellForks(s)
+}
+
+func (a *App) tellForks(s lsync.Stats) {
+	for _, id := range s.Forked {
+		fmt.Fprintf(a.Err(), "sublog: fork: %s signed two different cards at one position; the proof is kept and its log is not extended past it ('sublog log --heads' shows it)\n", id)
+	}
+}
+
 func (a *App) report(w io.Writer, s lsync.Stats) error {
 	if a.JSON() {
 		enc := json.NewEncoder(w)
@@ -196,6 +215,7 @@ latter is then refused for a while (1 s, doubling).`,
 				if !s.Peer.IsZero() {
 					who = s.Peer.String()
 				}
+				a.tellRefusals(s)
 				if err != nil {
 					fmt.Fprintf(a.Err(), "sublog: session with %s failed: %v (%s; checked %d, dropped %d)\n", who, err, s, s.Checked, s.Dropped)
 					return
@@ -288,6 +308,7 @@ of a command this one starts (--command). Prints a one-line summary.`,
 				stats, err = lsync.Dial(ctx, transport.TCP{}, args[0], env.st, opt)
 				finish()
 			}
+			a.tellRefusals(stats)
 			if err != nil {
 				hint := "cards received before the failure are kept; run the sync again to resume"
 				if errors.Is(err, lsync.ErrPeerRefused) {
@@ -456,6 +477,7 @@ func newImportCmd(a *App) *cobra.Command {
 			for _, r := range rej {
 				fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
 			}
+			a.tellForks(stats)
 			if err := a.report(a.Out(), stats); err != nil {
 				return err
 			}
