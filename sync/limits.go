@@ -171,8 +171,8 @@ var (
 type Refusal struct {
 	Reason string
 	Retry  time.Duration
-	// Penalize: the refusal is for a card that failed verification (or was
-	// not of its announced log); it backs the peer off.
+	// Penalize: the refusal is for a card whose signature failed; it backs
+	// the peer off.
 	Penalize bool
 	// Remote: the peer sent this refusal.
 	Remote bool

@@ -942,7 +942,7 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 // forged): the peer is told which, and backed off.
 func (s *session) refuseForged(rej []Rejection) {
 	for _, r := range rej {
-		if r.Seq > 0 && forged(r.Err) { // (seq 0: a fork proof, true evidence whatever its author)
+		if forged(r.Err) {
 			s.refuse(&Refusal{Reason: fmt.Sprintf("card %s@%d failed verification: %v", r.Author, r.Seq, r.Err), Penalize: true})
 			return
 		}
@@ -968,12 +968,13 @@ func (s *Stats) fork(a key.ID) {
 	}
 }
 
-// forged reports whether a card was refused for its signature or for not
-// being of the log it was sent as: what an honest peer, which verified every
-// card it holds, never sends. (A card that needs a capability this node
-// lacks, or breaks a newer limit, is refused without ending the session.)
+// forged reports whether a card was refused for its signature: what an
+// honest peer, which verified every card it holds, never sends, and what
+// costs this side real work. (A card that needs a capability this node
+// lacks, breaks a newer limit, or is of another log than announced is
+// refused cheaply, before any signature work, without ending the session.)
 func forged(err error) bool {
-	return errors.Is(err, card.ErrBadSignature) || errors.Is(err, card.ErrKidMismatch) || errors.Is(err, ErrWrongOwner)
+	return errors.Is(err, card.ErrBadSignature)
 }
 
 // checkCounter counts the cards handed to the store for verification.
