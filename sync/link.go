@@ -10,8 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/sublog/sublog/log/key"
-	"github.com/sublog/sublog/sync/channel"
 	"github.com/sublog/sublog/sync/transport"
 )
 
@@ -39,6 +40,7 @@ const maxAnswering = 2
 type Link struct {
 	st        Store
 	opt       Options
+	lim       Limits
 	initiator bool
 	peer      key.ID
 	conn      *meter
@@ -79,12 +81,28 @@ func bytesOut(l *Link) int64 {
 // no progress for opt.Timeout. On error conn is closed; the Link returned
 // with the error (possibly nil) tells the proven peer, if any.
 func Connect(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt Options) (*Link, error) {
-	if err := opt.defaults(); err != nil {
+	if opt.Secret == nil || opt.Rand == nil {
 		conn.Close()
-		return nil, err
+		return nil, errors.New("sync: Options need Secret and Rand")
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
+	if opt.Policy == nil {
+		opt.Policy = NewLists([]key.ID{opt.Secret.ID()}, nil, nil)
+	}
+	lim := opt.Limits.withDefaults()
+	if opt.Guard == nil {
+		var q Quota
+		if opt.Quota != nil {
+			q = *opt.Quota
+		}
+		opt.Guard = NewGuard(lim, q)
 	}
 	m := &meter{Conn: conn}
-	hs := newSession(st, opt, initiator, m)
+	l := &Link{st: st, opt: opt, lim: lim, initiator: initiator, conn: m, kick: make(chan struct{}, 1), last: time.Now()}
+	hs := l.newSession(initiator)
+	// The handshake is dropped when it makes no progress for the timeout.
 	// (Not a cancelled context: the channel closes conn when its context
 	// ends, so the connection must outlive a context of the handshake's.)
 	stopWatch := make(chan struct{})
@@ -104,33 +122,84 @@ func Connect(ctx context.Context, conn transport.Conn, initiator bool, st Store,
 			}
 		}
 	}()
-	cfg := channel.Config{Secret: opt.Secret, Rand: opt.Rand, Accept: opt.Accept}
-	hsConn := &touchConn{Conn: m, s: hs}
-	var ch *channel.Conn
-	var err error
-	if initiator {
-		ch, err = channel.Client(ctx, hsConn, cfg)
-	} else {
-		ch, err = channel.Server(ctx, hsConn, cfg)
-	}
-	l := &Link{st: st, opt: opt, initiator: initiator, conn: m, kick: make(chan struct{}, 1), last: time.Now()}
+	mux, err := hs.connect(ctx)
 	if err != nil {
 		m.Close()
-		if ctx.Err() == nil && time.Since(time.Unix(0, hs.progress.Load())) > opt.Timeout {
-			err = fmt.Errorf("%w after %v: %v", ErrStalled, opt.Timeout, err)
-		}
+		l.peer = hs.peer
 		return l, err
 	}
-	hs.shook.Store(true)
-	l.peer = ch.Peer()
+	l.peer = hs.peer
 	l.total.Peer = l.peer
-	mux, err := transport.Mux(ch, initiator)
-	if err != nil {
-		m.Close()
-		return l, err
-	}
 	l.mux = mux
 	return l, nil
+}
+
+// newSession is the state of one round on this link.
+func (l *Link) newSession(initiator bool) *session {
+	counter := &checkCounter{Store: l.st}
+	s := &session{st: counter, opt: l.opt, initiator: initiator, conn: l.conn, logs: map[key.ID]bool{},
+		lim: l.lim, guard: l.opt.Guard, buf: semaphore.NewWeighted(l.lim.SessionBuffer), peer: l.peer}
+	s.quota.g = l.opt.Guard
+	s.quota.peer = l.peer
+	s.stats.Peer = l.peer
+	s.cond = stdsync.NewCond(&s.mu)
+	s.touch()
+	return s
+}
+
+// runRound runs one round on stream: a stalled round (no progress for the
+// timeout) or a cancelled ctx drops the whole connection (a stream cannot
+// be closed cleanly over a connection the peer stopped reading).
+func (l *Link) runRound(ctx context.Context, s *session, stream net.Conn) (Stats, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	finished := make(chan struct{})
+	wdone := make(chan struct{})
+	stalled := false
+	go func() {
+		defer close(wdone)
+		t := time.NewTicker(s.opt.Timeout / 8)
+		defer t.Stop()
+		for {
+			select {
+			case <-finished:
+				return
+			case <-ctx.Done():
+				s.fail(ctx.Err())
+			case <-t.C:
+				if time.Since(time.Unix(0, s.progress.Load())) <= s.opt.Timeout {
+					continue
+				}
+				stalled = true
+				s.fail(ErrStalled)
+			}
+			cancel()
+			l.conn.Close()
+			stream.SetDeadline(time.Unix(1, 0))
+			stream.Close()
+			return
+		}
+	}()
+	err := s.round(rctx, stream)
+	if err == nil && s.initiator {
+		// The responder closes the stream once it has our Done.
+		stream.SetReadDeadline(time.Now().Add(s.opt.Timeout))
+		io.Copy(io.Discard, stream)
+	}
+	close(finished)
+	<-wdone
+	s.mu.Lock()
+	st := s.stats
+	s.mu.Unlock()
+	st.Peer = l.peer
+	st.BytesIn, st.BytesOut = l.conn.in.Load(), l.conn.out.Load()
+	if c, ok := s.st.(*checkCounter); ok {
+		st.Checked = int(c.n.Load())
+	}
+	if stalled && err != nil {
+		err = fmt.Errorf("%w after %v: %v", ErrStalled, s.opt.Timeout, err)
+	}
+	return st, err
 }
 
 // Peer is the peer's proven identity.
@@ -194,9 +263,7 @@ func (l *Link) Round(ctx context.Context) (Stats, error) {
 		return Stats{Peer: l.peer}, fmt.Errorf("sync: opening stream: %w", err)
 	}
 	defer st.Close()
-	s := newSession(l.st, l.opt, true, l.conn)
-	s.peer = l.peer
-	stats, err := s.run(ctx, st)
+	stats, err := l.runRound(ctx, l.newSession(true), st)
 	l.add(stats)
 	return stats, err
 }
@@ -204,9 +271,7 @@ func (l *Link) Round(ctx context.Context) (Stats, error) {
 // answer runs one round the peer started, on stream.
 func (l *Link) answer(ctx context.Context, stream net.Conn) (Stats, error) {
 	defer stream.Close()
-	s := newSession(l.st, l.opt, false, l.conn)
-	s.peer = l.peer
-	stats, err := s.run(ctx, stream)
+	stats, err := l.runRound(ctx, l.newSession(false), stream)
 	l.add(stats)
 	return stats, err
 }
@@ -342,48 +407,4 @@ func (l *Link) Live(ctx context.Context, round func(s Stats, initiated bool, err
 		err = nil
 	}
 	return err
-}
-
-// Dial connects to addr over t and runs a session as the initiator.
-func Dial(ctx context.Context, t transport.Transport, addr string, st Store, opt Options) (Stats, error) {
-	c, err := t.Dial(ctx, addr)
-	if err != nil {
-		return Stats{}, err
-	}
-	return Run(ctx, c, true, st, opt)
-}
-
-// Serve accepts connections on l and answers every round each peer starts
-// on its connection, until ctx ends. done, when set, is told how each
-// answered round went (and of a connection that failed before any round).
-func Serve(ctx context.Context, ln transport.Listener, st Store, opt Options, done func(Stats, error)) error {
-	if err := opt.defaults(); err != nil {
-		return err
-	}
-	var wg stdsync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l, err := Connect(ctx, c, false, st, opt)
-			if err != nil {
-				if done != nil {
-					done(Stats{Peer: peerOf(l), BytesIn: bytesIn(l), BytesOut: bytesOut(l)}, err)
-				}
-				return
-			}
-			defer l.Close()
-			if err := l.Serve(ctx, done); err != nil && done != nil {
-				done(Stats{Peer: l.peer}, err)
-			}
-		}()
-	}
 }
