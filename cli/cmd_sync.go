@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sublog/sublog/blob"
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
@@ -152,6 +153,21 @@ trusted or followed is refused before this side reveals anything.`,
 			defer stop()
 			fmt.Fprintf(a.Err(), "sublog: serving on %s\n", l.Addr())
 			opt := a.sessionOptions(env, open)
+			blobs, err := openBlobs(a)
+			if err != nil {
+				return err
+			}
+			opt.Handlers = map[byte]lsync.PeerStream{lsync.StreamBlob: lsync.BlobHandler(env.st, env.pol, blobs,
+				func(p key.ID, ss blob.ServeStats, err error) {
+					switch {
+					case !ss.Entitled:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s refused (not held, or no card naming it is visible to that peer)\n", p, ss.Hash)
+					case err != nil:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s: %d chunks sent, then: %v\n", p, ss.Hash, ss.Chunks, err)
+					default:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s: %d chunks sent (%d bytes)\n", p, ss.Hash, ss.Chunks, ss.BytesSent)
+					}
+				})}
 			return lsync.Serve(ctx, l, env.st, opt, func(s lsync.Stats, err error) {
 				if err != nil {
 					fmt.Fprintf(a.Err(), "sublog: session failed: %v\n", err)
