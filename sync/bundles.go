@@ -67,7 +67,8 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 				}
 			}
 		}
-		if from > h.Seq {
+		last := uncontested(st, h.Author)
+		if from > last {
 			continue
 		}
 		var batch [][]byte
@@ -89,7 +90,7 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 			return nil
 		}
 		err := st.Scan(h.Author, from, func(c *card.Card) error {
-			if c.Seq() > h.Seq || !MayLeave(c, o.For, o.Policy) {
+			if c.Seq() > last || !MayLeave(c, o.For, o.Policy) {
 				return io.EOF // (a card that may not leave holds back the rest of its log)
 			}
 			if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
@@ -150,6 +151,9 @@ func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) 
 			n, f, rej := importRun(st, author, m.From, m.Cards)
 			stats.Received += n
 			stats.Forks += f
+			if f > 0 {
+				stats.fork(author)
+			}
 			rejected = append(rejected, rej...)
 			if n > 0 {
 				logs[author] = true
@@ -159,6 +163,7 @@ func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) 
 				rejected = append(rejected, reject(author, 0, err))
 			} else if p.Author() == author {
 				stats.Forks++
+				stats.fork(author)
 			}
 		}
 		if o.Progress != nil {
