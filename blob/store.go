@@ -250,13 +250,14 @@ func (s *Store) GC(referenced func(Hash) bool, now time.Time, grace time.Duratio
 // Partial is a blob being fetched against a manifest. It is not safe for
 // concurrent use; the store holds the blob's lock until Close.
 type Partial struct {
-	s      *Store
-	h      Hash
-	m      Manifest
-	f      *os.File
-	have   []bool
-	held   int
-	unlock func()
+	s       *Store
+	h       Hash
+	m       Manifest
+	f       *os.File
+	have    []bool
+	held    int
+	damaged int
+	unlock  func()
 }
 
 // Begin starts (or resumes) fetching h against m. A partial left by an
@@ -299,7 +300,7 @@ func (s *Store) Begin(h Hash, m Manifest) (*Partial, error) {
 	buf := make([]byte, ChunkSize)
 	for i := range m.Chunks {
 		lo, hi := m.span(i)
-		if hi > fi.Size() || (lo == hi && fi.Size() < lo) {
+		if hi > fi.Size() || (lo == hi && i > 0) {
 			break
 		}
 		b := buf[:hi-lo]
@@ -309,6 +310,8 @@ func (s *Store) Begin(h Hash, m Manifest) (*Partial, error) {
 		if sha256.Sum256(b) == m.Chunks[i] {
 			p.have[i] = true
 			p.held++
+		} else {
+			p.damaged++
 		}
 	}
 	return p, nil
@@ -333,6 +336,10 @@ func (p *Partial) Missing() []int {
 
 // Held is how many chunks are held.
 func (p *Partial) Held() int { return p.held }
+
+// Damaged is how many chunk ranges on disk did not match the manifest when
+// the partial was opened (a torn write or a damaged disk: fetched again).
+func (p *Partial) Damaged() int { return p.damaged }
 
 // Put checks chunk i against the manifest and keeps it; a chunk that does
 // not match is ErrBadChunk and nothing is written.

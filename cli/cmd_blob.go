@@ -124,7 +124,7 @@ func fetchBlob(a *App, h blob.Hash, from []string) (blob.Stats, error) {
 		c.Close()
 		total.Size, total.Chunks = max(total.Size, st.Size), max(total.Chunks, st.Chunks)
 		if total.Reused == 0 {
-			total.Reused = st.Reused
+			total.Reused, total.Damaged = st.Reused, st.Damaged
 		}
 		total.Fetched += st.Fetched
 		total.Refused += st.Refused

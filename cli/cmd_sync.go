@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/units"
 	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/bundle"
 	"github.com/sublog/sublog/sync/channel"
@@ -149,7 +151,7 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 }
 
 func newServeCmd(a *App) *cobra.Command {
-	var listen string
+	var listen, blobRate string
 	var open bool
 	c := &cobra.Command{
 		Use:   "serve --listen ADDR",
@@ -176,7 +178,13 @@ trusted or followed is refused before this side reveals anything.`,
 			if err != nil {
 				return err
 			}
-			opt.Handlers = map[byte]lsync.PeerStream{lsync.StreamBlob: lsync.BlobHandler(env.st, env.pol, blobs,
+			var rate uint64
+			if blobRate != "" {
+				if rate, err = units.ParseBytes(blobRate); err != nil || rate == 0 {
+					return usage(fmt.Errorf("--blob-rate: %q is not a positive size per second (e.g. 10Mi)", blobRate))
+				}
+			}
+			blobHandler := lsync.BlobHandler(env.st, env.pol, blobs,
 				func(p key.ID, ss blob.ServeStats, err error) {
 					switch {
 					case !ss.Entitled:
@@ -186,7 +194,13 @@ trusted or followed is refused before this side reveals anything.`,
 					default:
 						fmt.Fprintf(a.Err(), "sublog: %s: blob %s: %d chunks sent (%d bytes)\n", p, ss.Hash, ss.Chunks, ss.BytesSent)
 					}
-				})}
+				})
+			opt.Handlers = map[byte]lsync.PeerStream{lsync.StreamBlob: func(ctx context.Context, p key.ID, s io.ReadWriteCloser) {
+				if rate > 0 {
+					s = &rateLimited{ReadWriteCloser: s, rate: rate, start: time.Now()}
+				}
+				blobHandler(ctx, p, s)
+			}}
 			return lsync.Serve(ctx, l, env.st, opt, func(s lsync.Stats, err error) {
 				a.tellRefusals(s)
 				if err != nil {
@@ -199,7 +213,33 @@ trusted or followed is refused before this side reveals anything.`,
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:7411", "address to listen on (host:port)")
 	c.Flags().BoolVar(&open, "open", false, "also serve peers that are on no list (they see only their own logs)")
+	c.Flags().StringVar(&blobRate, "blob-rate", "", "cap each blob transfer at this many bytes per second (10Mi); default no cap")
 	return c
+}
+
+// rateLimited paces a stream's writes to rate bytes per second on average.
+type rateLimited struct {
+	io.ReadWriteCloser
+	rate    uint64
+	start   time.Time
+	written uint64
+}
+
+func (r *rateLimited) Write(p []byte) (int, error) {
+	n, err := r.ReadWriteCloser.Write(p)
+	r.written += uint64(n)
+	due := r.start.Add(time.Duration(float64(r.written) / float64(r.rate) * float64(time.Second)))
+	if d := time.Until(due); d > 0 {
+		time.Sleep(d)
+	}
+	return n, err
+}
+
+func (r *rateLimited) SetDeadline(t time.Time) error {
+	if d, ok := r.ReadWriteCloser.(interface{ SetDeadline(time.Time) error }); ok {
+		return d.SetDeadline(t)
+	}
+	return nil
 }
 
 func (a *App) sessionOptions(env *syncEnv, open bool) lsync.Options {
