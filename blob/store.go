@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -258,6 +259,10 @@ type Partial struct {
 	held    int
 	damaged int
 	unlock  func()
+	// whole hashes the held prefix chunks 0..next-1 as they come, so a
+	// fetch in order needs no second read of the file to check the whole.
+	whole hash.Hash
+	next  int
 }
 
 // Begin starts (or resumes) fetching h against m. A partial left by an
@@ -270,7 +275,7 @@ func (s *Store) Begin(h Hash, m Manifest) (*Partial, error) {
 		return nil, fmt.Errorf("%w: %d chunks for %d bytes", ErrBadManifest, len(m.Chunks), m.Size)
 	}
 	unlock := s.lock(h)
-	p := &Partial{s: s, h: h, m: m, have: make([]bool, len(m.Chunks)), unlock: unlock}
+	p := &Partial{s: s, h: h, m: m, have: make([]bool, len(m.Chunks)), unlock: unlock, whole: sha256.New()}
 	enc := m.Encode()
 	old, err := os.ReadFile(s.partMan(h))
 	if err != nil || string(old) != string(enc) {
@@ -310,6 +315,10 @@ func (s *Store) Begin(h Hash, m Manifest) (*Partial, error) {
 		if sha256.Sum256(b) == m.Chunks[i] {
 			p.have[i] = true
 			p.held++
+			if p.next == i {
+				p.whole.Write(b)
+				p.next++
+			}
 		} else {
 			p.damaged++
 		}
@@ -359,7 +368,30 @@ func (p *Partial) Put(i int, data []byte) error {
 	}
 	p.have[i] = true
 	p.held++
+	if p.next == i {
+		p.whole.Write(data)
+		p.next++
+		p.advance()
+	}
 	return nil
+}
+
+// advance feeds the whole hash with held chunks that follow the prefix
+// (chunks that arrived out of order), reading them back from the file.
+func (p *Partial) advance() {
+	var buf []byte
+	for p.next < len(p.have) && p.have[p.next] {
+		lo, hi := p.m.span(p.next)
+		if buf == nil {
+			buf = make([]byte, ChunkSize)
+		}
+		b := buf[:hi-lo]
+		if _, err := p.f.ReadAt(b, lo); err != nil && !(errors.Is(err, io.EOF) && lo == hi) {
+			return // Finish hashes the file again
+		}
+		p.whole.Write(b)
+		p.next++
+	}
 }
 
 // Complete tells whether every chunk is held.
@@ -375,9 +407,12 @@ func (p *Partial) Finish() error {
 	if err := p.f.Truncate(int64(p.m.Size)); err != nil {
 		return fmt.Errorf("blob: %w", err)
 	}
-	hw := sha256.New()
-	if _, err := io.Copy(hw, io.NewSectionReader(p.f, 0, int64(p.m.Size))); err != nil {
-		return fmt.Errorf("blob: %w", err)
+	hw := p.whole
+	if p.next != len(p.have) {
+		hw = sha256.New()
+		if _, err := io.Copy(hw, io.NewSectionReader(p.f, 0, int64(p.m.Size))); err != nil {
+			return fmt.Errorf("blob: %w", err)
+		}
 	}
 	if Hash(hw.Sum(nil)) != p.h {
 		p.drop()
@@ -405,7 +440,8 @@ func (p *Partial) drop() {
 	for i := range p.have {
 		p.have[i] = false
 	}
-	p.held = 0
+	p.held, p.next = 0, 0
+	p.whole.Reset()
 }
 
 // Close releases the partial (what is held stays on disk for a resume).
