@@ -242,7 +242,7 @@ func newBlobCmd(a *App) *cobra.Command {
 			if err != nil {
 				return rejected(err, "")
 			}
-			refs, err := referencedBlobs(st)
+			refs, err := lsync.ReferencedBlobs(st)
 			if err != nil {
 				return rejected(err, "")
 			}
@@ -288,21 +288,4 @@ func newBlobCmd(a *App) *cobra.Command {
 	gc.Flags().BoolVar(&dry, "dry-run", false, "list what would be removed, remove nothing")
 	c.AddCommand(ls, put, fetch, gc)
 	return c
-}
-
-// referencedBlobs is every blob a stored card names.
-func referencedBlobs(st *sublog.Store) (map[blob.Hash]bool, error) {
-	refs := map[blob.Hash]bool{}
-	for _, head := range st.Heads() {
-		err := st.Scan(head.Author, 1, func(c *card.Card) error {
-			for _, h := range blob.Refs(c) {
-				refs[h] = true
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return refs, nil
 }

@@ -159,6 +159,25 @@ func BlobEntitled(st Store, pol Policy, peer key.ID) func(blob.Hash) bool {
 	}
 }
 
+// ReferencedBlobs is every blob a card in st names (blob.Refs): what GC
+// keeps (blob.Store.GC with this set, from `sublog blob gc` or a running
+// instance).
+func ReferencedBlobs(st Store) (map[blob.Hash]bool, error) {
+	refs := map[blob.Hash]bool{}
+	for _, head := range st.Heads() {
+		err := st.Scan(head.Author, 1, func(c *card.Card) error {
+			for _, h := range blob.Refs(c) {
+				refs[h] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return refs, nil
+}
+
 // BlobHandler serves blob/1 streams from blobs to peers BlobEntitled allows.
 // served, when set, is told about each stream.
 func BlobHandler(st Store, pol Policy, blobs *blob.Store, served func(key.ID, blob.ServeStats, error)) PeerStream {
