@@ -84,6 +84,10 @@ func (s *session) acceptSync(ctx context.Context, mux *transport.Session) (io.Re
 			st.Close()
 			continue
 		}
+		if _, off := s.guard.BackedOff(s.peer); off {
+			st.Close() // a peer backed off for a forged card is served nothing
+			continue
+		}
 		select {
 		case side <- struct{}{}:
 		default:
