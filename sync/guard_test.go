@@ -91,6 +91,9 @@ func pushRaw(t *testing.T, addr string, sk *key.Secret, msgs []*proto.Msg) strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := st.Write([]byte{StreamSync}); err != nil { // the stream's kind
+		t.Fatal(err)
+	}
 	reason := make(chan string, 1)
 	go func() {
 		r := bufio.NewReader(st)
