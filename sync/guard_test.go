@@ -188,7 +188,7 @@ func TestUnwantedLogsRefusedBeforeVerification(t *testing.T) {
 	ss := byPeer[stranger.ID()]
 	mu.Unlock()
 	if ss.Checked != 0 || ss.Dropped != 2000+10+1+10 {
-		t.Fatalf("stranger session: %+v", ss)
+		t.Fatalf("stranger session: %+v checked %d dropped %d", ss, ss.Checked, ss.Dropped)
 	}
 	if h, _ := st.Head(srv.ID()); h.Seq != 3 {
 		t.Fatalf("own log changed: %+v", h)
