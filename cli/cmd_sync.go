@@ -212,7 +212,7 @@ of a command this one starts (--command). Prints a one-line summary.`,
 			switch {
 			case stdio:
 				out = a.Err() // stdout carries the session
-				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.Out()), false, env.st, opt)
+				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.RawOut()), false, env.st, opt)
 			case command != "":
 				stats, err = a.syncCommand(ctx, command, env, opt)
 			default:

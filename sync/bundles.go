@@ -88,10 +88,15 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 			}
 			return nil
 		}
+		next := from
 		err := st.Scan(h.Author, from, func(c *card.Card) error {
 			if c.Seq() > h.Seq || !MayLeave(c, o.For, o.Policy) {
 				return io.EOF // (a card that may not leave holds back the rest of its log)
 			}
+			if c.Seq() != next {
+				return io.EOF // an unreadable card was skipped: nothing past it can be imported
+			}
+			next++
 			if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
 				if err := flush(); err != nil {
 					return err

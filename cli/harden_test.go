@@ -1,0 +1,74 @@
+package cli_test
+
+import (
+	"math"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	sublog "github.com/sublog/sublog/log"
+	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/home"
+)
+
+// TestHardenScripts runs testdata/harden: homes fed hostile input (cards an
+// earlier version signed and the decoder now refuses, terminal escapes in
+// synced cards, junk and huge bundles) keep working. Helper commands:
+// `envfile VAR FILE` as in the sync scripts; `plantcard HOME KIND` stores,
+// as the next card of HOME's default identity, a validly signed card the
+// decoder refuses (KIND deep: the 77-byte note nested 15 lists deep; nan: a
+// note holding NaN), writing the raw bytes through the store's test hook as
+// a home written by an earlier version holds them; `writefile FILE TEXT`
+// writes TEXT with Go escapes (\x1b) decoded, for real control bytes.
+func TestHardenScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/harden",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"envfile": func(ts *testscript.TestScript, neg bool, args []string) {
+				ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile(args[1])))
+			},
+			"plantcard": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: plantcard HOME deep|nan")
+				}
+				h, err := home.Open(ts.MkAbs(args[0]))
+				ts.Check(err)
+				sk, err := h.Identity("")
+				ts.Check(err)
+				st, err := h.OpenStore(sublog.Options{})
+				ts.Check(err)
+				defer st.Close()
+				hd, _ := st.Head(sk.ID())
+				var body any
+				switch args[1] {
+				case "deep":
+					var x any = []any{}
+					for range 14 {
+						x = []any{x}
+					}
+					body = map[string]any{"x": x}
+				case "nan":
+					body = map[string]any{"x": math.NaN()}
+				default:
+					ts.Fatalf("plantcard: unknown kind %q", args[1])
+				}
+				b, err := card.SignUnchecked(sk, hd.Seq+1, hd.ID, card.Draft{Kind: card.KindNote, Net: h.Net(), TS: 1700000000, Body: body})
+				ts.Check(err)
+				if _, err := card.Decode(b, nil); err == nil {
+					ts.Fatalf("plantcard: the decoder accepts the planted card")
+				}
+				ts.Check(st.PlantRawForTest(sk.ID(), hd.Seq+1, b))
+				ts.Logf("planted %s@%d %s", sk.ID(), hd.Seq+1, card.IDOf(b))
+			},
+			"writefile": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: writefile FILE TEXT")
+				}
+				text := strings.NewReplacer(`\x1b`, "\x1b", `\x07`, "\x07", `\x9b`, "\u009b", `\n`, "\n", `\r`, "\r").Replace(args[1])
+				ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(text), 0o644))
+			},
+		},
+	})
+}
