@@ -16,7 +16,7 @@ import (
 // TestHardenScripts runs testdata/harden: homes fed hostile input (cards an
 // earlier version signed and the decoder now refuses, terminal escapes in
 // synced cards, junk and huge bundles) keep working. Helper commands:
-// `envfile VAR FILE` as in the sync scripts; `plantcard HOME KIND` stores,
+// `envfile VAR FILE` as in the sync scripts, `envlast VAR FILE` its last word; `plantcard HOME KIND` stores,
 // as the next card of HOME's default identity, a validly signed card the
 // decoder refuses (KIND deep: the 77-byte note nested 15 lists deep; nan: a
 // note holding NaN), writing the raw bytes through the store's test hook as
@@ -28,6 +28,11 @@ func TestHardenScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"envfile": func(ts *testscript.TestScript, neg bool, args []string) {
 				ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile(args[1])))
+			},
+			// envlast VAR FILE: VAR is the last word of FILE (an appended card's ID).
+			"envlast": func(ts *testscript.TestScript, neg bool, args []string) {
+				f := strings.Fields(ts.ReadFile(args[1]))
+				ts.Setenv(args[0], f[len(f)-1])
 			},
 			"plantcard": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {
