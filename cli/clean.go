@@ -104,14 +104,20 @@ func (c cleanWriter) Write(p []byte) (int, error) {
 // then "... and N more": a listing an attacker can make long (refused
 // records, unreadable cards) never floods the terminal.
 func summarize(w io.Writer, headline string, items []string) {
+	summarizeN(w, headline, items, len(items))
+}
+
+// summarizeN is summarize for total items of which only the first are
+// given (the rest were only counted).
+func summarizeN(w io.Writer, headline string, items []string, total int) {
 	const shown = 5
 	fmt.Fprintf(w, "%s\n", headline)
-	for i, it := range items {
-		if i == shown {
-			fmt.Fprintf(w, "  ... and %d more\n", len(items)-shown)
-			break
-		}
+	n := min(shown, len(items))
+	for _, it := range items[:n] {
 		fmt.Fprintf(w, "  %s\n", CleanLine(it))
+	}
+	if total > n {
+		fmt.Fprintf(w, "  ... and %d more\n", total-n)
 	}
 }
 

@@ -3,6 +3,7 @@ package cli_test
 import (
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -11,6 +12,8 @@ import (
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
+	"github.com/sublog/sublog/sync/bundle"
+	"github.com/sublog/sublog/sync/proto"
 )
 
 // TestHardenScripts runs testdata/harden: homes fed hostile input (cards an
@@ -66,6 +69,46 @@ func TestHardenScripts(t *testing.T) {
 				}
 				ts.Check(st.PlantRawForTest(sk.ID(), hd.Seq+1, b))
 				ts.Logf("planted %s@%d %s", sk.ID(), hd.Seq+1, card.IDOf(b))
+			},
+			// sparse FILE SIZE: a file of SIZE zero bytes that takes no disk.
+			"sparse": func(ts *testscript.TestScript, neg bool, args []string) {
+				n, err := strconv.ParseInt(args[1], 10, 64)
+				ts.Check(err)
+				f, err := os.Create(ts.MkAbs(args[0]))
+				ts.Check(err)
+				ts.Check(f.Truncate(n))
+				ts.Check(f.Close())
+			},
+			// badbundle HOME FILE N: a bundle validly signed by HOME's
+			// identity holding N records that are no cards.
+			"badbundle": func(ts *testscript.TestScript, neg bool, args []string) {
+				h, err := home.Open(ts.MkAbs(args[0]))
+				ts.Check(err)
+				sk, err := h.Identity("")
+				ts.Check(err)
+				n, err := strconv.Atoi(args[2])
+				ts.Check(err)
+				f, err := os.Create(ts.MkAbs(args[1]))
+				ts.Check(err)
+				bw, err := bundle.NewWriter(f, sk, bundle.WriterOptions{Created: 1})
+				ts.Check(err)
+				batch := make([][]byte, proto.MaxBatch)
+				for i := range batch {
+					batch[i] = []byte("\xd2 not a card")
+				}
+				for from := 1; from <= n; from += proto.MaxBatch {
+					ts.Check(bw.Msg(&proto.Msg{T: proto.TCards, Author: sk.ID().Bytes(), From: uint64(from), Cards: batch[:min(proto.MaxBatch, n-from+1)]}))
+				}
+				ts.Check(bw.Close())
+				ts.Check(f.Close())
+			},
+			// maxsize FILE N: FILE (or stdout/stderr) is at most N bytes.
+			"maxsize": func(ts *testscript.TestScript, neg bool, args []string) {
+				n, err := strconv.Atoi(args[1])
+				ts.Check(err)
+				if got := len(ts.ReadFile(args[0])); got > n {
+					ts.Fatalf("%s is %d bytes, over %d", args[0], got, n)
+				}
 			},
 			"writefile": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {
