@@ -74,6 +74,15 @@ var sealDraft func(a *App, d *Doc, dr *card.Draft) error
 // envelopeFields are top-level fields that set card fields, not the body.
 var envelopeFields = map[string]bool{"kind": true, "reqs": true, "prov": true, "visibility": true, "to": true}
 
+// controlKinds are the kinds the projections, the executor and the trust
+// rule read: their bodies must be in clear (ARCHITECTURE.md, Capabilities
+// and encryption), so append refuses to seal them.
+var controlKinds = map[string]bool{
+	card.KindIntent: true, card.KindProfile: true, card.KindGrant: true, card.KindRevoke: true,
+	card.KindCRL: true, card.KindCapspec: true, card.KindObserve: true, card.KindDelegate: true,
+	card.KindBundle: true,
+}
+
 var kindRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
 func newAppendCmd(a *App) *cobra.Command {
@@ -236,6 +245,13 @@ func (a *App) draftFor(d *Doc) (card.Draft, error) {
 	_, vis := d.Fields["visibility"]
 	_, to := d.Fields["to"]
 	if vis || to {
+		if controlKinds[d.Kind] {
+			field := "visibility"
+			if !vis {
+				field = "to"
+			}
+			return dr, d.Errorf(field, "a %s card cannot be sealed: every home that plans, hosts or checks trust reads %s cards in clear, so a sealed one would be stored and then ignored (leave out visibility: and to:)", d.Kind, d.Kind)
+		}
 		if sealDraft == nil {
 			return dr, d.Errorf("visibility", "encrypted cards are not supported by this build")
 		}

@@ -119,11 +119,14 @@ func newLogCmd(a *App) *cobra.Command {
 				tw := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "AUTHOR\tSEQ\tHEAD\tSTATE")
 				for _, h := range hs {
-					state := "ok"
+					state, id := "ok", h.ID.String()
 					if h.Forked {
 						state = "FORKED"
 					}
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", h.Author, h.Seq, h.ID, state)
+					if h.Seq == 0 {
+						state, id = "FORKED (proof only, no cards)", "-"
+					}
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", h.Author, h.Seq, id, state)
 				}
 				return tw.Flush()
 			}

@@ -118,6 +118,25 @@ func (a *App) syncProgress(desc string) (func(lsync.Stats), func()) {
 	return func(s lsync.Stats) { update(int64(s.Received + s.Sent)) }, finish
 }
 
+// tellRefusals says on stderr which received cards were refused and why,
+// and which authors were found forked, whatever the output format: a fork
+// is news a user must not miss in a one-line summary.
+func (a *App) tellRefusals(s lsync.Stats) {
+	for _, r := range s.Refused {
+		fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
+	}
+	if more := s.Rejected - len(s.Refused); len(s.Refused) > 0 && more > 0 {
+		fmt.Fprintf(a.Err(), "sublog: ... and %d more rejected\n", more)
+	}
+	a.tellForks(s)
+}
+
+func (a *App) tellForks(s lsync.Stats) {
+	for _, id := range s.Forked {
+		fmt.Fprintf(a.Err(), "sublog: fork: %s signed two different cards at one position; the proof is kept and its log is not extended past it ('sublog log --heads' shows it)\n", id)
+	}
+}
+
 func (a *App) report(w io.Writer, s lsync.Stats) error {
 	if a.JSON() {
 		enc := json.NewEncoder(w)
@@ -153,6 +172,7 @@ trusted or followed is refused before this side reveals anything.`,
 			fmt.Fprintf(a.Err(), "sublog: serving on %s\n", l.Addr())
 			opt := a.sessionOptions(env, open)
 			return lsync.Serve(ctx, l, env.st, opt, func(s lsync.Stats, err error) {
+				a.tellRefusals(s)
 				if err != nil {
 					fmt.Fprintf(a.Err(), "sublog: session failed: %v\n", err)
 					return
@@ -221,6 +241,7 @@ of a command this one starts (--command). Prints a one-line summary.`,
 				stats, err = lsync.Dial(ctx, transport.TCP{}, args[0], env.st, opt)
 				finish()
 			}
+			a.tellRefusals(stats)
 			if err != nil {
 				hint := "cards received before the failure are kept; run the sync again to resume"
 				if stdio && errors.Is(err, channel.ErrRefused) {
@@ -401,6 +422,7 @@ func newImportCmd(a *App) *cobra.Command {
 				}
 				summarizeN(a.Err(), fmt.Sprintf("sublog: %d cards in %s were refused:", stats.Rejected, name), items, stats.Rejected)
 			}
+			a.tellForks(stats)
 			if err := a.report(a.Out(), stats); err != nil {
 				return err
 			}

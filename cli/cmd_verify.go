@@ -78,6 +78,9 @@ func newVerifyCmd(a *App) *cobra.Command {
 					state = fmt.Sprintf("%d bad", len(rep.Problems))
 				}
 				fmt.Fprintf(a.Out(), "verified %d cards in %d logs: %s\n", rep.Cards, rep.Logs, state)
+				if rep.Forked > 0 {
+					fmt.Fprintf(a.Out(), "forked logs: %d ('sublog log --heads' names them)\n", rep.Forked)
+				}
 			}
 			if !rep.OK() {
 				return rejected(fmt.Errorf("%d problems found", len(rep.Problems)), "damage on disk: re-sync the named logs from a peer")

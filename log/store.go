@@ -74,7 +74,7 @@ type Options struct {
 type Head struct {
 	Author key.ID  `json:"author"`
 	Seq    uint64  `json:"seq"`
-	ID     card.ID `json:"id"`
+	ID     card.ID `json:"id,omitzero"`
 	Forked bool    `json:"forked,omitempty"`
 }
 
@@ -817,13 +817,16 @@ func (s *Store) Head(a key.ID) (Head, bool) {
 	return Head{Author: a, Seq: h.seq, ID: h.id, Forked: h.forked()}, h.seq > 0
 }
 
-// Heads returns the heads of all logs, ordered by author.
+// Heads returns the heads of all logs, ordered by author. An author known
+// only by its fork proof (the store holds none of its cards) has a head with
+// Seq 0, no ID and Forked set, so every reader shows it and sync and export
+// pass the proof on.
 func (s *Store) Heads() []Head {
 	s.mu.RLock()
 	out := make([]Head, 0, len(s.heads))
 	for a, e := range s.heads {
 		h := e.dur
-		if h.seq == 0 {
+		if h.seq == 0 && !h.forked() {
 			continue
 		}
 		id, err := key.IDFromBytes(a[:])
@@ -933,8 +936,10 @@ func walkCards(it *pebble.Iterator, fn func(a key.ID, seq uint64, first bool) er
 // Count returns the number of stored cards and logs.
 func (s *Store) Count() (cards uint64, logs int) {
 	for _, h := range s.Heads() {
-		cards += h.Seq
-		logs++
+		if h.Seq > 0 {
+			cards += h.Seq
+			logs++
+		}
 	}
 	return cards, logs
 }

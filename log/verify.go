@@ -309,6 +309,9 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 	}
 	// Logs whose head record survived but whose cards are all gone.
 	for a, h := range v.dur {
+		if !seen[a] && h.seq == 0 && h.forked() {
+			rep.Forked++ // known by its proof alone (checked below)
+		}
 		if !seen[a] && h.seq > 0 {
 			id, err := key.IDFromBytes(a[:])
 			if err != nil {

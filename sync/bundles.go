@@ -69,7 +69,8 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 				}
 			}
 		}
-		if from > h.Seq {
+		last := uncontested(st, h.Author)
+		if from > last {
 			continue
 		}
 		var batch [][]byte
@@ -92,7 +93,7 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 		}
 		next := from
 		err := st.Scan(h.Author, from, func(c *card.Card) error {
-			if c.Seq() > h.Seq || !MayLeave(c, o.For, o.Policy) {
+			if c.Seq() > last || !MayLeave(c, o.For, o.Policy) {
 				return io.EOF // (a card that may not leave holds back the rest of its log)
 			}
 			if c.Seq() != next {
@@ -195,6 +196,9 @@ func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) 
 			n, f, rej := importRun(st, author, m.From, m.Cards)
 			stats.Received += n
 			stats.Forks += f
+			if f > 0 {
+				stats.fork(author)
+			}
 			refuse(rej...)
 			if n > 0 {
 				logs[author] = true
@@ -204,6 +208,7 @@ func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) 
 				refuse(reject(author, 0, err))
 			} else if p.Author() == author {
 				stats.Forks++
+				stats.fork(author)
 			}
 		}
 		if o.Progress != nil {

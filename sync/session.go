@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	stdsync "sync"
 	"sync/atomic"
 	"time"
@@ -63,9 +64,13 @@ type Stats struct {
 	Sent     int    `json:"sent"`     // cards sent
 	Rejected int    `json:"rejected"` // cards refused (bad, not in chain order, of the wrong log)
 	Forks    int    `json:"forks"`    // fork proofs stored
-	Rounds   int    `json:"rounds"`   // reconciliation messages this side sent
-	BytesIn  int64  `json:"bytes_in"` // on the wire, handshake included
-	BytesOut int64  `json:"bytes_out"`
+	// Forked names the authors whose fork proof this side stored, in order
+	// of author; Refused says why cards were refused (the first MaxListed).
+	Forked   []key.ID    `json:"forked,omitempty"`
+	Refused  []Rejection `json:"refused,omitempty"`
+	Rounds   int         `json:"rounds"`   // reconciliation messages this side sent
+	BytesIn  int64       `json:"bytes_in"` // on the wire, handshake included
+	BytesOut int64       `json:"bytes_out"`
 }
 
 // String is the one-line summary the CLI prints.
@@ -474,8 +479,9 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 		return nil
 	}
 	next := p.From
+	to := min(p.To, uncontested(s.st, p.Author))
 	err := s.st.Scan(p.Author, p.From, func(c *card.Card) error {
-		if c.Seq() > p.To || !MayLeave(c, &s.peer, s.opt.Policy) {
+		if c.Seq() > to || !MayLeave(c, &s.peer, s.opt.Policy) {
 			return io.EOF // (a card that may not leave holds back the rest of its log)
 		}
 		if c.Seq() != next {
@@ -499,15 +505,33 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 	return flush()
 }
 
+// uncontested is the last seq of author's log that no fork proof of this
+// store contests: cards at or past a fork's seq are never sent (the proof
+// is, and every store that holds it refuses them).
+func uncontested(st Store, author key.ID) uint64 {
+	h, ok := st.Head(author)
+	if !ok || !h.Forked {
+		return h.Seq
+	}
+	if p, err := st.ForkProof(author); err == nil {
+		return min(h.Seq, p.Seq()-1)
+	}
+	return h.Seq
+}
+
 // receive verifies and stores what the peer sent, counting what it refuses.
 func (s *session) receive(r proto.Received) {
-	var received, rejected, forks int
+	var received, forks int
+	var rej []Rejection
 	switch r.Kind {
 	case proto.TCards:
-		received, rejected, forks = s.importRun(r.Author, r.From, r.Cards)
+		received, forks, rej = importRun(s.st, r.Author, r.From, r.Cards)
 	case proto.TWitness:
 		if a, err := PeekAuthor(r.Cards[0]); err != nil || a != r.Author {
-			rejected++
+			if err == nil {
+				err = fmt.Errorf("%w: %s", ErrWrongOwner, a)
+			}
+			rej = append(rej, reject(r.Author, r.From, err))
 			break
 		}
 		switch _, err := s.st.Import(r.Cards[0]); {
@@ -516,19 +540,28 @@ func (s *session) receive(r proto.Received) {
 		case err == nil:
 			received++
 		case !errors.Is(err, sublog.ErrDuplicate):
-			rejected++
+			rej = append(rej, reject(r.Author, r.From, err))
 		}
 	case proto.TFork:
-		if p, err := s.st.ImportForkProof(r.Proof); err != nil || p.Author() != r.Author {
-			rejected++ // (a proof of another author is still true evidence; keeping it is harmless)
-		} else {
+		p, err := s.st.ImportForkProof(r.Proof)
+		switch {
+		case err != nil:
+			rej = append(rej, reject(r.Author, 0, fmt.Errorf("fork proof: %w", err)))
+		case p.Author() != r.Author:
+			// (a proof of another author is still true evidence; keeping it is harmless)
+			rej = append(rej, reject(r.Author, 0, fmt.Errorf("%w: fork proof of %s", ErrWrongOwner, p.Author())))
+		default:
 			forks++
 		}
 	}
 	s.mu.Lock()
 	s.stats.Received += received
-	s.stats.Rejected += rejected
+	s.stats.Rejected += len(rej)
 	s.stats.Forks += forks
+	s.stats.refuse(rej)
+	if forks > 0 {
+		s.stats.fork(r.Author)
+	}
 	if received > 0 && !s.logs[r.Author] {
 		s.logs[r.Author] = true
 		s.stats.Logs++
@@ -611,9 +644,23 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 	return received, forks, rej
 }
 
-func (s *session) importRun(author key.ID, from uint64, cards [][]byte) (int, int, int) {
-	n, f, rej := importRun(s.st, author, from, cards)
-	return n, len(rej), f
+// MaxListed bounds the refusals a Stats lists (the count stays exact).
+const MaxListed = 64
+
+func (s *Stats) refuse(rej []Rejection) {
+	for _, r := range rej {
+		if len(s.Refused) == MaxListed {
+			return
+		}
+		s.Refused = append(s.Refused, r)
+	}
+}
+
+func (s *Stats) fork(a key.ID) {
+	i, found := slices.BinarySearchFunc(s.Forked, a, key.ID.Compare)
+	if !found {
+		s.Forked = slices.Insert(s.Forked, i, a)
+	}
 }
 
 func (s *session) report() {

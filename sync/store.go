@@ -92,6 +92,11 @@ func (s *MemStore) Heads() []sublog.Head {
 			out = append(out, h)
 		}
 	}
+	for a := range s.forks {
+		if len(s.logs[a]) == 0 {
+			out = append(out, sublog.Head{Author: a, Forked: true}) // known by its proof alone
+		}
+	}
 	slices.SortFunc(out, func(a, b sublog.Head) int { return a.Author.Compare(b.Author) })
 	return out
 }
@@ -228,9 +233,13 @@ func (s *MemStore) ImportForkProof(b []byte) (*sublog.ForkProof, error) {
 	return p, nil
 }
 
-// PeekAuthor reads the author (COSE kid) of card bytes without verifying
-// anything else; the store verifies. It lets a session refuse a card that is
-// not of the log it was announced for before spending a signature check.
+// PeekAuthor reads the author (COSE kid) of card bytes without checking the
+// signature; the store verifies. It lets a session refuse a card that is not
+// of the log it was announced for before spending a signature check. Bytes
+// that are not one well-formed card envelope are refused with the defect the
+// card decoder names (non-shortest length, indefinite item, unsorted or
+// wrong protected header, trailing bytes...), wrapped in log.ErrInvalid as
+// the store would, never as a card of another author.
 func PeekAuthor(b []byte) (key.ID, error) {
 	type envelope struct {
 		_           struct{} `cbor:",toarray"`
@@ -239,19 +248,30 @@ func PeekAuthor(b []byte) (key.ID, error) {
 		Payload     []byte
 		Signature   []byte
 	}
+	defect := func() (key.ID, error) {
+		c, err := card.DecodeStored(b)
+		if err != nil {
+			return key.ID{}, fmt.Errorf("%w: %w", sublog.ErrInvalid, err)
+		}
+		return c.Author(), nil
+	}
 	if len(b) < 2 || b[0] != 0xd2 {
-		return key.ID{}, fmt.Errorf("%w: not a card", ErrWrongOwner)
+		return defect()
 	}
 	var env envelope
 	if err := canon.Unmarshal(b[1:], &env); err != nil {
-		return key.ID{}, fmt.Errorf("%w: %v", ErrWrongOwner, err)
+		return defect()
 	}
 	var ph struct {
 		Alg int64  `cbor:"1,keyasint"`
 		Kid []byte `cbor:"4,keyasint"`
 	}
 	if err := canon.Unmarshal(env.Protected, &ph); err != nil {
-		return key.ID{}, fmt.Errorf("%w: %v", ErrWrongOwner, err)
+		return defect()
 	}
-	return key.IDFromBytes(ph.Kid)
+	id, err := key.IDFromBytes(ph.Kid)
+	if err != nil {
+		return defect()
+	}
+	return id, nil
 }

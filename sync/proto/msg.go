@@ -123,7 +123,9 @@ func unpackItems(b []byte) ([]Head, error) {
 		default:
 			return nil, fmt.Errorf("%w: item flags %#x", ErrMalformed, b[72])
 		}
-		if h.Seq == 0 {
+		// Seq 0 is an author this side knows only by its fork proof: it
+		// must be flagged forked and name no card.
+		if h.Seq == 0 && (!h.Forked || !h.ID.IsZero()) {
 			return nil, fmt.Errorf("%w: item at seq 0", ErrMalformed)
 		}
 		if n := len(out); n > 0 && out[n-1].Author.Compare(h.Author) >= 0 {
