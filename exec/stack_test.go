@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
 	"github.com/sublog/sublog/exec/bundle"
 )
 
@@ -61,5 +64,42 @@ func TestDeepRecursionStoppedAtStackBudget(t *testing.T) {
 	}
 	if _, err := e.host.Call(context.Background(), peer, depth(1000)); err != nil {
 		t.Fatalf("after the overflow, 1,000 calls deep: %v", err)
+	}
+}
+
+// A multi-value function with a return instruction: its wrapping block
+// needs a [] -> (i32, i32) type, appended to the type section; the return
+// becomes a branch to the block, and the budget is refunded in full.
+func TestStackChargeMultiValueReturn(t *testing.T) {
+	mod := []byte{
+		0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+		0x01, 0x07, 0x01, 0x60, 0x01, 0x7f, 0x02, 0x7f, 0x7f, // type 0: (i32) -> (i32, i32)
+		0x03, 0x02, 0x01, 0x00,
+		0x07, 0x08, 0x01, 0x04, 'p', 'a', 'i', 'r', 0x00, 0x00,
+		0x0a, 0x09, 0x01, 0x07, 0x00, 0x20, 0x00, 0x41, 0x02, 0x0f, 0x0b, // pair(x) = (x, 2) through return
+	}
+	out, err := instrument(mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	m, err := rt.Instantiate(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stack := m.ExportedGlobal(stackGlobal).(api.MutableGlobal)
+	stack.Set(1000)
+	res, err := m.ExportedFunction("pair").Call(ctx, 7)
+	if err != nil || len(res) != 2 || res[0] != 7 || res[1] != 2 {
+		t.Fatalf("pair(7) = %v, %v", res, err)
+	}
+	if got := stack.Get(); got != 1000 {
+		t.Fatalf("budget after the call is %d, want it all refunded (1000)", got)
+	}
+	stack.Set(100) // less than one frame (128 + 16)
+	if _, err := m.ExportedFunction("pair").Call(ctx, 7); err == nil || int32(stack.Get()) >= 0 {
+		t.Fatalf("a call over the budget ran: %v, budget %d", err, int32(stack.Get()))
 	}
 }
