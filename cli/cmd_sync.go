@@ -541,7 +541,7 @@ func newImportCmd(a *App) *cobra.Command {
 			if stats.Rejected > 0 {
 				items := make([]string, 0, len(rej)+1)
 				for _, r := range rej {
-					items = append(items, r.String())
+					items = append(items, "rejected "+r.String())
 				}
 				summarizeN(a.Err(), fmt.Sprintf("sublog: %d cards in %s were refused:", stats.Rejected, name), items, stats.Rejected)
 			}
