@@ -183,13 +183,14 @@ func (a *App) main(args []string) (code int) {
 			code = ExitRejected
 		}
 	}()
-	stdout, stderr := a.stdout, a.stderr
+	stdout, stderr := a.stdout, cleanWriter{a.stderr} // messages below quote input and cards
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(a.stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(a.ctx)
+	a.reportUnreadable(stderr)
 	if err == nil {
 		return ExitOK
 	}
@@ -272,9 +273,12 @@ func version() string {
 	return "dev"
 }
 
-// Out and Err are the command's output streams.
-func (a *App) Out() io.Writer { return a.stdout }
-func (a *App) Err() io.Writer { return a.stderr }
+// Out and Err are the command's human-readable output streams: what is
+// written to them reaches the terminal with control characters escaped
+// (clean.go). RawOut is stdout as it is, for protocol bytes.
+func (a *App) Out() io.Writer    { return cleanWriter{a.stdout} }
+func (a *App) Err() io.Writer    { return cleanWriter{a.stderr} }
+func (a *App) RawOut() io.Writer { return a.stdout }
 
 // In is standard input.
 func (a *App) In() io.Reader { return a.stdin }
@@ -350,7 +354,7 @@ func (a *App) Store() (*sublog.Store, error) {
 	}
 	var logf func(string, ...any)
 	if a.getenv("SUBLOG_DEBUG") != "" {
-		logf = func(f string, args ...any) { fmt.Fprintf(a.stderr, "sublog: debug: "+f+"\n", args...) }
+		logf = func(f string, args ...any) { fmt.Fprintf(a.Err(), "sublog: debug: "+f+"\n", args...) }
 	}
 	s, err := h.OpenStore(sublog.Options{Logf: logf})
 	if err != nil {
@@ -374,7 +378,7 @@ func (a *App) AsName() string { return a.asFlag }
 
 // PrintJSON writes v as indented JSON and a newline.
 func (a *App) PrintJSON(v any) error {
-	enc := json.NewEncoder(a.stdout)
+	enc := json.NewEncoder(a.Out())
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -1,7 +1,7 @@
 package cli
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sublog/sublog/blob"
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
@@ -103,7 +104,7 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 }
 
 func newServeCmd(a *App) *cobra.Command {
-	var listen string
+	var listen, blobRate string
 	var open bool
 	var lim lsync.Limits
 	var idle time.Duration
@@ -150,6 +151,33 @@ latter is then refused for a while (1 s, doubling).`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opt := a.sessionOptions(env, open)
+			blobs, err := openBlobs(a)
+			if err != nil {
+				return err
+			}
+			var rate uint64
+			if blobRate != "" {
+				if rate, err = units.ParseBytes(blobRate); err != nil || rate == 0 {
+					return usage(fmt.Errorf("--blob-rate: %q is not a positive size per second (e.g. 10Mi)", blobRate))
+				}
+			}
+			blobHandler := lsync.BlobHandler(env.st, env.pol, blobs,
+				func(p key.ID, ss blob.ServeStats, err error) {
+					switch {
+					case !ss.Entitled:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s refused (not held, or no card naming it is visible to that peer)\n", p, ss.Hash)
+					case err != nil:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s: %d chunks sent, then: %v\n", p, ss.Hash, ss.Chunks, err)
+					default:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s: %d chunks sent (%d bytes)\n", p, ss.Hash, ss.Chunks, ss.BytesSent)
+					}
+				})
+			opt.Handlers = map[byte]lsync.PeerStream{lsync.StreamBlob: func(ctx context.Context, p key.ID, s io.ReadWriteCloser) {
+				if rate > 0 {
+					s = &rateLimited{ReadWriteCloser: s, rate: rate, start: time.Now()}
+				}
+				blobHandler(ctx, p, s)
+			}}
 			opt.Limits = lim
 			opt.Timeout = idle
 			opt.Quota = &q
@@ -196,6 +224,7 @@ latter is then refused for a while (1 s, doubling).`,
 	f.IntVar(&q.WindowLogs, "window-logs", q.WindowLogs, "new logs one peer may push per window")
 	f.IntVar(&q.WindowCards, "window-cards", q.WindowCards, "cards one peer may push per window")
 	f.StringVar(&wBytes, "window-bytes", "256Mi", "card bytes one peer may push per window")
+	f.StringVar(&blobRate, "blob-rate", "", "cap each blob transfer at this many bytes per second (10Mi); default no cap")
 	return c
 }
 
@@ -204,6 +233,31 @@ func orDefault(v, d int) int {
 		return d
 	}
 	return v
+}
+
+// rateLimited paces a stream's writes to rate bytes per second on average.
+type rateLimited struct {
+	io.ReadWriteCloser
+	rate    uint64
+	start   time.Time
+	written uint64
+}
+
+func (r *rateLimited) Write(p []byte) (int, error) {
+	n, err := r.ReadWriteCloser.Write(p)
+	r.written += uint64(n)
+	due := r.start.Add(time.Duration(float64(r.written) / float64(r.rate) * float64(time.Second)))
+	if d := time.Until(due); d > 0 {
+		time.Sleep(d)
+	}
+	return n, err
+}
+
+func (r *rateLimited) SetDeadline(t time.Time) error {
+	if d, ok := r.ReadWriteCloser.(interface{ SetDeadline(time.Time) error }); ok {
+		return d.SetDeadline(t)
+	}
+	return nil
 }
 
 func (a *App) sessionOptions(env *syncEnv, open bool) lsync.Options {
@@ -252,7 +306,7 @@ of a command this one starts (--command). Prints a one-line summary.`,
 			switch {
 			case stdio:
 				out = a.Err() // stdout carries the session
-				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.Out()), false, env.st, opt)
+				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.RawOut()), false, env.st, opt)
 			case command != "":
 				stats, err = a.syncCommand(ctx, command, env, opt)
 			default:
@@ -401,25 +455,35 @@ func newImportCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := os.ReadFile(a.Path(args[0]))
-			if err != nil {
-				return rejected(err, "")
+			// Read as a stream (a bundle may be far larger than memory);
+			// "-" is stdin.
+			var in io.Reader = a.In()
+			name := "<stdin>"
+			if args[0] != "-" {
+				f, err := os.Open(a.Path(args[0]))
+				if err != nil {
+					return rejected(err, "")
+				}
+				defer f.Close()
+				in, name = f, args[0]
 			}
+			br := bufio.NewReaderSize(in, 64<<10)
 			// An encrypted bundle names its recipient: use the home's
 			// identity it was made for.
 			sk := env.sk
-			if named, err := env.home.Identities(); err == nil {
-				for _, n := range named {
-					if len(data) >= len(bundle.MagicEncrypted)+key.IDSize &&
-						string(data[len(bundle.MagicEncrypted):len(bundle.MagicEncrypted)+key.IDSize]) == string(n.ID.Bytes()) {
-						if s, err := env.home.Identity(n.Name); err == nil {
-							sk = s
+			if data, _ := br.Peek(len(bundle.MagicEncrypted) + key.IDSize); len(data) == len(bundle.MagicEncrypted)+key.IDSize {
+				if named, err := env.home.Identities(); err == nil {
+					for _, n := range named {
+						if string(data[len(bundle.MagicEncrypted):]) == string(n.ID.Bytes()) {
+							if s, err := env.home.Identity(n.Name); err == nil {
+								sk = s
+							}
 						}
 					}
 				}
 			}
 			update, finish := a.syncProgress("importing")
-			stats, rej, err := lsync.Import(bytes.NewReader(data), env.st, lsync.ImportOptions{Secret: sk, Progress: update})
+			stats, rej, err := lsync.Import(br, env.st, lsync.ImportOptions{Secret: sk, Progress: update, SpoolDir: env.home.Dir})
 			finish()
 			if err != nil {
 				hint := "the file is damaged or altered: ask the sender for a fresh copy"
@@ -429,17 +493,21 @@ func newImportCmd(a *App) *cobra.Command {
 				case errors.Is(err, bundle.ErrFormat):
 					hint = "the file is not a sublog bundle"
 				}
-				return rejected(fmt.Errorf("%s: %w; nothing imported", args[0], err), hint)
+				return rejected(fmt.Errorf("%s: %w; nothing imported", name, err), hint)
 			}
-			for _, r := range rej {
-				fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
+			if stats.Rejected > 0 {
+				items := make([]string, 0, len(rej)+1)
+				for _, r := range rej {
+					items = append(items, "rejected "+r.String())
+				}
+				summarizeN(a.Err(), fmt.Sprintf("sublog: %d cards in %s were refused:", stats.Rejected, name), items, stats.Rejected)
 			}
 			a.tellForks(stats)
 			if err := a.report(a.Out(), stats); err != nil {
 				return err
 			}
-			if len(rej) > 0 {
-				return rejected(fmt.Errorf("%d cards in %s were refused (listed above)", len(rej), args[0]), "")
+			if stats.Rejected > 0 {
+				return rejected(fmt.Errorf("%d cards in %s were refused (the first listed above)", stats.Rejected, name), "")
 			}
 			return nil
 		},

@@ -20,7 +20,6 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/sublog/sublog/exec/bundle"
-	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/key"
 )
 
@@ -61,6 +60,7 @@ type instance struct {
 	out    *output
 	stop   api.MutableGlobal // the flags instrument adds
 	fuel   api.MutableGlobal
+	stack  api.MutableGlobal // call-stack budget left, in bytes
 }
 
 func newPeer(h *Host, b *bundle.Bundle, kv map[string][]byte) *peer {
@@ -216,6 +216,14 @@ func (p *peer) start(ctx context.Context) error {
 	return nil
 }
 
+// stackBudget is an instance's call-stack budget: an eighth of its memory
+// cap, between 256 KiB and 8 MiB. The frames it pays for are estimates
+// (instrument.go), so the host memory an instance can take is its memory
+// cap plus a small multiple of this budget, never wazero's 400 MB ceiling.
+func stackBudget(memory uint64) int32 {
+	return int32(min(max(memory/8, 256<<10), 8<<20))
+}
+
 // minStartCap is the least time an instance gets to start: a Go reactor's
 // runtime initialisation takes a few milliseconds, more on a loaded host.
 const minStartCap = 2 * time.Second
@@ -248,11 +256,12 @@ func (p *peer) instantiate(rt wazero.Runtime, cm wazero.CompiledModule, runCtx c
 	}
 	stop, ok1 := m.ExportedGlobal(stopGlobal).(api.MutableGlobal)
 	fuel, ok2 := m.ExportedGlobal(fuelGlobal).(api.MutableGlobal)
-	if !ok1 || !ok2 {
+	stack, ok3 := m.ExportedGlobal(stackGlobal).(api.MutableGlobal)
+	if !ok1 || !ok2 || !ok3 {
 		m.Close(context.Background())
 		return nil, fmt.Errorf("%w: %s: the stop flag is missing", ErrTrap, p.b.Manifest.Name)
 	}
-	inst := &instance{mod: m, handle: m.ExportedFunction(exportEntry), out: out, stop: stop, fuel: fuel}
+	inst := &instance{mod: m, handle: m.ExportedFunction(exportEntry), out: out, stop: stop, fuel: fuel, stack: stack}
 	p.mu.Lock()
 	if p.ctx != runCtx || runCtx.Err() != nil {
 		p.mu.Unlock()
@@ -297,6 +306,7 @@ func (p *peer) guarded(ctx context.Context, inst *instance, fn api.Function, lim
 		})
 	}
 	cctx := context.WithValue(context.WithoutCancel(ctx), callKey{}, cs)
+	inst.stack.Set(uint64(stackBudget(p.limits.Memory))) // every call starts with the whole budget
 	t0 := time.Now()
 	res, err := fn.Call(cctx, params...)
 	spent := time.Since(t0)
@@ -551,6 +561,8 @@ func (p *peer) classify(cs *callState, out *output, m api.Module, err error, doi
 	switch {
 	case cs.fault != nil:
 		return fmt.Errorf("%s: %w", name, cs.fault)
+	case m != nil && m.ExportedGlobal(stackGlobal) != nil && int32(m.ExportedGlobal(stackGlobal).Get()) < 0:
+		return fmt.Errorf("%w: %s: %s recursed deeper than its call-stack budget of %d bytes (1/8 of its memory cap)", ErrStackCap, name, doing, stackBudget(p.limits.Memory))
 	case cs.timedOut.Load():
 		limit := time.Duration(p.limits.CPUReqMS) * time.Millisecond
 		if doing == "starting" {
@@ -738,6 +750,11 @@ func (h *Host) Resume(ctx context.Context, id key.ID) error {
 		p.mu.Unlock()
 		return nil
 	}
+	if p.state == kinds.StateMoved {
+		reason := p.reason
+		p.mu.Unlock()
+		return fmt.Errorf("%w: %s: %s", ErrHandedOver, p.b.Manifest.Name, reason)
+	}
 	h.mu.Lock()
 	g, err := h.idx.match(p.b, h.cfg.Now())
 	h.mu.Unlock()
@@ -786,123 +803,6 @@ func (h *Host) Remove(ctx context.Context, id key.ID) error {
 		return fmt.Errorf("exec: removing %s: %w", p.b.Manifest.Name, err)
 	}
 	return h.record(p.b, g, kinds.StateRemoved, "removed by the host; state deleted", nil, p.usage())
-}
-
-// Receiver takes a moved peer: another Host, or a transport to one.
-type Receiver interface {
-	ID() key.ID
-	Receive(ctx context.Context, handoff []byte) error
-}
-
-// Move suspends a peer here, hands its bundle and state to dst (which needs
-// its own live grant), and on success deletes everything of it here and
-// records `moved` naming dst. If dst refuses, the peer stays here suspended.
-func (h *Host) Move(ctx context.Context, id key.ID, dst Receiver) error {
-	hb, p, err := h.export(ctx, id)
-	if err != nil {
-		return err
-	}
-	defer p.life.Unlock()
-	if err := dst.Receive(ctx, hb); err != nil {
-		p.mu.Lock()
-		p.state, p.reason = kinds.StateSuspended, "move refused: "+err.Error()
-		g := p.grant
-		p.mu.Unlock()
-		p.saveMeta()
-		h.record(p.b, g, kinds.StateSuspended, truncate([]byte("move to "+dst.ID().String()+" refused: "+err.Error()), 512), nil, p.usage())
-		return fmt.Errorf("exec: moving %s to %s: %w", p.b.Manifest.Name, dst.ID().Short(), err)
-	}
-	p.mu.Lock()
-	p.state = kinds.StateMoved
-	g := p.grant
-	p.mu.Unlock()
-	h.mu.Lock()
-	delete(h.peers, id)
-	h.mu.Unlock()
-	if err := os.RemoveAll(h.peerDir(id)); err != nil {
-		return fmt.Errorf("exec: removing moved %s: %w", p.b.Manifest.Name, err)
-	}
-	to := dst.ID()
-	return h.record(p.b, g, kinds.StateMoved, "moved to host "+to.String(), &to, p.usage())
-}
-
-// Export halts a peer and returns its handoff (bundle and state) without
-// removing it: for moves over a byte pipe or a file. The peer is left
-// suspended; Remove it once the receiver has it.
-func (h *Host) Export(ctx context.Context, id key.ID) ([]byte, error) {
-	hb, p, err := h.export(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer p.life.Unlock()
-	p.mu.Lock()
-	p.state = kinds.StateSuspended
-	g := p.grant
-	p.mu.Unlock()
-	if err := p.saveMeta(); err != nil {
-		return nil, err
-	}
-	if err := h.record(p.b, g, kinds.StateSuspended, "exported for a move", nil, p.usage()); err != nil {
-		return nil, err
-	}
-	return hb, nil
-}
-
-// export halts the peer and builds its handoff; it returns with p.life held.
-func (h *Host) export(ctx context.Context, id key.ID) ([]byte, *peer, error) {
-	p, err := h.load(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	p.life.Lock()
-	p.halt()
-	p.kvmu.RLock()
-	state := encodeKV(p.kv)
-	p.kvmu.RUnlock()
-	hash := p.b.Hash()
-	hb, err := canon.Marshal(Handoff{V: stateVersion, From: h.id.Bytes(), Peer: p.id.Bytes(), Hash: hash[:], Bundle: p.b.Bytes(), State: state})
-	if err != nil {
-		p.life.Unlock()
-		return nil, nil, err
-	}
-	return hb, p, nil
-}
-
-// Receive takes a handoff: the bundle is verified against its hash, the
-// peer must be the bundle's, and this host needs its own live grant. The
-// peer then runs here, with the state it had.
-func (h *Host) Receive(ctx context.Context, handoff []byte) error {
-	var ho Handoff
-	if len(handoff) > bundle.MaxFileSize*2 {
-		return fmt.Errorf("%w: %d bytes", ErrBadHandoff, len(handoff))
-	}
-	if err := canon.Unmarshal(handoff, &ho); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadHandoff, err)
-	}
-	if ho.V != stateVersion {
-		return fmt.Errorf("%w: version %d", ErrBadHandoff, ho.V)
-	}
-	want, err := bundle.HashFromBytes(ho.Hash)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadHandoff, err)
-	}
-	b, err := bundle.Open(ho.Bundle, want)
-	if err != nil {
-		return err
-	}
-	from, err := key.IDFromBytes(ho.From)
-	if err != nil {
-		return fmt.Errorf("%w: from: %w", ErrBadHandoff, err)
-	}
-	if peer, err := key.IDFromBytes(ho.Peer); err != nil || peer != b.Peer() {
-		return fmt.Errorf("%w: the handoff's peer is not the bundle's", ErrBadHandoff)
-	}
-	kv, err := decodeKV(ho.State)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadHandoff, err)
-	}
-	_, err = h.install(ctx, b, kv, from.String())
-	return err
 }
 
 // Run deploys a bundle if this host does not hold its peer yet (resuming it

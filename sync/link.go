@@ -16,18 +16,6 @@ import (
 	"github.com/sublog/sublog/sync/transport"
 )
 
-// Stream kinds: the first byte the opener writes on every stream of a sync
-// connection, so sync rounds, blob transfers and later kinds share one
-// authenticated connection.
-const (
-	// StreamSync carries one reconciliation round.
-	StreamSync byte = 1
-)
-
-// StreamHandler serves an accepted stream of a kind registered in
-// Options.Streams; it owns the stream (and closes it).
-type StreamHandler func(ctx context.Context, l *Link, s net.Conn)
-
 // maxAnswering bounds the rounds a peer may have this side answer at once
 // on one connection (a peer runs one at a time; the second covers a round
 // that began while the previous one was closing). Streams past it are
@@ -243,17 +231,13 @@ func (l *Link) add(s Stats) {
 	l.last = time.Now()
 }
 
-// OpenStream opens a stream of the given kind to the peer.
+// OpenStream opens a stream of the given kind to the peer (see streams.go).
 func (l *Link) OpenStream(kind byte) (net.Conn, error) {
-	s, err := l.mux.OpenStream()
+	s, err := openKind(l.mux, kind)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.Write([]byte{kind}); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
+	return s.(net.Conn), nil
 }
 
 // Round runs one reconciliation round as its initiator on a new stream.
@@ -282,7 +266,7 @@ func (l *Link) accept(ctx context.Context) (net.Conn, byte, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	s.SetReadDeadline(time.Now().Add(l.opt.Timeout))
+	s.SetReadDeadline(time.Now().Add(kindTimeout))
 	var k [1]byte
 	if _, err := io.ReadFull(s, k[:]); err != nil {
 		s.Close()
@@ -310,13 +294,14 @@ func (l *Link) answerOne(ctx context.Context) (Stats, error) {
 	}
 }
 
+// dispatch hands a stream of another kind to its handler (Options.Handlers).
 func (l *Link) dispatch(ctx context.Context, s net.Conn, kind byte) {
-	h := l.opt.Streams[kind]
-	if h == nil {
+	h := l.opt.Handlers[kind]
+	if _, off := l.opt.Guard.BackedOff(l.peer); h == nil || off {
 		s.Close()
 		return
 	}
-	go h(ctx, l, s)
+	go h(ctx, l.peer, s)
 }
 
 // Serve answers the peer's streams (rounds and registered kinds) until the

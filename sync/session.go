@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	stdsync "sync"
 	"sync/atomic"
@@ -58,6 +57,9 @@ type Options struct {
 	// Trace, when set, receives a copy of every decrypted protocol byte
 	// received from the peer (for debugging and for privacy tests).
 	Trace io.Writer
+	// Handlers serve accepted streams of other kinds than StreamSync (blob
+	// transfers, ...); a kind with no handler is closed. See streams.go.
+	Handlers map[byte]PeerStream
 	// Limits bound the session (and, for Serve, the connections); zero
 	// fields take defaults.
 	Limits Limits
@@ -68,10 +70,6 @@ type Options struct {
 	// receive buffer). Nil: Run makes one for its session, Serve one for all
 	// of its sessions.
 	Guard *Guard
-
-	// Streams serve accepted streams of other kinds than StreamSync (blob
-	// transfers, ...) on a live Link; a kind with no handler is closed.
-	Streams map[byte]StreamHandler
 
 	source  string      // where the connection comes from (Serve)
 	onShook func() bool // the handshake is over; false: the slot was taken back
@@ -304,7 +302,13 @@ func (s *session) run(ctx context.Context) error {
 	if s.initiator {
 		stream, err = openKind(mux, StreamSync)
 	} else {
-		stream, err = acceptKind(ctx, mux, StreamSync, s.opt.Timeout)
+		var sideDone func()
+		stream, sideDone, err = s.acceptSync(ctx, mux)
+		// Side streams (blob transfers) end before the connection does.
+		defer sideDone()
+		if err != nil && (errors.Is(err, io.EOF) || mux.IsClosed()) && ctx.Err() == nil {
+			return nil // a connection for side streams only: no round
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("sync: opening stream: %w", err)
@@ -326,40 +330,8 @@ func (s *session) run(ctx context.Context) error {
 	return nil
 }
 
-// openKind opens a stream and writes its kind byte.
-func openKind(mux *transport.Session, kind byte) (net.Conn, error) {
-	st, err := mux.OpenStream()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := st.Write([]byte{kind}); err != nil {
-		st.Close()
-		return nil, err
-	}
-	return st, nil
-}
-
-// acceptKind accepts the next stream, which must be of kind.
-func acceptKind(ctx context.Context, mux *transport.Session, kind byte, timeout time.Duration) (net.Conn, error) {
-	st, err := mux.AcceptStreamWithContext(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st.SetReadDeadline(time.Now().Add(timeout))
-	var k [1]byte
-	if _, err := io.ReadFull(st, k[:]); err != nil {
-		st.Close()
-		return nil, err
-	}
-	st.SetReadDeadline(time.Time{})
-	if k[0] != kind {
-		st.Close()
-		return nil, fmt.Errorf("sync: stream of kind %d, want %d", k[0], kind)
-	}
-	return st, nil
-}
-
-// connect runs the handshake and starts yamux.
+// connect runs the handshake and starts yamux (a Link keeps both for many
+// rounds).
 func (s *session) connect(ctx context.Context) (*transport.Session, error) {
 	cfg := channel.Config{Secret: s.opt.Secret, Rand: s.opt.Rand, Accept: s.opt.Accept, Timeout: s.lim.HandshakeTimeout}
 	var ch *channel.Conn
@@ -394,6 +366,7 @@ func (s *session) round(ctx context.Context, stream io.ReadWriteCloser) error {
 	if r := s.guard.windowFull(s.peer); r != nil {
 		return s.refuseNow(stream, r)
 	}
+
 	var shown []proto.Head
 	for _, h := range s.st.Heads() {
 		if s.opt.Policy.Visible(s.peer, h.Author) {
@@ -826,7 +799,9 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 			return io.EOF // (a card that may not leave holds back the rest of its log)
 		}
 		if c.Seq() != next {
-			return fmt.Errorf("sync: store scan of %s gave seq %d, want %d", p.Author, c.Seq(), next)
+			// The store skipped an unreadable card (log.Store.Unreadable):
+			// the peer can take nothing past it, so the log ends here.
+			return io.EOF
 		}
 		next++
 		if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
