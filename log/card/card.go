@@ -435,14 +435,9 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 		}
 		rawProtected = canon.MustMarshal(env.Protected)
 	}
-	var p payload
-	if err := canon.UnmarshalExact(env.Payload, &p); err != nil {
-		return nil, nil, fmt.Errorf("card payload: %w", err)
-	}
-	if p.Body != nil {
-		if err := canon.Check(p.Body); err != nil {
-			return nil, nil, fmt.Errorf("card payload: body: %w", err)
-		}
+	p, err := decodePayload(env.Payload)
+	if err != nil {
+		return nil, nil, err
 	}
 	if err := p.validate(); err != nil {
 		return nil, nil, err
@@ -469,6 +464,24 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 		copy(card.prev[:], p.Prev)
 	}
 	return card, msg, nil
+}
+
+// decodePayload decodes and checks the payload's form (not its fields): the
+// fast path for the canonical layout, else the general strict decoder; the
+// body's canonical form is checked in both cases.
+func decodePayload(b []byte) (payload, error) {
+	p, fast := fastPayload(b)
+	if !fast {
+		if err := canon.UnmarshalExact(b, &p); err != nil {
+			return payload{}, fmt.Errorf("card payload: %w", err)
+		}
+	}
+	if p.Body != nil {
+		if err := canon.Check(p.Body); err != nil {
+			return payload{}, fmt.Errorf("card payload: body: %w", err)
+		}
+	}
+	return p, nil
 }
 
 // fixedEnvelope recognises the one canonical envelope layout byte for byte:
