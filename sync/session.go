@@ -466,7 +466,7 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := s.send(w, &proto.Msg{T: proto.TCards, Author: p.Author.Bytes(), From: first, Cards: batch})
+		err := s.send(w, proto.CardsMsg(p.Author, first, batch))
 		if err != nil {
 			return err
 		}
