@@ -137,10 +137,14 @@ func TestCompactRebuildRefusals(t *testing.T) {
 	author := authorOf(t, cards[0])
 	m := CardsMsg(author, 1, cards)
 	for name, mut := range map[string]func([][]byte) [][]byte{
-		"short":          func(c [][]byte) [][]byte { c[0] = c[0][:64]; return c },
-		"not a map":      func(c [][]byte) [][]byte { c[1] = append(bytes.Clone(c[1][:64]), 0x80); return c },
-		"trailing":       func(c [][]byte) [][]byte { c[1] = append(bytes.Clone(c[1]), 0); return c },
-		"author present": func(c [][]byte) [][]byte { e, _ := card.Elide(cards[0], author, nil); c[0] = withAuthor(e, author); return c },
+		"short":     func(c [][]byte) [][]byte { c[0] = c[0][:64]; return c },
+		"not a map": func(c [][]byte) [][]byte { c[1] = append(bytes.Clone(c[1][:64]), 0x80); return c },
+		"trailing":  func(c [][]byte) [][]byte { c[1] = append(bytes.Clone(c[1]), 0); return c },
+		"author present": func(c [][]byte) [][]byte {
+			e, _ := card.Elide(cards[0], author, nil)
+			c[0] = withAuthor(e, author)
+			return c
+		},
 	} {
 		bad := &Msg{T: TCardsCompact, Author: m.Author, From: 1, Cards: mut(append([][]byte(nil), m.Cards...))}
 		b, err := Encode(bad)
