@@ -43,7 +43,7 @@ func genCardsCompact() ([]*Vector, error) {
 		}
 		plain, _ := proto.Encode(&proto.Msg{T: proto.TCards, Author: author.Bytes(), From: uint64(from), Cards: cards})
 		v := newVector("cards-compact", fmt.Sprintf("alice-from-%d", from), "accept",
-			"a compact Cards message (t = 6); decoding it must give exactly card.0.. card.N (the card vectors' bytes)",
+			"a compact Cards message (t = 7); decoding it must give exactly card.0.. card.N (the card vectors' bytes)",
 			fmt.Sprintf("%d bytes against %d for the plain Cards message", len(b), len(plain)))
 		v.Set("author", author.String())
 		v.Set("from", strconv.Itoa(from))
