@@ -99,8 +99,11 @@ func FuzzPayloadFastPath(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		dp, derr := decodePayload(b)
+		dp, derr := checkPayload(b)
 		gp, gerr := generalPayload(b)
+		if gerr == nil {
+			gerr = gp.validate()
+		}
 		if (derr == nil) != (gerr == nil) {
 			t.Fatalf("decoder and general path disagree on %x: %v vs %v", b, derr, gerr)
 		}
@@ -108,7 +111,7 @@ func FuzzPayloadFastPath(f *testing.F) {
 			t.Fatalf("paths differ on %x: decoder %+v, general %+v", b, dp, gp)
 		}
 		if fp, ok := fastPayload(b); ok {
-			var raw payload
+			var raw payload // the general decoder alone
 			if err := canon.UnmarshalExact(b, &raw); err != nil {
 				t.Fatalf("fast path reads %x, the general decoder refuses it: %v", b, err)
 			}
