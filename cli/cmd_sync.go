@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	sublog "github.com/sublog/sublog/log"
-	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	lsync "github.com/sublog/sublog/sync"
@@ -66,50 +65,12 @@ func (a *App) syncEnv() (*syncEnv, error) {
 	for _, n := range named {
 		self = append(self, n.ID)
 	}
-	self = append(self, devices(st, self, a.Now().Unix())...)
 	peers, err := h.Peers()
 	if err != nil {
 		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.PeersFile))
 	}
-	return &syncEnv{home: h, st: st, sk: sk, pol: lsync.NewLists(self, peers.Trust, peers.Follow)}, nil
-}
-
-// delegateBody is the body of a delegate card (see ARCHITECTURE.md).
-type delegateBody struct {
-	Device   []byte   `cbor:"device"`
-	Services []string `cbor:"services,omitempty"`
-	Until    int64    `cbor:"until,omitempty"`
-	Revoked  bool     `cbor:"revoked,omitempty"`
-}
-
-// devices are the identities the home's own identities delegate to, as of
-// now (a later delegate card for the same device overrides an earlier one).
-func devices(st *sublog.Store, own []key.ID, now int64) []key.ID {
-	var out []key.ID
-	for _, id := range own {
-		active := map[key.ID]bool{}
-		st.Scan(id, 1, func(c *card.Card) error {
-			if c.Kind() != card.KindDelegate {
-				return nil
-			}
-			var d delegateBody
-			if c.DecodeBody(&d) != nil {
-				return nil
-			}
-			dev, err := key.IDFromBytes(d.Device)
-			if err != nil {
-				return nil
-			}
-			active[dev] = !d.Revoked && (d.Until == 0 || d.Until > now)
-			return nil
-		})
-		for dev, ok := range active {
-			if ok {
-				out = append(out, dev)
-			}
-		}
-	}
-	return out
+	pol := lsync.TrustFor(st, self, peers.Trust, peers.Follow, a.Now().Unix())
+	return &syncEnv{home: h, st: st, sk: sk, pol: pol}, nil
 }
 
 // progress draws a bar of cards moved, on a terminal only.
@@ -393,7 +354,9 @@ func newImportCmd(a *App) *cobra.Command {
 				}
 			}
 			update, finish := a.syncProgress("importing")
-			stats, rej, err := lsync.Import(bytes.NewReader(data), env.st, lsync.ImportOptions{Secret: sk, Progress: update})
+			// The trust rule decides which logs of the bundle are stored,
+			// exactly as for a sync with the exporter.
+			stats, rej, err := lsync.Import(bytes.NewReader(data), env.st, lsync.ImportOptions{Secret: sk, Policy: env.pol, Progress: update})
 			finish()
 			if err != nil {
 				hint := "the file is damaged or altered: ask the sender for a fresh copy"
@@ -413,7 +376,14 @@ func newImportCmd(a *App) *cobra.Command {
 				return err
 			}
 			if len(rej) > 0 {
-				return rejected(fmt.Errorf("%d cards in %s were refused (listed above)", len(rej), args[0]), "")
+				hint := ""
+				for _, r := range rej {
+					if errors.Is(r.Err, lsync.ErrNotTaken) {
+						hint = fmt.Sprintf("%s is not trusted here: 'sublog trust %s' takes what it vouches for, 'sublog follow AUTHOR' takes one log from anyone", stats.Peer, stats.Peer)
+						break
+					}
+				}
+				return rejected(fmt.Errorf("%d cards in %s were refused (listed above)", len(rej), args[0]), hint)
 			}
 			return nil
 		},

@@ -141,8 +141,12 @@ func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) 
 			return stats, rejected, fmt.Errorf("%w: %v", bundle.ErrMalformed, err)
 		}
 		if o.Policy != nil && !o.Policy.Accept(b.Exporter, author) {
+			why := fmt.Errorf("%w: %s's log from exporter %s", ErrNotTaken, author, b.Exporter)
+			if m.T == proto.TFork {
+				rejected = append(rejected, reject(author, 0, why))
+			}
 			for i := range m.Cards {
-				rejected = append(rejected, reject(author, m.From+uint64(i), errors.New("not a log this home takes from the exporter")))
+				rejected = append(rejected, reject(author, m.From+uint64(i), why))
 			}
 			continue
 		}

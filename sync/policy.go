@@ -4,6 +4,9 @@ import (
 	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/kinds"
+	"maps"
+	"slices"
 )
 
 // Policy decides who syncs what. Visible says whether peer may learn that
@@ -57,6 +60,120 @@ func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
 // lists decide disclosure and storage, not validity.
 type Lists struct {
 	Self, Trusted, Follow map[key.ID]bool
+}
+
+// TrustFor applies the trust rule (ARCHITECTURE.md, "The trust rule") to a
+// home's lists and the delegations its store holds, as of now:
+//
+//   - Self: the home's own identities; every identity on its lists that
+//     delegates to one of them (the owner of this device: a device speaks for
+//     its owner, so they are one user); and every device the own identities
+//     and those owners delegate to.
+//   - Trusted: the trust list and every device a trusted identity delegates
+//     to (trust follows delegation).
+//   - Follow: the follow list and every device a followed identity
+//     delegates to (an owner's intent is written by its devices).
+//
+// Delegations are read from the store, so they are what the owners signed,
+// never what a peer claims; only live ones count (see Devices).
+func TrustFor(st Store, own, trust, follow []key.ID, now int64) *Lists {
+	l := NewLists(own, nil, nil)
+	mine := l.Self
+	devs := map[key.ID][]key.ID{}
+	devices := func(o key.ID) []key.ID {
+		d, ok := devs[o]
+		if !ok {
+			d = Devices(st, o, now)
+			devs[o] = d
+		}
+		return d
+	}
+	for _, x := range append(append([]key.ID(nil), trust...), follow...) {
+		for _, d := range devices(x) {
+			if mine[d] {
+				l.Self[x] = true // x is this device's owner
+			}
+		}
+	}
+	for x := range maps.Clone(l.Self) {
+		for _, d := range devices(x) {
+			l.Self[d] = true
+		}
+	}
+	for _, x := range trust {
+		l.Trusted[x] = true
+		for _, d := range devices(x) {
+			l.Trusted[d] = true
+		}
+	}
+	for _, x := range follow {
+		l.Follow[x] = true
+		for _, d := range devices(x) {
+			l.Follow[d] = true
+		}
+	}
+	return l
+}
+
+// Devices lists the devices owner's stored log delegates to, live at now: a
+// delegate card of owner names the device, its until (if any) is after now,
+// and neither a later delegate card revoking the device (a revoked device
+// stays revoked) nor a revoke or crl card of owner naming the delegation
+// withdrew it. Cards that do not decode are ignored. Sorted, no repeats.
+func Devices(st Store, owner key.ID, now int64) []key.ID {
+	type grantOf struct {
+		dev   key.ID
+		until int64
+	}
+	cards := map[card.ID]grantOf{}
+	revoked := map[key.ID]bool{}
+	withdrawn := map[card.ID]bool{}
+	_ = st.Scan(owner, 1, func(c *card.Card) error {
+		switch c.Kind() {
+		case card.KindDelegate:
+			var b kinds.DelegateBody
+			if c.DecodeBody(&b) != nil {
+				return nil
+			}
+			dev, err := key.IDFromBytes(b.Device)
+			if err != nil {
+				return nil
+			}
+			if b.Revoked {
+				revoked[dev] = true
+				return nil
+			}
+			cards[c.ID()] = grantOf{dev, b.Until}
+		case card.KindRevoke:
+			var b kinds.RevokeBody
+			if c.DecodeBody(&b) == nil {
+				if id, err := card.IDFromBytes(b.Card); err == nil {
+					withdrawn[id] = true
+				}
+			}
+		case card.KindCRL:
+			var b kinds.CRLBody
+			if c.DecodeBody(&b) == nil {
+				for _, r := range b.Revoked {
+					if id, err := card.IDFromBytes(r); err == nil {
+						withdrawn[id] = true
+					}
+				}
+			}
+		}
+		return nil
+	})
+	seen := map[key.ID]bool{}
+	var out []key.ID
+	for id, g := range cards {
+		if withdrawn[id] || revoked[g.dev] || (g.until != 0 && g.until <= now) || seen[g.dev] || g.dev == owner {
+			continue
+		}
+		seen[g.dev] = true
+		out = append(out, g.dev)
+	}
+	slices.SortFunc(out, key.ID.Compare)
+	return out
 }
 
 // NewLists builds a Lists policy.

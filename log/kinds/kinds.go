@@ -1,7 +1,7 @@
 // Package kinds owns the Go form of the card bodies that several packages
 // read the same way (ARCHITECTURE.md, "Bodies of the kinds sublog
 // interprets"): grant (with the limits bundle manifests share), observe,
-// revoke and crl. One definition and one validation, so the executor, the
+// delegate, revoke and crl. One definition and one validation, so the executor, the
 // projections and the revocation code cannot drift apart. It imports only
 // log/key.
 package kinds
@@ -45,6 +45,18 @@ const (
 	StateFailed    = "failed"
 	StateStopped   = "stopped"
 )
+
+// DelegateBody is the body of a delegate card: the author (an owner) lets
+// Device speak for it. Upto is only meaningful with Revoked: the last
+// sequence number of the device's log whose intent still counts (absent:
+// none of it).
+type DelegateBody struct {
+	Device   []byte   `cbor:"device"`
+	Services []string `cbor:"services,omitempty"`
+	Until    int64    `cbor:"until,omitempty"`
+	Revoked  bool     `cbor:"revoked,omitempty"`
+	Upto     *uint64  `cbor:"upto,omitempty"`
+}
 
 // RevokeBody is the body of a `revoke` card: the author withdraws one of
 // its own earlier cards, {card: bstr32, reason?: text}.
