@@ -6,7 +6,6 @@ import (
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/log/kinds"
 	"maps"
-	"slices"
 )
 
 // Policy decides who syncs what. Visible says whether peer may learn that
@@ -121,34 +120,19 @@ func TrustFor(st Store, own, trust, follow []key.ID, now int64) *Lists {
 // stays revoked) nor a revoke or crl card of owner naming the delegation
 // withdrew it. Cards that do not decode are ignored. Sorted, no repeats.
 func Devices(st Store, owner key.ID, now int64) []key.ID {
-	type grantOf struct {
-		dev   key.ID
-		until int64
-	}
-	cards := map[card.ID]grantOf{}
-	revoked := map[key.ID]bool{}
-	withdrawn := map[card.ID]bool{}
+	var d kinds.Delegations
 	_ = st.Scan(owner, 1, func(c *card.Card) error {
 		switch c.Kind() {
 		case card.KindDelegate:
 			var b kinds.DelegateBody
-			if c.DecodeBody(&b) != nil {
-				return nil
+			if c.DecodeBody(&b) == nil {
+				d.Delegate(c.ID(), b)
 			}
-			dev, err := key.IDFromBytes(b.Device)
-			if err != nil {
-				return nil
-			}
-			if b.Revoked {
-				revoked[dev] = true
-				return nil
-			}
-			cards[c.ID()] = grantOf{dev, b.Until}
 		case card.KindRevoke:
 			var b kinds.RevokeBody
 			if c.DecodeBody(&b) == nil {
 				if id, err := card.IDFromBytes(b.Card); err == nil {
-					withdrawn[id] = true
+					d.Withdraw(id)
 				}
 			}
 		case card.KindCRL:
@@ -156,24 +140,14 @@ func Devices(st Store, owner key.ID, now int64) []key.ID {
 			if c.DecodeBody(&b) == nil {
 				for _, r := range b.Revoked {
 					if id, err := card.IDFromBytes(r); err == nil {
-						withdrawn[id] = true
+						d.Withdraw(id)
 					}
 				}
 			}
 		}
 		return nil
 	})
-	seen := map[key.ID]bool{}
-	var out []key.ID
-	for id, g := range cards {
-		if withdrawn[id] || revoked[g.dev] || (g.until != 0 && g.until <= now) || seen[g.dev] || g.dev == owner {
-			continue
-		}
-		seen[g.dev] = true
-		out = append(out, g.dev)
-	}
-	slices.SortFunc(out, key.ID.Compare)
-	return out
+	return d.Live(owner, now)
 }
 
 // NewLists builds a Lists policy.

@@ -165,3 +165,61 @@ func (g *GrantBody) Validate() error {
 	}
 	return g.Limits.Validate()
 }
+
+// Delegations folds one owner's delegate cards and the revoke and crl
+// cards of the same owner (in any order) into the devices it delegates to:
+// the one reading of "who speaks for this identity" that the trust rule
+// (sync) and the executor's peer proof share. A device counts while one of
+// its delegate cards is live: not withdrawn by a revoke or crl entry naming
+// it, until (if set) after now; and never again once any delegate card of
+// the owner revokes it (a revoked device stays revoked).
+type Delegations struct {
+	cards     map[[32]byte]delegation
+	revoked   map[key.ID]bool
+	withdrawn map[[32]byte]bool
+}
+
+type delegation struct {
+	dev   key.ID
+	until int64
+}
+
+// Delegate folds a delegate card (its ID and body); a malformed device is ignored.
+func (d *Delegations) Delegate(id [32]byte, b DelegateBody) {
+	dev, err := key.IDFromBytes(b.Device)
+	if err != nil {
+		return
+	}
+	if d.cards == nil {
+		d.cards, d.revoked, d.withdrawn = map[[32]byte]delegation{}, map[key.ID]bool{}, map[[32]byte]bool{}
+	}
+	if b.Revoked {
+		d.revoked[dev] = true
+		return
+	}
+	d.cards[id] = delegation{dev, b.Until}
+}
+
+// Withdraw folds a revoke card or crl entry of the owner naming card id.
+func (d *Delegations) Withdraw(id [32]byte) {
+	if d.withdrawn == nil {
+		d.cards, d.revoked, d.withdrawn = map[[32]byte]delegation{}, map[key.ID]bool{}, map[[32]byte]bool{}
+	}
+	d.withdrawn[id] = true
+}
+
+// Live lists the devices delegated to at now, sorted, without repeats;
+// owner itself is never listed.
+func (d *Delegations) Live(owner key.ID, now int64) []key.ID {
+	seen := map[key.ID]bool{}
+	var out []key.ID
+	for id, g := range d.cards {
+		if d.withdrawn[id] || d.revoked[g.dev] || (g.until != 0 && g.until <= now) || seen[g.dev] || g.dev == owner {
+			continue
+		}
+		seen[g.dev] = true
+		out = append(out, g.dev)
+	}
+	slices.SortFunc(out, key.ID.Compare)
+	return out
+}
