@@ -1,11 +1,12 @@
 package sync
 
 import (
+	"maps"
+
 	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/log/kinds"
-	"maps"
 )
 
 // Policy decides who syncs what. Visible says whether peer may learn that
