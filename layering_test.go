@@ -14,11 +14,12 @@ const module = "github.com/sublog/sublog"
 // confined maps a confined third-party library's name in ARCHITECTURE.md to
 // its import path prefix.
 var confined = map[string]string{
-	"pebble":       "github.com/cockroachdb/pebble",
-	"go-cose":      "github.com/veraison/go-cose",
-	"automerge-go": "github.com/automerge/automerge-go",
-	"wazero":       "github.com/tetratelabs/wazero",
-	"yamux":        "github.com/hashicorp/yamux",
+	"pebble":         "github.com/cockroachdb/pebble",
+	"go-cose":        "github.com/veraison/go-cose",
+	"automerge-go":   "github.com/automerge/automerge-go",
+	"wazero":         "github.com/tetratelabs/wazero",
+	"yamux":          "github.com/hashicorp/yamux",
+	"curve25519-voi": "github.com/oasisprotocol/curve25519-voi",
 }
 
 var impure = []string{"os", "net", "os/exec", "syscall", "net/http"}

@@ -135,6 +135,7 @@ var reasons = []struct {
 	{"bad-header", card.ErrBadHeader},
 	{"kid-mismatch", card.ErrKidMismatch},
 	{"bad-signature", card.ErrBadSignature},
+	{"bad-signature", key.ErrBadSignature},
 	{"unsupported-cap", card.ErrUnsupportedCp},
 	{"non-canonical-key", key.ErrNonCanonical},
 	{"weak-key", key.ErrWeakKey},

@@ -15,6 +15,11 @@ type Suite struct {
 	Name     string
 	Generate func() ([]*Vector, error)
 	Check    func(v *Vector) error
+	// Frozen suites are imported from outside corpora: Generate runs only
+	// when the vectors are rewritten (-update), and the files are not
+	// compared with a fresh generation in ordinary test runs (their
+	// sources need not be on the machine); every file is still checked.
+	Frozen bool
 }
 
 var suites = map[string]*Suite{}

@@ -15,7 +15,7 @@ import (
 	"sync"
 
 	"filippo.io/edwards25519"
-	"github.com/cloudflare/circl/sign/ed25519"
+	"github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 )
 
 // Sizes of the encodings this package accepts.
@@ -150,13 +150,33 @@ func (id *ID) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Verify checks an Ed25519 signature over msg (RFC 8032 pure Ed25519, as
-// implemented by circl).
+// strict is the one acceptance rule of every signature sublog checks (see
+// ARCHITECTURE.md, "Signatures"): A and R must be the canonical encodings of
+// curve points, S < L, A not of small order (IDFromBytes refuses such keys
+// too), and the cofactorless equation [S]B = R + [k]A checked by comparing
+// the canonical encoding of [S]B - [k]A with the R bytes. A small-order R is
+// not refused (RFC 8032 does not, and neither did the earlier verifier).
+// curve25519-voi's batch verification is cofactored and is never used.
+var strict = &ed25519.Options{Verify: &ed25519.VerifyOptions{
+	AllowSmallOrderA:   false,
+	AllowSmallOrderR:   true,
+	AllowNonCanonicalA: false,
+	AllowNonCanonicalR: false,
+	CofactorlessVerify: true,
+}}
+
+// Verify checks a pure Ed25519 signature (RFC 8032) over msg under the
+// strict rule above, with the key's precomputed expansion from a bounded
+// per-process cache (one log's cards are verified under the same key).
 func (id ID) Verify(msg, sig []byte) error {
 	if len(sig) != SignatureSize {
 		return fmt.Errorf("%w: signature is %d bytes", ErrBadSignature, len(sig))
 	}
-	if !ed25519.Verify(ed25519.PublicKey(id.b[:]), msg, sig) {
+	epk, err := expanded.get(id.b)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	if !ed25519.VerifyExpandedWithOptions(epk, msg, sig, strict) {
 		return ErrBadSignature
 	}
 	return nil
