@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,11 +17,13 @@ import (
 	"github.com/spf13/cobra"
 
 	sublog "github.com/sublog/sublog/log"
+	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/bundle"
 	"github.com/sublog/sublog/sync/channel"
+	"github.com/sublog/sublog/sync/discovery"
 	"github.com/sublog/sublog/sync/transport"
 )
 
@@ -109,10 +112,10 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 }
 
 func newServeCmd(a *App) *cobra.Command {
-	var listen string
+	var listen, public string
 	var open bool
 	c := &cobra.Command{
-		Use:   "serve --listen ADDR",
+		Use:   "serve --listen ADDR [--public ADDR]",
 		Short: "Accept sync sessions on a TCP address until interrupted",
 		Long: `Accept sync sessions on ADDR (host:port). Peers prove their identity first;
 unless --open, a peer that is not one of this home's identities or devices,
@@ -130,6 +133,15 @@ trusted or followed is refused before this side reveals anything.`,
 			defer l.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if public != "" {
+				pl, err := net.Listen("tcp", public)
+				if err != nil {
+					return rejected(err, "pick a free port for --public")
+				}
+				defer pl.Close()
+				go discovery.ServePublic(pl, env.sk, publishedProfiles(env.st, env.sk.ID()))
+				fmt.Fprintf(a.Err(), "sublog: answering identity proofs and public profile requests for %s on %s\n", env.sk.ID(), pl.Addr())
+			}
 			fmt.Fprintf(a.Err(), "sublog: serving on %s\n", l.Addr())
 			opt := a.sessionOptions(env, open)
 			return lsync.Serve(ctx, l, env.st, opt, func(s lsync.Stats, err error) {
@@ -144,7 +156,21 @@ trusted or followed is refused before this side reveals anything.`,
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:7411", "address to listen on (host:port)")
 	c.Flags().BoolVar(&open, "open", false, "also serve peers that are on no list (they see only their own logs)")
+	c.Flags().StringVar(&public, "public", "", "also answer identity proofs and requests for this identity's public profile cards, from anyone, on HOST:PORT ('sublog fetch-profile')")
 	return c
+}
+
+// publishedProfiles is what 'serve --public' hands a stranger by card ID:
+// only the serving identity's own profile cards, and only unsealed ones
+// (the cards a token or PKARR packet names); nothing else is ever served.
+func publishedProfiles(st *sublog.Store, self key.ID) discovery.Profiles {
+	return func(id card.ID) ([]byte, bool) {
+		c, err := st.GetByID(id)
+		if err != nil || c.Author() != self || c.Kind() != card.KindProfile || c.PolicyRef() != nil {
+			return nil, false
+		}
+		return bytes.Clone(c.Bytes()), true
+	}
 }
 
 func (a *App) sessionOptions(env *syncEnv, open bool) lsync.Options {
