@@ -89,10 +89,22 @@ func (a *App) tellRefusals(s lsync.Stats) {
 	for _, r := range s.Refused {
 		fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
 	}
+	a.tellWithheld(s, false)
 	if more := s.Rejected - len(s.Refused); len(s.Refused) > 0 && more > 0 {
 		fmt.Fprintf(a.Err(), "sublog: ... and %d more rejected\n", more)
 	}
 	a.tellForks(s)
+}
+
+// tellWithheld says on stderr which logs stopped at a card that may not
+// leave, so "0 cards" is never a silent surprise.
+func (a *App) tellWithheld(s lsync.Stats, unaddressed bool) {
+	for _, w := range s.Withheld {
+		fmt.Fprintf(a.Err(), "sublog: withheld %s from seq %d on: that card may not leave (%s), and a log is a chain, so its later cards wait behind it\n", w.Author, w.From, w.Reason)
+	}
+	if unaddressed && len(s.Withheld) > 0 {
+		fmt.Fprintln(a.Err(), "sublog: hint: an unaddressed bundle carries only what may go to anyone; 'sublog export --for ID' carries what that identity may receive")
+	}
 }
 
 func (a *App) tellForks(s lsync.Stats) {
@@ -339,8 +351,13 @@ receiving side) are written.`,
 			if err != nil {
 				return rejected(err, "")
 			}
+			a.tellWithheld(stats, forID == "")
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs})
+				out := map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs}
+				if len(stats.Withheld) > 0 {
+					out["withheld"] = stats.Withheld
+				}
+				return a.PrintJSON(out)
 			}
 			fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
 			return nil

@@ -90,7 +90,11 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 			return nil
 		}
 		err := st.Scan(h.Author, from, func(c *card.Card) error {
-			if c.Seq() > last || !MayLeave(c, o.For, o.Policy) {
+			if c.Seq() > last {
+				return io.EOF
+			}
+			if !MayLeave(c, o.For, o.Policy) {
+				stats.Withheld = append(stats.Withheld, withheld(c))
 				return io.EOF // (a card that may not leave holds back the rest of its log)
 			}
 			if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {

@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"fmt"
 	"maps"
 
 	"github.com/sublog/sublog/log/capsule"
@@ -46,6 +47,23 @@ func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
 		return peer != nil && pol.Shares(*peer)
 	}
 	return false
+}
+
+// Withheld says that a log was sent (or exported) only up to a card that may
+// not leave for this peer: the card at From and every later card of the log
+// stayed here (a log is a chain; see MayLeave).
+type Withheld struct {
+	Author key.ID `json:"author"`
+	From   uint64 `json:"from"`
+	Reason string `json:"reason"`
+}
+
+func withheld(c *card.Card) Withheld {
+	reason := "its capsule cannot be read"
+	if p, _, err := capsule.PolicyOf(c); err == nil {
+		reason = fmt.Sprintf("distribution %s (visibility %s)", p.Distribution, p.Visibility)
+	}
+	return Withheld{Author: c.Author(), From: c.Seq(), Reason: reason}
 }
 
 // Lists is the default policy, from the lists a home keeps:
