@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/units"
 	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/bundle"
 	"github.com/sublog/sublog/sync/channel"
@@ -126,17 +128,42 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 func newServeCmd(a *App) *cobra.Command {
 	var listen, public string
 	var open bool
+	var lim lsync.Limits
+	var idle time.Duration
+	q := lsync.DefaultQuota()
+	var qBytes, wBytes string
 	c := &cobra.Command{
 		Use:   "serve --listen ADDR [--public ADDR]",
 		Short: "Accept sync sessions on a TCP address until interrupted",
 		Long: `Accept sync sessions on ADDR (host:port). Peers prove their identity first;
 unless --open, a peer that is not one of this home's identities or devices,
-trusted or followed is refused before this side reveals anything.`,
+trusted or followed is refused before this side reveals anything.
+
+Every peer is bounded (ARCHITECTURE.md, Sync, lists each bound): connections
+in all (by default derived from the file descriptor limit) and per source
+address, connections still in the handshake, the handshake's duration, idle
+time and lifetime of a session, and what one peer may push (new logs, cards,
+card bytes) per session and per window. A peer over a quota, or one that
+sent a card with a bad signature, is told why before the session ends; the
+latter is then refused for a while (1 s, doubling).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			env, err := a.syncEnv()
 			if err != nil {
 				return err
+			}
+			var perr error
+			parseBytes := func(name, v string, into *int64) {
+				n, err := units.ParseBytes(v)
+				if err != nil && perr == nil {
+					perr = usage(fmt.Errorf("--%s: %w", name, err))
+				}
+				*into = int64(n)
+			}
+			parseBytes("quota-bytes", qBytes, &q.SessionBytes)
+			parseBytes("window-bytes", wBytes, &q.WindowBytes)
+			if perr != nil {
+				return perr
 			}
 			l, err := transport.TCP{}.Listen(listen)
 			if err != nil {
@@ -154,21 +181,54 @@ trusted or followed is refused before this side reveals anything.`,
 				go discovery.ServePublic(pl, env.sk, publishedProfiles(env.st, env.sk.ID()))
 				fmt.Fprintf(a.Err(), "sublog: answering identity proofs and public profile requests for %s on %s\n", env.sk.ID(), pl.Addr())
 			}
-			fmt.Fprintf(a.Err(), "sublog: serving on %s\n", l.Addr())
 			opt := a.sessionOptions(env, open)
-			return lsync.Serve(ctx, l, env.st, opt, func(s lsync.Stats, err error) {
+			opt.Limits = lim
+			opt.Timeout = idle
+			opt.Quota = &q
+			eff := lim
+			if eff.MaxConns == 0 {
+				eff.MaxConns = lsync.DefaultLimits().MaxConns
+			}
+			fmt.Fprintf(a.Err(), "sublog: serving on %s\n", l.Addr())
+			fmt.Fprintf(a.Err(), "sublog: at most %d connections (%d per source), quota per peer and session %d new logs, %d cards\n",
+				eff.MaxConns, orDefault(lim.MaxConnsPerSource, lsync.DefaultMaxConnsPerSource), q.SessionLogs, q.SessionCards)
+			ev := lsync.ServeEvents{AcceptError: func(err error, wait time.Duration) {
+				fmt.Fprintf(a.Err(), "sublog: accept: %v (waiting %v, then accepting again)\n", err, wait)
+			}}
+			return lsync.ServeWith(ctx, l, env.st, opt, func(s lsync.Stats, err error) {
+				who := "peer"
+				if !s.Peer.IsZero() {
+					who = s.Peer.String()
+				}
 				a.tellRefusals(s)
 				if err != nil {
-					fmt.Fprintf(a.Err(), "sublog: session failed: %v\n", err)
+					fmt.Fprintf(a.Err(), "sublog: session with %s failed: %v (%s; checked %d, dropped %d)\n", who, err, s, s.Checked, s.Dropped)
 					return
 				}
-				fmt.Fprintf(a.Err(), "sublog: %s: %s\n", s.Peer, s)
-			})
+				fmt.Fprintf(a.Err(), "sublog: %s: %s; checked %d, dropped %d\n", who, s, s.Checked, s.Dropped)
+			}, ev)
 		},
 	}
-	c.Flags().StringVar(&listen, "listen", "127.0.0.1:7411", "address to listen on (host:port)")
-	c.Flags().BoolVar(&open, "open", false, "also serve peers that are on no list (they see only their own logs)")
-	c.Flags().StringVar(&public, "public", "", "also answer identity proofs and requests for this identity's public profile cards, from anyone, on HOST:PORT ('sublog fetch-profile')")
+	f := c.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:7411", "address to listen on (host:port)")
+	f.BoolVar(&open, "open", false, "also serve peers that are on no list (they see only their own logs)")
+	f.IntVar(&lim.MaxConns, "max-conns", 0, "connections in all (0: the file descriptor limit less a reserve of 48, at most 64)")
+	f.IntVar(&lim.MaxConnsPerSource, "max-conns-per-source", lsync.DefaultMaxConnsPerSource, "connections from one source address")
+	f.IntVar(&lim.MaxHalfOpen, "max-half-open", lsync.DefaultMaxHalfOpen, "connections still in the handshake, in all")
+	f.IntVar(&lim.MaxHalfOpenPerSource, "max-half-open-per-source", lsync.DefaultMaxHalfOpenPerSource, "connections still in the handshake from one source")
+	f.DurationVar(&lim.HandshakeTimeout, "handshake-timeout", lsync.DefaultHandshakeTimeout, "drop a peer that has not finished the handshake in this time")
+	f.DurationVar(&idle, "idle-timeout", lsync.DefaultTimeout, "drop a session that makes no progress for this long")
+	f.DurationVar(&lim.MaxLifetime, "max-lifetime", lsync.DefaultMaxLifetime, "end a session this old")
+	f.DurationVar(&lim.BackoffMin, "backoff-min", lsync.DefaultBackoffMin, "refuse a peer that sent a forged card for this long, doubling with each one")
+	f.DurationVar(&lim.BackoffMax, "backoff-max", lsync.DefaultBackoffMax, "longest such refusal")
+	f.IntVar(&q.SessionLogs, "quota-logs", q.SessionLogs, "new logs one peer may push in a session (0: no limit)")
+	f.IntVar(&q.SessionCards, "quota-cards", q.SessionCards, "cards one peer may push in a session (0: no limit)")
+	f.StringVar(&qBytes, "quota-bytes", "64Mi", "card bytes one peer may push in a session (0: no limit)")
+	f.DurationVar(&q.Window, "quota-window", q.Window, "window of the per-peer quotas below (0: none)")
+	f.IntVar(&q.WindowLogs, "window-logs", q.WindowLogs, "new logs one peer may push per window")
+	f.IntVar(&q.WindowCards, "window-cards", q.WindowCards, "cards one peer may push per window")
+	f.StringVar(&wBytes, "window-bytes", "256Mi", "card bytes one peer may push per window")
+	f.StringVar(&public, "public", "", "also answer identity proofs and requests for this identity's public profile cards, from anyone, on HOST:PORT ('sublog fetch-profile')")
 	return c
 }
 
@@ -183,6 +243,13 @@ func publishedProfiles(st *sublog.Store, self key.ID) discovery.Profiles {
 		}
 		return bytes.Clone(c.Bytes()), true
 	}
+}
+
+func orDefault(v, d int) int {
+	if v <= 0 {
+		return d
+	}
+	return v
 }
 
 func (a *App) sessionOptions(env *syncEnv, open bool) lsync.Options {
@@ -243,7 +310,9 @@ of a command this one starts (--command). Prints a one-line summary.`,
 			a.tellRefusals(stats)
 			if err != nil {
 				hint := "cards received before the failure are kept; run the sync again to resume"
-				if stdio && errors.Is(err, channel.ErrRefused) {
+				if errors.Is(err, lsync.ErrPeerRefused) {
+					hint = "the peer ended the session and said why (above); what it stored before stays stored"
+				} else if stdio && errors.Is(err, channel.ErrRefused) {
 					hint = "the peer is on none of this home's lists: 'sublog trust' or 'sublog follow' it, or answer with --open"
 				} else if stats.Peer.IsZero() && !stdio {
 					hint = "no identity was proven: check the address, and that the other side knows yours ('sublog trust " + env.sk.ID().String() + "' there)"

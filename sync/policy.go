@@ -74,7 +74,7 @@ func withheld(c *card.Card) Withheld {
 //   - Follow: identities whose logs this user wants, from any peer.
 //
 // Any other authenticated peer sees only its own log, and is taken from only
-// for logs this user follows. Cards are verified whatever their source; the
+// for logs this user follows (never this user's own logs). Cards are verified whatever their source; the
 // lists decide disclosure and storage, not validity.
 type Lists struct {
 	Self, Trusted, Follow map[key.ID]bool
@@ -192,9 +192,18 @@ func (l *Lists) Visible(peer, author key.ID) bool {
 	return false
 }
 
-// Accept implements Policy.
+// Accept implements Policy. This user's own logs are taken only from its
+// own identities, devices and trusted peers (which may hold copies to give
+// back): any other peer has no reason to send them, so such cards are
+// dropped before any signature work, as are logs nobody here wants.
 func (l *Lists) Accept(peer, author key.ID) bool {
-	return l.Self[peer] || l.Trusted[peer] || l.Self[author] || l.Follow[author]
+	switch {
+	case l.Self[peer] || l.Trusted[peer]:
+		return true
+	case l.Self[author]:
+		return false
+	}
+	return l.Follow[author]
 }
 
 // Everyone shares every log with every authenticated peer and accepts all

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	stdsync "sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/card"
@@ -54,6 +57,19 @@ type Options struct {
 	// Trace, when set, receives a copy of every decrypted protocol byte
 	// received from the peer (for debugging and for privacy tests).
 	Trace io.Writer
+	// Limits bound the session (and, for Serve, the connections); zero
+	// fields take defaults.
+	Limits Limits
+	// Quota bounds what the peer may push. Nil: none for Run, DefaultQuota
+	// for Serve. It is read when a Guard is made for the session(s).
+	Quota *Quota
+	// Guard is shared state about peers (backoff, quota windows, the total
+	// receive buffer). Nil: Run makes one for its session, Serve one for all
+	// of its sessions.
+	Guard *Guard
+
+	source  string      // where the connection comes from (Serve)
+	onShook func() bool // the handshake is over; false: the slot was taken back
 }
 
 // Stats describes one session.
@@ -63,6 +79,8 @@ type Stats struct {
 	Logs     int    `json:"logs"`     // logs that received cards
 	Sent     int    `json:"sent"`     // cards sent
 	Rejected int    `json:"rejected"` // cards refused (bad, not in chain order, of the wrong log)
+	Checked  int    `json:"checked"`  // cards handed to the store to verify (signature work spent)
+	Dropped  int    `json:"dropped"`  // cards of logs not taken from this peer, dropped unread
 	Forks    int    `json:"forks"`    // fork proofs stored
 	// Forked names the authors whose fork proof this side stored, in order
 	// of author; Refused says why cards were refused (the first MaxListed).
@@ -115,12 +133,20 @@ type session struct {
 	progress  atomic.Int64 // unix nanos of the last progress
 	shook     atomic.Bool  // the handshake is over
 
+	lim   Limits
+	guard *Guard
+	quota sessionQuota
+	buf   *semaphore.Weighted // this session's share of received bytes
+
 	mu       stdsync.Mutex
 	cond     *stdsync.Cond
 	m        *proto.Machine
 	queue    []job
 	sentDone bool
 	failed   error
+	refusal  *Refusal    // this side's reason to end the session, for the peer
+	over     bool        // the reader is done: the writer may return after Done
+	halt     atomic.Bool // a forged card came: verify nothing more
 	stats    Stats
 	logs     map[key.ID]bool
 }
@@ -139,7 +165,18 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 	if opt.Policy == nil {
 		opt.Policy = NewLists([]key.ID{opt.Secret.ID()}, nil, nil)
 	}
-	s := &session{st: st, opt: opt, initiator: initiator, conn: &meter{Conn: conn}, logs: map[key.ID]bool{}}
+	lim := opt.Limits.withDefaults()
+	if opt.Guard == nil {
+		var q Quota
+		if opt.Quota != nil {
+			q = *opt.Quota
+		}
+		opt.Guard = NewGuard(lim, q)
+	}
+	counter := &checkCounter{Store: st}
+	s := &session{st: counter, opt: opt, initiator: initiator, conn: &meter{Conn: conn}, logs: map[key.ID]bool{},
+		lim: lim, guard: opt.Guard, buf: semaphore.NewWeighted(lim.SessionBuffer)}
+	s.quota.g = opt.Guard
 	s.cond = stdsync.NewCond(&s.mu)
 	s.touch()
 	ctx, cancel := context.WithCancel(ctx)
@@ -153,6 +190,7 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 	st2 := s.stats
 	s.mu.Unlock()
 	st2.BytesIn, st2.BytesOut = s.conn.in.Load(), s.conn.out.Load()
+	st2.Checked = int(counter.n.Load())
 	select {
 	case <-stalled:
 		if err != nil {
@@ -170,6 +208,8 @@ func (s *session) touch() { s.progress.Store(time.Now().UnixNano()) }
 func (s *session) watch(ctx context.Context, cancel func(), stalled chan struct{}) {
 	t := time.NewTicker(s.opt.Timeout / 8)
 	defer t.Stop()
+	life := time.NewTimer(s.lim.MaxLifetime)
+	defer life.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -178,6 +218,10 @@ func (s *session) watch(ctx context.Context, cancel func(), stalled chan struct{
 			s.fail(ctx.Err())
 			s.conn.Close()
 			return
+		case <-life.C:
+			// However busy the peer keeps it, a session ends at its
+			// lifetime; the peer is told, and a live peer reconnects.
+			s.refuse(&Refusal{Reason: fmt.Sprintf("session lifetime of %v reached", s.lim.MaxLifetime)})
 		case <-t.C:
 			if time.Since(time.Unix(0, s.progress.Load())) > s.opt.Timeout {
 				close(stalled)
@@ -199,8 +243,57 @@ func (s *session) fail(err error) {
 	s.mu.Unlock()
 }
 
+// refuse ends the session on purpose: the writer tells the peer why (a
+// Refuse message) before the connection closes. The first reason wins.
+func (s *session) refuse(r *Refusal) {
+	s.mu.Lock()
+	if s.failed == nil {
+		s.failed = r
+		s.refusal = r
+		if r.Penalize {
+			s.halt.Store(true)
+			// Backed off at once, not when the connection is gone: the
+			// peer may reconnect before this session has lingered out.
+			s.guard.Penalize(s.peer, s.opt.source)
+		}
+		// The writer sends the reason at once; the reader discards what
+		// still arrives. The connection closes after lingerFor, so the peer
+		// has that long to read why before a reset could lose it.
+		time.AfterFunc(lingerFor, func() { s.conn.Close() })
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+func (s *session) isFailed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed != nil
+}
+
+// hold takes n bytes of this session's and the guard's receive budget,
+// waiting while either is spent (the peer's sending then waits on flow
+// control); release gives them back.
+func (s *session) hold(ctx context.Context, n int64) error {
+	if err := s.buf.Acquire(ctx, n); err != nil {
+		return err
+	}
+	if err := s.guard.buf.Acquire(ctx, n); err != nil {
+		s.buf.Release(n)
+		return err
+	}
+	return nil
+}
+
+func (s *session) release(n int64) {
+	if n > 0 {
+		s.guard.buf.Release(n)
+		s.buf.Release(n)
+	}
+}
+
 func (s *session) run(ctx context.Context) error {
-	cfg := channel.Config{Secret: s.opt.Secret, Rand: s.opt.Rand, Accept: s.opt.Accept}
+	cfg := channel.Config{Secret: s.opt.Secret, Rand: s.opt.Rand, Accept: s.opt.Accept, Timeout: s.lim.HandshakeTimeout}
 	var ch *channel.Conn
 	var err error
 	hsConn := &touchConn{Conn: s.conn, s: s}
@@ -213,8 +306,13 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	s.shook.Store(true)
+	s.touch()
+	if s.opt.onShook != nil && !s.opt.onShook() {
+		return errors.New("sync: connection dropped to make room for another")
+	}
 	s.peer = ch.Peer()
 	s.stats.Peer = s.peer
+	s.quota.peer = s.peer
 	mux, err := transport.Mux(ch, s.initiator)
 	if err != nil {
 		return err
@@ -231,13 +329,22 @@ func (s *session) run(ctx context.Context) error {
 	}
 	defer stream.Close()
 
+	// A peer that is backed off (it sent a forged card) or has pushed its
+	// quota for the window is told so and served nothing.
+	if d, ok := s.guard.BackedOff(s.peer); ok {
+		return s.refuseNow(stream, &Refusal{Reason: "backed off: a card from this identity failed verification", Retry: d})
+	}
+	if r := s.guard.windowFull(s.peer); r != nil {
+		return s.refuseNow(stream, r)
+	}
+
 	var shown []proto.Head
 	for _, h := range s.st.Heads() {
 		if s.opt.Policy.Visible(s.peer, h.Author) {
 			shown = append(shown, proto.Head(h))
 		}
 	}
-	peer := s.peer
+	peer, self := s.peer, s.opt.Secret.ID()
 	s.m = proto.New(proto.Config{
 		Initiator: s.initiator,
 		Heads:     shown,
@@ -248,7 +355,16 @@ func (s *session) run(ctx context.Context) error {
 			}
 			return c.ID(), true
 		},
-		Want: func(a key.ID) bool { return s.opt.Policy.Accept(peer, a) },
+		// Cards of logs this side does not take from the peer are dropped
+		// on their announced author, before any signature work; whatever
+		// the policy says, this side's own log is taken only from a peer
+		// the policy shares with (anyone else has no reason to send it).
+		Want: func(a key.ID) bool {
+			if a == self && !s.opt.Policy.Shares(peer) {
+				return false
+			}
+			return s.opt.Policy.Accept(peer, a)
+		},
 	})
 	s.mu.Lock()
 	s.enqueue(s.m.Start())
@@ -256,14 +372,23 @@ func (s *session) run(ctx context.Context) error {
 
 	wdone := make(chan error, 1)
 	go func() { wdone <- s.writer(stream) }()
-	rerr := s.reader(stream)
+	rerr := s.reader(ctx, stream)
 	if rerr != nil {
 		s.fail(rerr)
+		s.mu.Lock()
+		if s.refusal != nil {
+			rerr = s.refusal
+		}
+		s.mu.Unlock()
 		stream.Close()
 		mux.Close()
 		<-wdone
 		return rerr
 	}
+	s.mu.Lock()
+	s.over = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
 	if err := <-wdone; err != nil {
 		s.mu.Lock()
 		sent := s.sentDone
@@ -288,6 +413,40 @@ func (s *session) run(ctx context.Context) error {
 	defer s.mu.Unlock()
 	s.stats.Rounds = s.m.Rounds()
 	return nil
+}
+
+// refuseNow sends r as the session's only message and ends it.
+func (s *session) refuseNow(stream io.ReadWriteCloser, r *Refusal) error {
+	s.mu.Lock()
+	s.refusal, s.failed = r, r
+	s.mu.Unlock()
+	s.writeRefusal(stream, r)
+	s.linger(stream)
+	return r
+}
+
+// refuseMsg is the wire form of a refusal.
+func refuseMsg(r *Refusal) *proto.Msg {
+	return &proto.Msg{T: proto.TRefuse, Reason: proto.CleanReason(r.Reason), Retry: uint64((r.Retry + time.Second - 1) / time.Second)}
+}
+
+func (s *session) writeRefusal(w io.Writer, r *Refusal) {
+	bw := bufio.NewWriter(w)
+	if _, err := proto.WriteMsg(bw, refuseMsg(r)); err == nil {
+		bw.Flush()
+	}
+}
+
+// lingerFor is how long a refusing side keeps reading (and discarding) after
+// its Refuse message, so that closing with unread bytes in flight does not
+// reset the connection before the peer has read why.
+const lingerFor = 2 * time.Second
+
+// linger discards what the peer still sends until it closes, or lingerFor.
+func (s *session) linger(stream io.ReadWriteCloser) {
+	t := time.AfterFunc(lingerFor, func() { stream.Close() })
+	defer t.Stop()
+	io.Copy(io.Discard, stream)
 }
 
 // touchConn marks progress on every read during the handshake.
@@ -321,8 +480,13 @@ func (s *session) enqueue(out proto.Output) {
 	s.cond.Broadcast()
 }
 
-// reader reads and steps messages until the peer is done.
-func (s *session) reader(r io.Reader) error {
+// reader reads and steps messages until the peer is done. Every message is
+// held against the receive budget from its length prefix on (before any of
+// it is buffered) until it has been stepped or its cards stored. Only
+// messages that move the session forward count as progress: reconciliation,
+// Done, and cards that were stored; a peer that keeps sending what is
+// dropped or already held is dropped at the idle timeout.
+func (s *session) reader(ctx context.Context, r io.Reader) error {
 	if s.opt.Trace != nil {
 		r = io.TeeReader(r, s.opt.Trace)
 	}
@@ -331,16 +495,23 @@ func (s *session) reader(r io.Reader) error {
 	// while the store verifies the last one. Importers are chosen by
 	// author, so each log's cards are stored in order while two logs'
 	// batches can be verified and committed at once.
-	var recv [importers]chan proto.Received
+	type work struct {
+		r    proto.Received
+		hold int64
+	}
+	var recv [importers]chan work
 	var iwg stdsync.WaitGroup
 	for i := range recv {
-		recv[i] = make(chan proto.Received, 4)
+		recv[i] = make(chan work, 4)
 		iwg.Add(1)
-		go func(ch chan proto.Received) {
+		go func(ch chan work) {
 			defer iwg.Done()
-			for r := range ch {
-				s.receive(r)
-				s.report()
+			for w := range ch {
+				if !s.halt.Load() { // after a forged card, nothing more is verified
+					s.receive(w.r)
+					s.report()
+				}
+				s.release(w.hold)
 			}
 		}(recv[i])
 	}
@@ -350,35 +521,132 @@ func (s *session) reader(r io.Reader) error {
 		}
 		iwg.Wait()
 	}()
-	for {
-		msg, _, err := proto.ReadMsg(br)
-		if err != nil {
-			s.mu.Lock()
-			failed := s.failed
-			s.mu.Unlock()
-			if failed != nil {
-				return failed
-			}
-			return fmt.Errorf("sync: reading from peer: %w", err)
+	readErr := func(err error) error {
+		s.mu.Lock()
+		failed := s.failed
+		s.mu.Unlock()
+		if failed != nil {
+			return failed
 		}
-		s.touch()
+		return fmt.Errorf("sync: reading from peer: %w", err)
+	}
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return readErr(err)
+		}
+		n := int64(binary.BigEndian.Uint32(hdr[:]))
+		if n > proto.MaxMessage {
+			return fmt.Errorf("%w: length prefix %d", proto.ErrTooLarge, n)
+		}
+		if s.isFailed() {
+			// Refused: read on (discarding) until the peer has seen why
+			// and closes, or the writer's linger ends the connection.
+			if _, err := io.CopyN(io.Discard, br, n); err != nil {
+				return readErr(err)
+			}
+			continue
+		}
+		hold := n + 4
+		if err := s.hold(ctx, hold); err != nil {
+			return readErr(err)
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(br, b); err != nil {
+			s.release(hold)
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return readErr(err)
+		}
+		msg, err := proto.Decode(b)
+		b = nil
+		if err != nil {
+			s.release(hold)
+			return err
+		}
+		if msg.T == proto.TRefuse {
+			s.release(hold)
+			return &Refusal{Reason: msg.Reason, Retry: time.Duration(msg.Retry) * time.Second, Remote: true}
+		}
+		if msg.T == proto.TRanges || msg.T == proto.TDone {
+			s.touch()
+		}
 		s.mu.Lock()
 		out, err := s.m.Step(msg)
 		if err != nil {
 			s.mu.Unlock()
+			s.release(hold)
 			return err
 		}
 		s.enqueue(out)
 		done := s.m.PeerDone()
 		s.mu.Unlock()
-		for _, r := range out.Received {
+		if len(out.Received) == 0 {
+			if k := msg.T; k == proto.TCards || k == proto.TWitness || k == proto.TFork {
+				s.mu.Lock()
+				s.stats.Dropped += len(msg.Cards)
+				s.mu.Unlock()
+			}
+			s.release(hold)
+		}
+		for i, r := range out.Received {
+			if r.Kind == proto.TCards || r.Kind == proto.TWitness {
+				if q := s.charge(r); q != nil {
+					s.release(hold)
+					s.refuse(q)
+					break
+				}
+			}
+			h := int64(0)
+			if i == 0 {
+				h = hold // (one message gives at most one Received)
+			}
 			a := r.Author.Array()
-			recv[int(a[0]^a[31])%importers] <- r
+			recv[int(a[0]^a[31])%importers] <- work{r, h}
 		}
 		if done {
-			return nil
+			if !s.initiator {
+				return nil // the initiator's Done is the session's last word
+			}
+			// The responder is done, but it may still refuse what this
+			// side pushes: read on until it closes.
+			return s.drain(br)
 		}
 	}
+}
+
+// drain reads after the responder's Done (initiator only): a Refuse is the
+// session's end with the peer's reason, anything else a protocol error, and
+// the end of the stream once this side has sent its own Done a clean close.
+func (s *session) drain(br *bufio.Reader) error {
+	msg, _, err := proto.ReadMsg(br)
+	if err == nil {
+		if msg.T == proto.TRefuse {
+			return &Refusal{Reason: msg.Reason, Retry: time.Duration(msg.Retry) * time.Second, Remote: true}
+		}
+		return fmt.Errorf("%w: type %d after done", proto.ErrUnexpected, msg.T)
+	}
+	s.mu.Lock()
+	sent, failed := s.sentDone, s.failed
+	s.mu.Unlock()
+	if _, refused := failed.(*Refusal); sent && !refused {
+		return nil
+	}
+	if failed != nil {
+		return failed
+	}
+	return fmt.Errorf("sync: reading from peer: %w", err)
+}
+
+// charge counts what the peer offers for storing against its quota.
+func (s *session) charge(r proto.Received) *Refusal {
+	_, have := s.st.Head(r.Author)
+	var n int64
+	for _, c := range r.Cards {
+		n += int64(len(c))
+	}
+	return s.quota.charge(r.Author, !have, len(r.Cards), n)
 }
 
 // writer sends queued work, then Done. The responder says Done as soon as it
@@ -392,8 +660,15 @@ func (s *session) writer(w io.Writer) error {
 			s.cond.Wait()
 		}
 		if s.failed != nil {
-			err := s.failed
+			err, r := s.failed, s.refusal
 			s.mu.Unlock()
+			if r != nil {
+				// Tell the peer why, then keep the read side open a little
+				// (the reader discards) so the reason is not lost to a reset.
+				if _, werr := proto.WriteMsg(bw, refuseMsg(r)); werr == nil {
+					bw.Flush()
+				}
+			}
 			return err
 		}
 		if len(s.queue) == 0 {
@@ -402,7 +677,24 @@ func (s *session) writer(w io.Writer) error {
 			if err := s.send(bw, &proto.Msg{T: proto.TDone}); err != nil {
 				return err
 			}
-			return bw.Flush()
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+			// Stay until the session is over: the responder's Done can come
+			// before the peer's last pushes, and a refusal of those must
+			// still reach the peer.
+			s.mu.Lock()
+			for s.failed == nil && !s.over {
+				s.cond.Wait()
+			}
+			r := s.refusal
+			s.mu.Unlock()
+			if r != nil {
+				if _, err := proto.WriteMsg(bw, refuseMsg(r)); err == nil {
+					bw.Flush()
+				}
+			}
+			return nil
 		}
 		j := s.queue[0]
 		s.queue = s.queue[1:]
@@ -561,6 +853,10 @@ func (s *session) receive(r proto.Received) {
 			forks++
 		}
 	}
+	s.refuseForged(rej)
+	if received > 0 || forks > 0 {
+		s.touch()
+	}
 	s.mu.Lock()
 	s.stats.Received += received
 	s.stats.Rejected += len(rej)
@@ -651,6 +947,17 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 	return received, forks, rej
 }
 
+// refuseForged ends the session at the first card that was forged (see
+// forged): the peer is told which, and backed off.
+func (s *session) refuseForged(rej []Rejection) {
+	for _, r := range rej {
+		if forged(r.Err) {
+			s.refuse(&Refusal{Reason: fmt.Sprintf("card %s@%d failed verification: %v", r.Author, r.Seq, r.Err), Penalize: true})
+			return
+		}
+	}
+}
+
 // MaxListed bounds the refusals a Stats lists (the count stays exact).
 const MaxListed = 64
 
@@ -670,6 +977,36 @@ func (s *Stats) fork(a key.ID) {
 	}
 }
 
+// forged reports whether a card was refused for its signature: what an
+// honest peer, which verified every card it holds, never sends, and what
+// costs this side real work. (A card that needs a capability this node
+// lacks, breaks a newer limit, or is of another log than announced is
+// refused cheaply, before any signature work, without ending the session.)
+func forged(err error) bool {
+	return errors.Is(err, card.ErrBadSignature)
+}
+
+// checkCounter counts the cards handed to the store for verification.
+type checkCounter struct {
+	Store
+	n atomic.Int64
+}
+
+func (c *checkCounter) Import(b []byte) (*card.Card, error) {
+	c.n.Add(1)
+	return c.Store.Import(b)
+}
+
+func (c *checkCounter) ImportForkProof(b []byte) (*sublog.ForkProof, error) {
+	c.n.Add(2) // a proof is two cards
+	return c.Store.ImportForkProof(b)
+}
+
+func (c *checkCounter) ImportBatch(raw [][]byte) (sublog.ImportResult, error) {
+	c.n.Add(int64(len(raw)))
+	return c.Store.ImportBatch(raw)
+}
+
 func (s *session) report() {
 	if s.opt.Progress == nil {
 		return
@@ -678,6 +1015,9 @@ func (s *session) report() {
 	st := s.stats
 	s.mu.Unlock()
 	st.BytesIn, st.BytesOut = s.conn.in.Load(), s.conn.out.Load()
+	if c, ok := s.st.(*checkCounter); ok {
+		st.Checked = int(c.n.Load())
+	}
 	s.opt.Progress(st)
 }
 
@@ -688,29 +1028,4 @@ func Dial(ctx context.Context, t transport.Transport, addr string, st Store, opt
 		return Stats{}, err
 	}
 	return Run(ctx, c, true, st, opt)
-}
-
-// Serve accepts connections on l and runs a responder session for each, one
-// at a time per connection in its own goroutine, until ctx ends. done, when
-// set, is told how each session went.
-func Serve(ctx context.Context, l transport.Listener, st Store, opt Options, done func(Stats, error)) error {
-	var wg stdsync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := l.Accept(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			stats, err := Run(ctx, c, false, st, opt)
-			if done != nil {
-				done(stats, err)
-			}
-		}()
-	}
 }

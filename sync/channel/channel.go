@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	stdsync "sync"
+	"time"
 
 	"github.com/flynn/noise"
 
@@ -62,6 +63,9 @@ var (
 	ErrBadProof = errors.New("channel: bad identity proof")
 	// ErrRefused: the peer authenticated but Config.Accept refused it.
 	ErrRefused = errors.New("channel: peer refused")
+	// ErrHandshakeTimeout: the peer did not finish the handshake within
+	// Config.Timeout and was dropped.
+	ErrHandshakeTimeout = errors.New("channel: handshake not finished in time")
 	// ErrFrame: a frame is malformed or fails decryption; the channel is dead.
 	ErrFrame = errors.New("channel: bad frame")
 )
@@ -75,6 +79,11 @@ type Config struct {
 	// Accept, when set, is asked about the peer's proven identity before this
 	// side reveals or sends anything more; an error refuses the peer.
 	Accept func(peer key.ID) error
+	// Timeout, when positive, bounds the whole handshake: a peer that has not
+	// finished it in this time is dropped, however it paces its bytes (a
+	// handshake dribbled one byte at a time is cut at the deadline). The
+	// underlying stream must be an io.Closer for the cut to interrupt a read.
+	Timeout time.Duration
 }
 
 // proof is the identity proof carried in handshake payloads.
@@ -154,16 +163,16 @@ func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool
 	if cfg.Secret == nil || cfg.Rand == nil {
 		return nil, fmt.Errorf("%w: config needs Secret and Rand", ErrHandshake)
 	}
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, cfg.Timeout, fmt.Errorf("%w after %v", ErrHandshakeTimeout, cfg.Timeout))
+		defer cancel()
+	}
 	if cl, ok := rw.(io.Closer); ok {
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			select {
-			case <-ctx.Done():
-				cl.Close()
-			case <-done:
-			}
-		}()
+		// (Registered after the timeout's cancel, so it is stopped first:
+		// a finished handshake never closes the stream.)
+		stop := context.AfterFunc(ctx, func() { cl.Close() })
+		defer stop()
 	}
 	static, err := suite.GenerateKeypair(cfg.Rand)
 	if err != nil {
@@ -183,7 +192,7 @@ func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool
 	c := &Conn{rw: rw, rfrm: make([]byte, MaxFrame), pbuf: make([]byte, 0, MaxFrame)}
 	wrap := func(err error) error {
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w: %w", ErrHandshake, ctx.Err())
+			return fmt.Errorf("%w: %w", ErrHandshake, context.Cause(ctx))
 		}
 		if errors.Is(err, ErrBadProof) || errors.Is(err, ErrRefused) {
 			return err

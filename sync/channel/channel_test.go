@@ -387,3 +387,40 @@ func freshCipher() *noise.CipherState {
 	rand.Read(k[:])
 	return noise.UnsafeNewCipherState(suite, k, 0)
 }
+
+// A peer that dribbles the handshake (a real first message, one byte at a
+// time, each well within any idle timeout) is cut at Config.Timeout; a
+// prompt handshake under the same timeout succeeds.
+func TestHandshakeDeadlineCutsDribble(t *testing.T) {
+	bob := secret(t, "bob")
+	a, b := net.Pipe()
+	defer a.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := Server(context.Background(), b, Config{Secret: bob, Rand: rand.Reader, Timeout: 300 * time.Millisecond})
+		errc <- err
+	}()
+	go func() {
+		msg := append([]byte{0, 32}, make([]byte, 32)...)
+		for _, c := range msg {
+			if _, err := a.Write([]byte{c}); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		io.Copy(io.Discard, a)
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrHandshake) || !errors.Is(err, ErrHandshakeTimeout) {
+			t.Fatalf("dribbled handshake: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handshake deadline did not cut a dribbling peer")
+	}
+	alice := secret(t, "alice")
+	cfg := func(sk *key.Secret) Config { return Config{Secret: sk, Rand: rand.Reader, Timeout: 5 * time.Second} }
+	if i, r := pair(t, cfg(alice), cfg(bob)); i.err != nil || r.err != nil {
+		t.Fatal(i.err, r.err)
+	}
+}

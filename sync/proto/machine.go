@@ -153,6 +153,8 @@ func (m *Machine) Step(msg *Msg) (Output, error) {
 	switch msg.T {
 	case TRanges:
 		return m.ranges(msg)
+	case TRefuse:
+		return Output{}, fmt.Errorf("%w: %s", ErrRefused, msg.Reason)
 	case TDone:
 		if !m.ReconDone() {
 			return Output{}, fmt.Errorf("%w: done before reconciliation ended", ErrUnexpected)

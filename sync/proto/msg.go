@@ -41,7 +41,11 @@ const (
 	TWitness = 3 // one card at a seq where the two sides disagree (a fork)
 	TFork    = 4 // a fork proof: two cards of one author at one seq
 	TDone    = 5 // the sender has sent everything it will send
+	TRefuse  = 6 // the sender ends the session on purpose, and says why
 )
+
+// MaxReason bounds a Refuse message's reason.
+const MaxReason = 512
 
 // Range modes.
 const (
@@ -61,6 +65,9 @@ var (
 	ErrUnexpected = errors.New("proto: unexpected message")
 	// ErrVersion: the peer speaks another protocol version.
 	ErrVersion = errors.New("proto: unsupported version")
+	// ErrRefused: the peer sent Refuse (the caller normally handles it
+	// before Step).
+	ErrRefused = errors.New("proto: refused by peer")
 )
 
 // Range is one piece of the key space (identities in byte order) from the end
@@ -83,6 +90,26 @@ type Msg struct {
 	Reply  bool     `cbor:"y,omitempty"` // TWitness: send your card at that seq back
 	Cards  [][]byte `cbor:"c,omitempty"` // TCards, TWitness (1)
 	Proof  []byte   `cbor:"p,omitempty"` // TFork: an encoded fork proof (log.ForkProof)
+	Reason string   `cbor:"e,omitempty"` // TRefuse: why, printable ASCII
+	Retry  uint64   `cbor:"w,omitempty"` // TRefuse: seconds to wait before trying again
+}
+
+// CleanReason makes text fit a Refuse message: printable ASCII (anything
+// else becomes '?'), at most MaxReason bytes, never empty.
+func CleanReason(s string) string {
+	b := []byte(s)
+	if len(b) > MaxReason {
+		b = b[:MaxReason]
+	}
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	if len(b) == 0 {
+		return "refused"
+	}
+	return string(b)
 }
 
 // Head is one log's position as a side shows it to a peer.
@@ -173,6 +200,9 @@ func (m *Msg) check() error {
 		}
 		return nil
 	}
+	if m.T != TRefuse && (m.Reason != "" || m.Retry != 0) {
+		return bad("reason or retry outside a refuse message")
+	}
 	switch m.T {
 	case TRanges:
 		if m.V != Version {
@@ -237,6 +267,13 @@ func (m *Msg) check() error {
 	case TDone:
 		if m.V != 0 || m.Ranges != nil || m.Author != nil || m.From != 0 || m.Reply || m.Cards != nil || m.Proof != nil {
 			return bad("done message with fields")
+		}
+	case TRefuse:
+		if m.V != 0 || m.Ranges != nil || m.Author != nil || m.From != 0 || m.Reply || m.Cards != nil || m.Proof != nil {
+			return bad("refuse message with card fields")
+		}
+		if m.Reason == "" || len(m.Reason) > MaxReason || CleanReason(m.Reason) != m.Reason {
+			return bad("refuse reason of %d bytes, or not printable ASCII", len(m.Reason))
 		}
 	default:
 		return bad("type %d", m.T)

@@ -2,7 +2,9 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net"
+	"syscall"
 )
 
 // TCP is the TCP/IP transport.
@@ -53,4 +55,19 @@ func (t tcpListener) Accept(ctx context.Context) (Conn, error) {
 		}()
 		return nil, ctx.Err()
 	}
+}
+
+// Temporary reports whether an Accept error is one a server should wait out
+// and retry rather than stop for: out of file descriptors (EMFILE, ENFILE),
+// out of buffers or memory, a connection that was aborted or reset before it
+// was accepted, or an interrupted call.
+func Temporary(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 )
 
 // Conn is a byte stream between two nodes. Any reliable, ordered stream will
@@ -31,3 +32,24 @@ type Listener interface {
 
 // ErrClosed is returned by a closed listener or pipe.
 var ErrClosed = errors.New("transport: closed")
+
+// Source names where a connection comes from, for per-source limits: the
+// remote IP address of a network connection (without the port), or "" when
+// the transport has no such notion (pipes, stdio).
+func Source(c Conn) string {
+	ra, ok := c.(interface{ RemoteAddr() net.Addr })
+	if !ok || ra.RemoteAddr() == nil {
+		return ""
+	}
+	switch a := ra.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		return a.IP.String()
+	case *net.UDPAddr:
+		return a.IP.String()
+	}
+	s := ra.RemoteAddr().String()
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		return h
+	}
+	return s
+}
