@@ -75,6 +75,7 @@ func usage(err error) error { return &exitError{code: ExitUsage, err: err} }
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) (code int) {
 	a := &App{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now, rand: rand.Reader}
+	stderr = cleanWriter{stderr} // messages below quote input and cards
 	defer func() {
 		if a.store != nil {
 			if err := a.store.Close(); err != nil && code == ExitOK {
@@ -95,6 +96,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.Execute()
+	a.reportUnreadable(stderr)
 	if err == nil {
 		return ExitOK
 	}
@@ -177,9 +179,12 @@ func version() string {
 	return "dev"
 }
 
-// Out and Err are the command's output streams.
-func (a *App) Out() io.Writer { return a.stdout }
-func (a *App) Err() io.Writer { return a.stderr }
+// Out and Err are the command's human-readable output streams: what is
+// written to them reaches the terminal with control characters escaped
+// (clean.go). RawOut is stdout as it is, for protocol bytes.
+func (a *App) Out() io.Writer    { return cleanWriter{a.stdout} }
+func (a *App) Err() io.Writer    { return cleanWriter{a.stderr} }
+func (a *App) RawOut() io.Writer { return a.stdout }
 
 // In is standard input.
 func (a *App) In() io.Reader { return a.stdin }
@@ -223,7 +228,7 @@ func (a *App) Store() (*sublog.Store, error) {
 	}
 	var logf func(string, ...any)
 	if a.getenv("SUBLOG_DEBUG") != "" {
-		logf = func(f string, args ...any) { fmt.Fprintf(a.stderr, "sublog: debug: "+f+"\n", args...) }
+		logf = func(f string, args ...any) { fmt.Fprintf(a.Err(), "sublog: debug: "+f+"\n", args...) }
 	}
 	s, err := h.OpenStore(sublog.Options{Logf: logf})
 	if err != nil {
@@ -247,7 +252,7 @@ func (a *App) AsName() string { return a.asFlag }
 
 // PrintJSON writes v as indented JSON and a newline.
 func (a *App) PrintJSON(v any) error {
-	enc := json.NewEncoder(a.stdout)
+	enc := json.NewEncoder(a.Out())
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -161,6 +161,9 @@ func ParseDoc(name string, src []byte) (*Doc, error) {
 	if !utf8.Valid(src) {
 		return nil, fmt.Errorf("%w: %s is not UTF-8 text", ErrInput, name)
 	}
+	if err := checkInputBounds(name, src); err != nil {
+		return nil, err
+	}
 	f, err := parser.ParseBytes(src, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %s", ErrInput, name, oneLine(yaml.FormatError(err, false, false)))

@@ -88,6 +88,9 @@ func parseCapspecFile(name string, src []byte) (*caps.Doc, error) {
 	if len(src) > 0 && src[0]>>5 == 5 { // a CBOR map
 		return caps.ParseDoc(src)
 	}
+	if err := checkInputBounds(name, src); err != nil {
+		return nil, err
+	}
 	var d caps.Doc
 	if err := yaml.UnmarshalWithOptions(src, &d.Spec, yaml.DisallowUnknownField()); err != nil {
 		return nil, fmt.Errorf("%w: %s: %s", ErrInput, name, oneLine(yaml.FormatError(err, false, false)))

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -298,7 +299,7 @@ of a command this one starts (--command). Prints a one-line summary.`,
 			switch {
 			case stdio:
 				out = a.Err() // stdout carries the session
-				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.Out()), false, env.st, opt)
+				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.RawOut()), false, env.st, opt)
 			case command != "":
 				stats, err = a.syncCommand(ctx, command, env, opt)
 			default:
@@ -448,19 +449,29 @@ func newImportCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := os.ReadFile(args[0])
-			if err != nil {
-				return rejected(err, "")
+			// Read as a stream (a bundle may be far larger than memory);
+			// "-" is stdin.
+			var in io.Reader = a.In()
+			name := "<stdin>"
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return rejected(err, "")
+				}
+				defer f.Close()
+				in, name = f, args[0]
 			}
+			br := bufio.NewReaderSize(in, 64<<10)
 			// An encrypted bundle names its recipient: use the home's
 			// identity it was made for.
 			sk := env.sk
-			if named, err := env.home.Identities(); err == nil {
-				for _, n := range named {
-					if len(data) >= len(bundle.MagicEncrypted)+key.IDSize &&
-						string(data[len(bundle.MagicEncrypted):len(bundle.MagicEncrypted)+key.IDSize]) == string(n.ID.Bytes()) {
-						if s, err := env.home.Identity(n.Name); err == nil {
-							sk = s
+			if data, _ := br.Peek(len(bundle.MagicEncrypted) + key.IDSize); len(data) == len(bundle.MagicEncrypted)+key.IDSize {
+				if named, err := env.home.Identities(); err == nil {
+					for _, n := range named {
+						if string(data[len(bundle.MagicEncrypted):]) == string(n.ID.Bytes()) {
+							if s, err := env.home.Identity(n.Name); err == nil {
+								sk = s
+							}
 						}
 					}
 				}
@@ -468,7 +479,7 @@ func newImportCmd(a *App) *cobra.Command {
 			update, finish := a.syncProgress("importing")
 			// The trust rule decides which logs of the bundle are stored,
 			// exactly as for a sync with the exporter.
-			stats, rej, err := lsync.Import(bytes.NewReader(data), env.st, lsync.ImportOptions{Secret: sk, Policy: env.pol, Progress: update})
+			stats, rej, err := lsync.Import(br, env.st, lsync.ImportOptions{Secret: sk, Policy: env.pol, Progress: update, SpoolDir: env.home.Dir})
 			finish()
 			if err != nil {
 				hint := "the file is damaged or altered: ask the sender for a fresh copy"
@@ -478,16 +489,20 @@ func newImportCmd(a *App) *cobra.Command {
 				case errors.Is(err, bundle.ErrFormat):
 					hint = "the file is not a sublog bundle"
 				}
-				return rejected(fmt.Errorf("%s: %w; nothing imported", args[0], err), hint)
+				return rejected(fmt.Errorf("%s: %w; nothing imported", name, err), hint)
 			}
-			for _, r := range rej {
-				fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
+			if stats.Rejected > 0 {
+				items := make([]string, 0, len(rej)+1)
+				for _, r := range rej {
+					items = append(items, r.String())
+				}
+				summarizeN(a.Err(), fmt.Sprintf("sublog: %d cards in %s were refused:", stats.Rejected, name), items, stats.Rejected)
 			}
 			a.tellForks(stats)
 			if err := a.report(a.Out(), stats); err != nil {
 				return err
 			}
-			if len(rej) > 0 {
+			if stats.Rejected > 0 {
 				hint := ""
 				for _, r := range rej {
 					if errors.Is(r.Err, lsync.ErrNotTaken) {
@@ -495,7 +510,7 @@ func newImportCmd(a *App) *cobra.Command {
 						break
 					}
 				}
-				return rejected(fmt.Errorf("%d cards in %s were refused (listed above)", len(rej), args[0]), hint)
+				return rejected(fmt.Errorf("%d cards in %s were refused (the first listed above)", stats.Rejected, name), hint)
 			}
 			return nil
 		},

@@ -41,6 +41,7 @@ var (
 	ErrStopped      = errors.New("exec: peer was stopped")
 	ErrCPUCap       = errors.New("exec: CPU cap hit")
 	ErrMemoryCap    = errors.New("exec: memory cap hit")
+	ErrStackCap     = errors.New("exec: call-stack cap hit")
 	ErrNotGranted   = errors.New("exec: host function not granted")
 	ErrTrap         = errors.New("exec: the module failed")
 	ErrAppStatus    = errors.New("exec: the peer answered with an error status")

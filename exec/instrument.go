@@ -47,14 +47,36 @@ var errWasm = errors.New("exec: malformed or unsupported wasm module")
 // Export names of the flags instrument adds, and the fuel between trips
 // into Go.
 const (
-	instrumentVersion = 1 // bump when the rewrite changes (it names cached results)
+	instrumentVersion = 2 // bump when the rewrite changes (it names cached results)
 	stopGlobal        = "__sublog_stop"
 	fuelGlobal        = "__sublog_fuel"
+	stackGlobal       = "__sublog_stack"
 	fuelRefill        = 4096
 )
 
+// The call stack. wazero grows a module's native stack on demand up to
+// 400 MB, outside the memory cap: a recursing module took ~160 MB under a
+// 32 MiB cap. So every function charges its frame to a third global, the
+// stack budget the host sets before each call (stackBudget), at entry, and
+// refunds it when it returns; a call that would overdraw it traps, and the
+// host reports ErrStackCap. A frame is charged frameBase bytes plus
+// frameSlot bytes per parameter and local (wazero keeps each in a 16-byte
+// slot or less, and the base covers the return address and spill area).
+// Returns are made to pass the refund: the body is wrapped in a block of
+// the function's result type, each return becomes a branch to it, and a
+// tail call refunds before it leaves. A throw that unwinds frames skips
+// their refunds; the budget is reset before every call, so this only ever
+// stops a module early, never lets it run over.
 const (
+	frameBase = 128
+	frameSlot = 16
+	maxFrame  = 1 << 30
+)
+
+const (
+	secType   = 1
 	secImport = 2
+	secFunc   = 3
 	secMemory = 5
 	secGlobal = 6
 	secExport = 7
@@ -93,9 +115,19 @@ func instrument(mod []byte) ([]byte, error) {
 	}
 	var importedGlobals, importedMems, definedGlobals, definedMems uint64
 	var err error
+	var types []funcType
+	var funcTypes []uint64
 	hasGlobal, hasExport, hasMemory := false, false, false
 	for _, s := range secs {
 		switch s.id {
+		case secType:
+			if types, err = readTypes(s.body); err != nil {
+				return nil, err
+			}
+		case secFunc:
+			if funcTypes, err = readFuncs(s.body); err != nil {
+				return nil, err
+			}
 		case secImport:
 			if importedGlobals, importedMems, err = countImports(s.body); err != nil {
 				return nil, err
@@ -116,17 +148,58 @@ func instrument(mod []byte) ([]byte, error) {
 	hasMemory = importedMems+definedMems > 0
 	stop := importedGlobals + definedGlobals
 	fuel := stop + 1
+	stack := stop + 2
 	check := checkCode(stop, fuel)
+	// The wrapping block of each body has the function's result type: none
+	// or one value is a block type of its own; more need a type index, of
+	// an existing [] -> results type or of one appended to the type section.
+	var newTypes []byte
+	blockTypes := make([][]byte, len(funcTypes))
+	for i, ti := range funcTypes {
+		if ti >= uint64(len(types)) {
+			return nil, fmt.Errorf("%w: function %d has type %d of %d", errWasm, i, ti, len(types))
+		}
+		res := types[ti].results
+		switch len(res) {
+		case 0:
+			blockTypes[i] = []byte{0x40}
+		case 1:
+			blockTypes[i] = res[0]
+		default:
+			idx := -1
+			for j, t := range types {
+				if t.params == 0 && sameTypes(t.results, res) {
+					idx = j
+					break
+				}
+			}
+			if idx < 0 {
+				idx = len(types)
+				types = append(types, funcType{results: res})
+				newTypes = append(newTypes, 0x60, 0x00)
+				newTypes = appendULEB(newTypes, uint64(len(res)))
+				for _, r := range res {
+					newTypes = append(newTypes, r...)
+				}
+			}
+			blockTypes[i] = appendSLEB(nil, int64(idx))
+		}
+	}
+	frame := func(i int, locals uint64) uint64 {
+		n := types[funcTypes[i]].params + locals
+		return min(frameBase+frameSlot*n, maxFrame)
+	}
 
 	newGlobals := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b} // stop: mut i32 = 0
 	newGlobals = append(newGlobals, 0x7f, 0x01, 0x41)  // fuel: mut i32 = fuelRefill
 	newGlobals = appendSLEB(newGlobals, fuelRefill)
 	newGlobals = append(newGlobals, 0x0b)
+	newGlobals = append(newGlobals, 0x7f, 0x01, 0x41, 0x00, 0x0b) // stack: mut i32 = 0 (the host sets it)
 	var newExports []byte
 	for _, e := range []struct {
 		name string
 		idx  uint64
-	}{{stopGlobal, stop}, {fuelGlobal, fuel}} {
+	}{{stopGlobal, stop}, {fuelGlobal, fuel}, {stackGlobal, stack}} {
 		newExports = appendULEB(newExports, uint64(len(e.name)))
 		newExports = append(newExports, e.name...)
 		newExports = append(newExports, 0x03)
@@ -153,11 +226,11 @@ func instrument(mod []byte) ([]byte, error) {
 			hasMemory = true
 		}
 		if !hasGlobal && order(id) > order(secGlobal) {
-			emit(secGlobal, append([]byte{0x02}, newGlobals...))
+			emit(secGlobal, append([]byte{0x03}, newGlobals...))
 			hasGlobal = true
 		}
 		if !hasExport && order(id) > order(secExport) {
-			emit(secExport, append([]byte{0x02}, newExports...))
+			emit(secExport, append([]byte{0x03}, newExports...))
 			hasExport = true
 		}
 	}
@@ -167,19 +240,27 @@ func instrument(mod []byte) ([]byte, error) {
 		}
 		switch s.id {
 		case secGlobal:
-			body, err := appendToVector(s.body, 2, newGlobals)
+			body, err := appendToVector(s.body, 3, newGlobals)
 			if err != nil {
 				return nil, err
 			}
 			emit(s.id, body)
 		case secExport:
-			body, err := appendToVector(s.body, 2, newExports)
+			body, err := appendToVector(s.body, 3, newExports)
 			if err != nil {
 				return nil, err
 			}
 			emit(s.id, body)
+		case secType:
+			body := s.body
+			if len(newTypes) > 0 {
+				if body, err = appendToVector(s.body, uint64(len(types))-countTypes(s.body), newTypes); err != nil {
+					return nil, err
+				}
+			}
+			emit(s.id, body)
 		case secCode:
-			body, err := instrumentCode(s.body, check)
+			body, err := instrumentCode(s.body, check, stack, blockTypes, frame)
 			if err != nil {
 				return nil, err
 			}
@@ -252,16 +333,19 @@ func countImports(b []byte) (globals, mems uint64, err error) {
 }
 
 // instrumentCode puts check at every function entry and loop head.
-func instrumentCode(sec []byte, check []byte) ([]byte, error) {
+func instrumentCode(sec []byte, check []byte, stack uint64, blockTypes [][]byte, frame func(i int, locals uint64) uint64) ([]byte, error) {
 	count, n, err := uleb(sec, 0)
 	if err != nil {
 		return nil, err
+	}
+	if count != uint64(len(blockTypes)) {
+		return nil, fmt.Errorf("%w: %d function bodies for %d functions", errWasm, count, len(blockTypes))
 	}
 	out := make([]byte, 0, len(sec)+len(sec)/3)
 	out = appendULEB(out, count)
 	p := n
 	var body []byte
-	for range count {
+	for i := range int(count) {
 		size, n, err := uleb(sec, p)
 		if err != nil {
 			return nil, err
@@ -271,7 +355,7 @@ func instrumentCode(sec []byte, check []byte) ([]byte, error) {
 		if end > len(sec) || end < start {
 			return nil, fmt.Errorf("%w: function body overruns the code section", errWasm)
 		}
-		if body, err = instrumentBody(body[:0], sec[start:end], check); err != nil {
+		if body, err = instrumentBody(body[:0], sec[start:end], check, stack, blockTypes[i], func(locals uint64) uint64 { return frame(i, locals) }); err != nil {
 			return nil, err
 		}
 		out = appendULEB(out, uint64(len(body)))
@@ -284,34 +368,142 @@ func instrumentCode(sec []byte, check []byte) ([]byte, error) {
 	return out, nil
 }
 
-func instrumentBody(out, body, check []byte) ([]byte, error) {
+func instrumentBody(out, body, check []byte, stack uint64, bt []byte, frame func(locals uint64) uint64) ([]byte, error) {
 	r := &reader{b: body}
 	groups := r.u32()
+	var locals uint64
 	for i := uint64(0); i < groups && r.err == nil; i++ {
-		r.u32()
+		locals += r.u32()
 		r.valtype()
 	}
 	if r.err != nil {
 		return nil, r.err
 	}
+	cost := int64(frame(min(locals, maxFrame)))
+	g := func(op byte) []byte { return appendULEB([]byte{op}, stack) }
+	charge := append(g(0x23), 0x41)                 // global.get stack; i32.const cost
+	charge = appendSLEB(charge, cost)               //
+	charge = append(charge, 0x6b)                   // i32.sub
+	charge = append(charge, g(0x24)...)             // global.set stack
+	charge = append(charge, g(0x23)...)             // global.get stack
+	charge = append(charge, 0x41, 0x00, 0x48)       // i32.const 0; i32.lt_s
+	charge = append(charge, 0x04, 0x40, 0x00, 0x0b) // if unreachable end
+	refund := append(g(0x23), 0x41)                 // global.get stack; i32.const cost
+	refund = appendSLEB(refund, cost)               //
+	refund = append(refund, 0x6a)                   // i32.add
+	refund = append(refund, g(0x24)...)             // global.set stack
+
 	out = append(out, body[:r.p]...)
 	out = append(out, check...)
+	out = append(out, charge...)
+	out = append(out, 0x02) // block of the function's result type
+	out = append(out, bt...)
 	copied := r.p
+	depth := 0 // blocks open inside the wrapping block
 	for r.p < len(r.b) && r.err == nil {
+		at := r.p
 		op := r.byte()
-		if op == 0x03 { // loop bt: the check opens the loop body
+		switch op {
+		case 0x03: // loop bt: the check opens the loop body
 			r.blocktype()
 			out = append(out, body[copied:r.p]...)
 			out = append(out, check...)
 			copied = r.p
+			depth++
 			continue
+		case 0x02, 0x04, 0x06, 0x1f: // block, if, try, try_table
+			depth++
+		case 0x0b, 0x18: // end, delegate (which ends a try)
+			depth--
+		case 0x0f: // return: a branch to the wrapping block, which refunds
+			out = append(out, body[copied:at]...)
+			out = append(out, 0x0c)
+			out = appendULEB(out, uint64(depth))
+			copied = r.p
+			continue
+		case 0x12, 0x13, 0x15: // return_call*: refund, then leave
+			out = append(out, body[copied:at]...)
+			out = append(out, refund...)
+			copied = at
 		}
 		r.immediates(op)
 	}
 	if r.err != nil {
 		return nil, r.err
 	}
-	return append(out, body[copied:]...), nil
+	if depth != -1 || len(body) == 0 || body[len(body)-1] != 0x0b {
+		return nil, fmt.Errorf("%w: function body does not end where its blocks do", errWasm)
+	}
+	out = append(out, body[copied:]...) // its end closes the wrapping block
+	out = append(out, refund...)
+	return append(out, 0x0b), nil
+}
+
+// funcType is what the rewrite needs of a function type: its number of
+// parameters and its result types (as encoded).
+type funcType struct {
+	params  uint64
+	results [][]byte
+}
+
+func sameTypes(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if string(a[i]) != string(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// readTypes reads the type section (function types only: wasm 2.0).
+func readTypes(b []byte) ([]funcType, error) {
+	r := &reader{b: b}
+	n := r.u32()
+	var out []funcType
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		if f := r.byte(); f != 0x60 {
+			r.fail("type form 0x%02x", f)
+			break
+		}
+		var t funcType
+		t.params = r.u32()
+		for j := uint64(0); j < t.params && r.err == nil; j++ {
+			r.valtype()
+		}
+		nr := r.u32()
+		for j := uint64(0); j < nr && r.err == nil; j++ {
+			at := r.p
+			r.valtype()
+			t.results = append(t.results, b[at:r.p])
+		}
+		out = append(out, t)
+	}
+	if r.err == nil && r.p != len(b) {
+		r.fail("bytes after the types")
+	}
+	return out, r.err
+}
+
+func countTypes(b []byte) uint64 {
+	n, _, _ := uleb(b, 0)
+	return n
+}
+
+// readFuncs reads the function section: each defined function's type.
+func readFuncs(b []byte) ([]uint64, error) {
+	r := &reader{b: b}
+	n := r.u32()
+	var out []uint64
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		out = append(out, r.u32())
+	}
+	if r.err == nil && r.p != len(b) {
+		r.fail("bytes after the functions")
+	}
+	return out, r.err
 }
 
 // reader decodes the parts of the binary format the rewrite needs.

@@ -61,6 +61,7 @@ type instance struct {
 	out    *output
 	stop   api.MutableGlobal // the flags instrument adds
 	fuel   api.MutableGlobal
+	stack  api.MutableGlobal // call-stack budget left, in bytes
 }
 
 func newPeer(h *Host, b *bundle.Bundle, kv map[string][]byte) *peer {
@@ -216,6 +217,14 @@ func (p *peer) start(ctx context.Context) error {
 	return nil
 }
 
+// stackBudget is an instance's call-stack budget: an eighth of its memory
+// cap, between 256 KiB and 8 MiB. The frames it pays for are estimates
+// (instrument.go), so the host memory an instance can take is its memory
+// cap plus a small multiple of this budget, never wazero's 400 MB ceiling.
+func stackBudget(memory uint64) int32 {
+	return int32(min(max(memory/8, 256<<10), 8<<20))
+}
+
 // minStartCap is the least time an instance gets to start: a Go reactor's
 // runtime initialisation takes a few milliseconds, more on a loaded host.
 const minStartCap = 2 * time.Second
@@ -248,11 +257,12 @@ func (p *peer) instantiate(rt wazero.Runtime, cm wazero.CompiledModule, runCtx c
 	}
 	stop, ok1 := m.ExportedGlobal(stopGlobal).(api.MutableGlobal)
 	fuel, ok2 := m.ExportedGlobal(fuelGlobal).(api.MutableGlobal)
-	if !ok1 || !ok2 {
+	stack, ok3 := m.ExportedGlobal(stackGlobal).(api.MutableGlobal)
+	if !ok1 || !ok2 || !ok3 {
 		m.Close(context.Background())
 		return nil, fmt.Errorf("%w: %s: the stop flag is missing", ErrTrap, p.b.Manifest.Name)
 	}
-	inst := &instance{mod: m, handle: m.ExportedFunction(exportEntry), out: out, stop: stop, fuel: fuel}
+	inst := &instance{mod: m, handle: m.ExportedFunction(exportEntry), out: out, stop: stop, fuel: fuel, stack: stack}
 	p.mu.Lock()
 	if p.ctx != runCtx || runCtx.Err() != nil {
 		p.mu.Unlock()
@@ -297,6 +307,7 @@ func (p *peer) guarded(ctx context.Context, inst *instance, fn api.Function, lim
 		})
 	}
 	cctx := context.WithValue(context.WithoutCancel(ctx), callKey{}, cs)
+	inst.stack.Set(uint64(stackBudget(p.limits.Memory))) // every call starts with the whole budget
 	t0 := time.Now()
 	res, err := fn.Call(cctx, params...)
 	spent := time.Since(t0)
@@ -551,6 +562,8 @@ func (p *peer) classify(cs *callState, out *output, m api.Module, err error, doi
 	switch {
 	case cs.fault != nil:
 		return fmt.Errorf("%s: %w", name, cs.fault)
+	case m != nil && m.ExportedGlobal(stackGlobal) != nil && int32(m.ExportedGlobal(stackGlobal).Get()) < 0:
+		return fmt.Errorf("%w: %s: %s recursed deeper than its call-stack budget of %d bytes (1/8 of its memory cap)", ErrStackCap, name, doing, stackBudget(p.limits.Memory))
 	case cs.timedOut.Load():
 		limit := time.Duration(p.limits.CPUReqMS) * time.Millisecond
 		if doing == "starting" {

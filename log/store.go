@@ -108,6 +108,7 @@ type Store struct {
 	failed error // set when a commit failed; the store must be reopened
 
 	damaged []string // head records found damaged at Open (Verify reports them)
+	skip    skipped  // unreadable cards readers met (Unreadable)
 
 	closing bool              // Close has begun: enqueue refuses new writes
 	closed  chan struct{}     // closed when Close is done
@@ -775,7 +776,7 @@ func (s *Store) Get(a key.ID, seq uint64) (*card.Card, error) {
 	if err != nil {
 		return nil, err
 	}
-	return storedCard(a, seq, b)
+	return s.readable(a, seq, b)
 }
 
 // GetByID returns the card with the given ID.
@@ -840,26 +841,29 @@ func (s *Store) Heads() []Head {
 }
 
 // Scan calls fn for author's cards from seq from (inclusive), in chain order,
-// until fn returns an error (io.EOF stops quietly).
+// until fn returns an error (io.EOF stops quietly). A stored card the
+// decoder refuses is skipped and recorded (Unreadable): the seqs fn sees
+// then have a hole, which a caller that needs an unbroken chain (sync,
+// export) treats as the end of the log.
 func (s *Store) Scan(a key.ID, from uint64, fn func(*card.Card) error) error {
 	lo := cardKey(a, from)
 	hi := cardKey(a, s.durOf(a).seq+1)
 	return s.scanRaw(lo, hi, func(a key.ID, seq uint64, b []byte) error {
-		c, err := storedCard(a, seq, b)
+		c, err := s.readable(a, seq, b)
 		if err != nil {
-			return err
+			return nil // skipped and recorded
 		}
 		return fn(c)
 	})
 }
 
 // All calls fn for every stored card, log by log (authors in byte order),
-// each log in chain order.
+// each log in chain order, skipping (and recording) unreadable ones as Scan.
 func (s *Store) All(fn func(*card.Card) error) error {
 	return s.ScanRaw(func(a key.ID, seq uint64, b []byte) error {
-		c, err := storedCard(a, seq, b)
+		c, err := s.readable(a, seq, b)
 		if err != nil {
-			return err
+			return nil // skipped and recorded
 		}
 		return fn(c)
 	})

@@ -1,10 +1,12 @@
 package sync
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/card"
@@ -89,6 +91,7 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 			}
 			return nil
 		}
+		next := from
 		err := st.Scan(h.Author, from, func(c *card.Card) error {
 			if c.Seq() > last {
 				return io.EOF
@@ -97,6 +100,10 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 				stats.Withheld = append(stats.Withheld, withheld(c))
 				return io.EOF // (a card that may not leave holds back the rest of its log)
 			}
+			if c.Seq() != next {
+				return io.EOF // an unreadable card was skipped: nothing past it can be imported
+			}
+			next++
 			if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
 				if err := flush(); err != nil {
 					return err
@@ -122,37 +129,74 @@ type ImportOptions struct {
 	Secret   *key.Secret // the recipient, for encrypted bundles (may be nil otherwise)
 	Policy   Policy      // what to take from the exporter; nil takes every log
 	Progress func(Stats)
+	// SpoolDir holds the private copy of the bundle between the two passes
+	// (os.TempDir() when empty).
+	SpoolDir string
 }
 
-// Import reads a bundle from r, checks it whole (format, exporter signature,
-// decryption) and only then stores its cards, each verified by the store.
-// A truncated or altered bundle imports nothing and returns the reason.
-// Importing the same bundle twice is harmless: the second time every card
-// is a duplicate and nothing changes. The rejections say which cards were
-// refused and why.
+// KeptRejections is how many refusals Import returns in full; the rest are
+// only counted (Stats.Rejected), so a bundle of a million bad records
+// costs neither memory nor a flood of messages.
+const KeptRejections = 64
+
+// Import reads a bundle from r as a stream, checks it whole (format,
+// exporter signature, decryption) and only then stores its cards, each
+// verified by the store. It reads r once, verifying as it goes and copying
+// the bytes to a private spool file; only when the signature checks does a
+// second pass over the spool store the cards. Memory is bounded by one
+// bundle record (proto.MaxMessage) and one batch of cards, whatever the
+// size of the bundle; junk is refused at its first bytes. A truncated or
+// altered bundle imports nothing and returns the reason. Importing the same
+// bundle twice is harmless: the second time every card is a duplicate and
+// nothing changes. The first KeptRejections refused cards are returned
+// with their reasons; Stats.Rejected counts them all.
 func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) {
 	var stats Stats
-	b, err := bundle.Read(r, o.Secret)
+	spool, err := os.CreateTemp(o.SpoolDir, ".sublog-import-*")
 	if err != nil {
 		return stats, nil, err
 	}
-	stats.Peer = b.Exporter
-	var rejected []Rejection
-	logs := map[key.ID]bool{}
-	for _, m := range b.Messages() {
+	defer func() {
+		spool.Close()
+		os.Remove(spool.Name())
+	}()
+	w := bufio.NewWriterSize(spool, 64<<10)
+	checked, err := bundle.Scan(io.TeeReader(r, w), o.Secret, nil)
+	if err != nil {
+		return stats, nil, err
+	}
+	exporter := checked.Exporter
+	stats.Peer = exporter
+	if err := w.Flush(); err != nil {
+		return stats, nil, err
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return stats, nil, err
+	}
+	var (
+		rejected []Rejection
+		logs     = map[key.ID]bool{}
+	)
+	refuse := func(rs ...Rejection) {
+		stats.Rejected += len(rs)
+		if room := KeptRejections - len(rejected); room > 0 {
+			rejected = append(rejected, rs[:min(room, len(rs))]...)
+		}
+	}
+	_, err = bundle.Scan(bufio.NewReaderSize(spool, 64<<10), o.Secret, func(m *proto.Msg) error {
 		author, err := key.IDFromBytes(m.Author)
 		if err != nil {
-			return stats, rejected, fmt.Errorf("%w: %v", bundle.ErrMalformed, err)
+			return fmt.Errorf("%w: %v", bundle.ErrMalformed, err)
 		}
-		if o.Policy != nil && !o.Policy.Accept(b.Exporter, author) {
-			why := fmt.Errorf("%w: %s's log from exporter %s", ErrNotTaken, author, b.Exporter)
+		if o.Policy != nil && !o.Policy.Accept(exporter, author) {
+			why := fmt.Errorf("%w: %s's log from exporter %s", ErrNotTaken, author, exporter)
 			if m.T == proto.TFork {
-				rejected = append(rejected, reject(author, 0, why))
+				refuse(reject(author, 0, why))
 			}
 			for i := range m.Cards {
-				rejected = append(rejected, reject(author, m.From+uint64(i), why))
+				refuse(reject(author, m.From+uint64(i), why))
 			}
-			continue
+			return nil
 		}
 		switch m.T {
 		case proto.TCards:
@@ -162,23 +206,27 @@ func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) 
 			if f > 0 {
 				stats.fork(author)
 			}
-			rejected = append(rejected, rej...)
+			refuse(rej...)
 			if n > 0 {
 				logs[author] = true
 			}
 		case proto.TFork:
 			if p, err := st.ImportForkProof(m.Proof); err != nil {
-				rejected = append(rejected, reject(author, 0, err))
+				refuse(reject(author, 0, err))
 			} else if p.Author() == author {
 				stats.Forks++
 				stats.fork(author)
 			}
 		}
 		if o.Progress != nil {
-			stats.Logs, stats.Rejected = len(logs), len(rejected)
+			stats.Logs = len(logs)
 			o.Progress(stats)
 		}
+		return nil
+	})
+	stats.Logs = len(logs)
+	if err != nil {
+		return stats, rejected, fmt.Errorf("second pass over the checked bundle: %w", err)
 	}
-	stats.Logs, stats.Rejected = len(logs), len(rejected)
 	return stats, rejected, nil
 }

@@ -786,7 +786,9 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 			return io.EOF // (a card that may not leave holds back the rest of its log)
 		}
 		if c.Seq() != next {
-			return fmt.Errorf("sync: store scan of %s gave seq %d, want %d", p.Author, c.Seq(), next)
+			// The store skipped an unreadable card (log.Store.Unreadable):
+			// the peer can take nothing past it, so the log ends here.
+			return io.EOF
 		}
 		next++
 		if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {

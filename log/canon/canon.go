@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/fxamacker/cbor/v2"
@@ -17,6 +18,9 @@ import (
 
 // Limits applied to every decode. Cards are at most 64 KiB, so these are
 // generous for them and still bound the work an attacker can ask for.
+// MaxNesting counts from the outermost item of what is decoded: a card's
+// limit counts its payload and body together (log/card), so an encoder
+// that wants what it writes to be readable checks the whole item it signs.
 const (
 	MaxNesting  = 16
 	MaxElements = 8192
@@ -33,6 +37,7 @@ var (
 	ErrTooDeep      = errors.New("cbor: nesting or size limit exceeded")
 	ErrUnknownField = errors.New("cbor: unknown field")
 	ErrTrailing     = errors.New("cbor: trailing bytes")
+	ErrNotFinite    = errors.New("cbor: NaN or infinite float")
 )
 
 var (
@@ -63,6 +68,10 @@ func init() {
 		BigIntDec:         cbor.BigIntDecodeValue,
 		FieldNameMatching: cbor.FieldNameMatchingCaseSensitive,
 		SimpleValues:      simpleValues(),
+		// NaN and infinities have no JSON or YAML form and no meaning in
+		// sublog data; refusing them here refuses them everywhere.
+		NaN: cbor.NaNDecodeForbidden,
+		Inf: cbor.InfDecodeForbidden,
 	}
 	if decMode, err = do.DecMode(); err != nil {
 		panic(err)
@@ -167,6 +176,7 @@ func classify(err error) error {
 		arr     *cbor.MaxArrayElementsError
 		mp      *cbor.MaxMapPairsError
 		extra   *cbor.ExtraneousDataError
+		unacc   *cbor.UnacceptableDataItemError
 	)
 	switch {
 	case errors.As(err, &dup):
@@ -177,6 +187,8 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %v", ErrTag, err)
 	case errors.As(err, &unknown):
 		return fmt.Errorf("%w: %v", ErrUnknownField, err)
+	case errors.As(err, &unacc) && strings.HasPrefix(unacc.Message, "floating-point"):
+		return fmt.Errorf("%w: %v", ErrNotFinite, err)
 	case errors.As(err, &extra):
 		return fmt.Errorf("%w: %v", ErrTrailing, err)
 	case errors.As(err, &nested), errors.As(err, &arr), errors.As(err, &mp):

@@ -138,3 +138,42 @@ func TestUnmarshalExactRefusals(t *testing.T) {
 		t.Fatalf("canonical bytes refused: %v %+v", err, v)
 	}
 }
+
+// NaN and the infinities are refused in every width, as items and inside
+// containers, by Check, Unmarshal and UnmarshalExact alike.
+func TestNonFiniteFloatsRefused(t *testing.T) {
+	for _, h := range []string{
+		"f97e00", "f97c00", "f9fc00", // half: NaN, +Inf, -Inf
+		"fa7fc00000", "fa7f800000", // single NaN, +Inf (non-shortest too)
+		"fb7ff8000000000000", "fbfff0000000000000", // double NaN, -Inf
+		"a16178f97e00", "8201f97c00", // inside a map and an array
+	} {
+		b := mustHex(h)
+		if err := Check(b); !errors.Is(err, ErrNotFinite) && !errors.Is(err, ErrNonCanonical) {
+			t.Errorf("Check(%s) = %v, want ErrNotFinite", h, err)
+		} else if err == nil {
+			t.Errorf("Check(%s) accepted", h)
+		}
+		var v any
+		if err := Unmarshal(b, &v); err == nil {
+			t.Errorf("Unmarshal(%s) accepted", h)
+		}
+		var st struct {
+			X float64 `cbor:"x"`
+		}
+		if err := UnmarshalExact(b, &st); err == nil {
+			t.Errorf("UnmarshalExact(%s) accepted", h)
+		}
+	}
+	if err := Check(mustHex("f97e00")); !errors.Is(err, ErrNotFinite) {
+		t.Fatalf("canonical NaN: %v, want ErrNotFinite", err)
+	}
+	if err := Check(mustHex("fb3ff8000000000000")); err != nil { // 1.5 as a double is non-canonical
+		if !errors.Is(err, ErrNonCanonical) {
+			t.Fatal(err)
+		}
+	}
+	if err := Check(mustHex("f93e00")); err != nil { // 1.5: finite floats still pass
+		t.Fatal(err)
+	}
+}

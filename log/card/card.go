@@ -23,17 +23,25 @@ import (
 
 // Limits and constants of the card format (format version 1).
 const (
-	Version     = 1
-	TypeCard    = "card"
-	MaxSize     = 64 << 10 // a card over 64 KiB is refused; large content is a blob
-	RIDSize     = 16
-	MaxNetLen   = 128
-	MaxURILen   = 1024
-	MaxDistTag  = 64
-	MaxReqs     = 64
-	DefaultNet  = "net:sublog"
-	coseTag     = 0xd2 // CBOR head of tag 18 (COSE_Sign1)
-	emptyMapHdr = 0xa0
+	Version    = 1
+	TypeCard   = "card"
+	MaxSize    = 64 << 10 // a card over 64 KiB is refused; large content is a blob
+	RIDSize    = 16
+	MaxNetLen  = 128
+	MaxURILen  = 1024
+	MaxDistTag = 64
+	MaxReqs    = 64
+	// MaxDepth is the nesting limit of a card: the payload map is level 1,
+	// so a body may nest MaxBodyDepth levels (the body map itself is one).
+	// MaxElements bounds every list and map. Both are canon's decode
+	// limits applied to the whole payload; checkPayload is where they and
+	// every other limit of the card are checked, for Sign and Decode alike.
+	MaxDepth     = canon.MaxNesting
+	MaxBodyDepth = MaxDepth - 1
+	MaxElements  = canon.MaxElements
+	DefaultNet   = "net:sublog"
+	coseTag      = 0xd2 // CBOR head of tag 18 (COSE_Sign1)
+	emptyMapHdr  = 0xa0
 )
 
 // Kinds named by DESIGN.md; unknown kinds are stored and replicated too.
@@ -265,21 +273,23 @@ func DeriveRID(author key.ID, seq uint64, prev ID) []byte {
 // zero ID exactly when seq is 1. The result is decoded back with Decode's
 // structural and capability checks, so Sign never returns a card that a
 // verifier would refuse.
-func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
+// build makes and checks the payload bytes Sign signs: everything Sign
+// decides before the signature, so what it accepts is what Decode accepts.
+func build(author key.ID, seq uint64, prev ID, d Draft) (payload, []byte, error) {
 	if seq == 0 || (seq == 1) != prev.IsZero() {
-		return nil, fmt.Errorf("%w: seq %d with prev %v", ErrBadField, seq, prev)
+		return payload{}, nil, fmt.Errorf("%w: seq %d with prev %v", ErrBadField, seq, prev)
 	}
 	p := payload{
 		Ver: Version, Type: TypeCard, Net: d.Net, RID: d.RID, TS: d.TS,
 		Reqs: d.Reqs, Prov: d.Prov, PolicyRef: d.PolicyRef, ContentURI: d.ContentURI,
 		ContentHash: d.ContentHash, DistTag: d.DistTag,
-		Author: sk.ID().Bytes(), Seq: seq, Kind: d.Kind,
+		Author: author.Bytes(), Seq: seq, Kind: d.Kind,
 	}
 	if p.Net == "" {
 		p.Net = DefaultNet
 	}
 	if p.RID == nil {
-		p.RID = DeriveRID(sk.ID(), seq, prev)
+		p.RID = DeriveRID(author, seq, prev)
 	}
 	if seq > 1 {
 		p.Prev = prev[:]
@@ -293,22 +303,55 @@ func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
 	switch {
 	case d.RawBody != nil:
 		if err := canon.Check(d.RawBody); err != nil {
-			return nil, fmt.Errorf("%w: body: %w", ErrBadField, err)
+			return payload{}, nil, fmt.Errorf("%w: body: %w", ErrBadField, err)
 		}
 		p.Body = d.RawBody
 	case d.Body != nil:
 		b, err := canon.Marshal(d.Body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: body: %v", ErrBadField, err)
+			return payload{}, nil, fmt.Errorf("%w: body: %v", ErrBadField, err)
 		}
 		p.Body = b
 	}
 	if err := p.validate(); err != nil {
-		return nil, err
+		return payload{}, nil, err
 	}
 	pb, err := canon.Marshal(p)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadField, err)
+		return payload{}, nil, fmt.Errorf("%w: %v", ErrBadField, err)
+	}
+	// The decoder's own payload check, on the exact bytes about to be
+	// signed: nesting (payload and body together), sizes, floats, UTF-8,
+	// duplicate keys. A card that would be unreadable is never signed.
+	if _, err := checkPayload(pb); err != nil {
+		return payload{}, nil, err
+	}
+	if n := envelopeSize(len(pb)); n > MaxSize {
+		return payload{}, nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, n)
+	}
+	return p, pb, nil
+}
+
+// envelopeSize is the length of the canonical envelope around a payload of
+// n bytes: tag, array head, protected header, empty map, the payload's
+// byte-string head and bytes, the signature's head and 64 bytes.
+func envelopeSize(n int) int {
+	h := 1
+	switch {
+	case n >= 1<<16:
+		h = 5
+	case n >= 1<<8:
+		h = 3
+	case n >= 24:
+		h = 2
+	}
+	return 43 + h + n + 2 + key.SignatureSize
+}
+
+func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
+	p, pb, err := build(sk.ID(), seq, prev, d)
+	if err != nil {
+		return nil, err
 	}
 	msg := cose.NewSign1Message()
 	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmEdDSA)
@@ -435,16 +478,8 @@ func parse(b []byte) (*Card, *cose.Sign1Message, error) {
 		}
 		rawProtected = canon.MustMarshal(env.Protected)
 	}
-	var p payload
-	if err := canon.UnmarshalExact(env.Payload, &p); err != nil {
-		return nil, nil, fmt.Errorf("card payload: %w", err)
-	}
-	if p.Body != nil {
-		if err := canon.Check(p.Body); err != nil {
-			return nil, nil, fmt.Errorf("card payload: body: %w", err)
-		}
-	}
-	if err := p.validate(); err != nil {
+	p, err := checkPayload(env.Payload)
+	if err != nil {
 		return nil, nil, err
 	}
 	author, err := key.IDFromBytes(p.Author)
@@ -503,6 +538,29 @@ func fixedEnvelope(b []byte) (envelope, protectedHeader, bool) {
 	}
 	return envelope{Protected: b[4:42], Unprotected: b[42:43], Payload: b[off+h : end], Signature: b[end+2:]},
 		protectedHeader{Alg: int64(cose.AlgorithmEdDSA), Kid: b[10:42]}, true
+}
+
+// checkPayload is the one check of a card's payload bytes, run by Sign on
+// what it is about to sign and by the decoder on every card it reads: one
+// canonical CBOR map within the card limits (MaxDepth levels counting the
+// payload map and its body, MaxElements items per array or map, no NaN or
+// infinity, valid UTF-8, no duplicate keys), a canonical body, and valid
+// fields.
+func checkPayload(pb []byte) (payload, error) {
+	var p payload
+	if err := canon.UnmarshalExact(pb, &p); err != nil {
+		if errors.Is(err, canon.ErrTooDeep) {
+			return p, fmt.Errorf("card payload: over the card limits (%d levels of nesting counting the payload and its body, so %d for the body; %d items per list or map): %w",
+				MaxDepth, MaxBodyDepth, MaxElements, err)
+		}
+		return p, fmt.Errorf("card payload: %w", err)
+	}
+	if p.Body != nil {
+		if err := canon.Check(p.Body); err != nil {
+			return p, fmt.Errorf("card payload: body: %w", err)
+		}
+	}
+	return p, p.validate()
 }
 
 func (p *payload) validate() error {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/veraison/go-cose"
 
+	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/key"
 )
 
@@ -37,4 +38,36 @@ type forgeSigner struct {
 func (f forgeSigner) Algorithm() cose.Algorithm { return f.alg }
 func (f forgeSigner) Sign(_ io.Reader, content []byte) ([]byte, error) {
 	return f.sk.Sign(content), nil
+}
+
+// SignUnchecked builds the card Sign would build from d at (seq, prev) but
+// skips every check of the payload (limits, floats, fields) and signs
+// whatever comes out. It reproduces cards that earlier versions signed and
+// the decoder now refuses (a body nested past MaxDepth, a NaN), for tests
+// of the readers that must skip them. Never use it to make real cards.
+func SignUnchecked(sk *key.Secret, seq uint64, prev ID, d Draft) ([]byte, error) {
+	p := payload{Ver: Version, Type: TypeCard, Net: d.Net, RID: d.RID, TS: d.TS, Reqs: d.Reqs,
+		Author: sk.ID().Bytes(), Seq: seq, Kind: d.Kind, ContentURI: d.ContentURI}
+	if p.Net == "" {
+		p.Net = DefaultNet
+	}
+	if p.RID == nil {
+		p.RID = DeriveRID(sk.ID(), seq, prev)
+	}
+	if seq > 1 {
+		p.Prev = prev[:]
+	}
+	p.Body = d.RawBody
+	if d.Body != nil {
+		b, err := canon.Marshal(d.Body)
+		if err != nil {
+			return nil, err
+		}
+		p.Body = b
+	}
+	pb, err := canon.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return SignPayload(sk, sk.ID().Bytes(), -8, pb)
 }

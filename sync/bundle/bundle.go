@@ -269,12 +269,35 @@ func (r *Reader) Cards() int {
 // Read reads a whole bundle and checks it before anything is used: the
 // format, every record, and the exporter's signature over all of it.
 // An encrypted bundle needs sk (the recipient's key). A truncated or altered
-// bundle gives an error and no messages.
+// bundle gives an error and no messages. It holds every message in memory;
+// Scan reads a bundle of any size in bounded memory.
 func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
+	var msgs []*proto.Msg
+	out, err := Scan(r, sk, func(m *proto.Msg) error { msgs = append(msgs, m); return nil })
+	if err != nil {
+		return nil, err
+	}
+	out.msgs = msgs
+	return out, nil
+}
+
+// Scan reads a bundle as a stream, one record at a time, and calls fn (if
+// not nil) with each protocol message in order; the exporter's signature is
+// checked when the trailer is reached, so a caller that must not act on an
+// unsigned bundle scans it twice: once with fn nil to verify, then again to
+// use it (sync.Import does, over a private copy). Memory is bounded by one
+// record (at most proto.MaxMessage bytes) and one encrypted chunk, whatever
+// the size of the bundle; bytes that are not a bundle are refused after the
+// magic, before anything else is read. An error from fn stops the scan and
+// is returned.
+func Scan(r io.Reader, sk *key.Secret, fn func(*proto.Msg) error) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.Peek(len(MagicEncrypted))
 	if err != nil && len(head) < len(MagicPlain) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrFormat, len(head))
+	}
+	if !bytes.HasPrefix(head, []byte(MagicPlain)) && !bytes.HasPrefix(head, []byte(MagicEncrypted)) {
+		return nil, fmt.Errorf("%w: bad magic", ErrFormat)
 	}
 	var plain io.Reader = br
 	if bytes.HasPrefix(head, []byte(MagicEncrypted)) {
@@ -295,6 +318,7 @@ func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
 	if string(magic) != MagicPlain {
 		return nil, fmt.Errorf("%w: bad magic", ErrFormat)
 	}
+	var buf []byte // one record at a time, reused
 	readRec := func(src io.Reader) ([]byte, error) {
 		var l [4]byte
 		if _, err := io.ReadFull(src, l[:]); err != nil {
@@ -307,7 +331,10 @@ func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
 		if n > maxRecord {
 			return nil, fmt.Errorf("%w: %d-byte record", ErrMalformed, n)
 		}
-		b := make([]byte, n)
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		b := buf[:n]
 		if _, err := io.ReadFull(src, b); err != nil {
 			return nil, wrapRead(err)
 		}
@@ -315,6 +342,9 @@ func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
 	}
 	hb, err := readRec(tr)
 	if err != nil {
+		if errors.Is(err, ErrMalformed) || errors.Is(err, ErrDecrypt) {
+			return nil, fmt.Errorf("header: %w", err)
+		}
 		return nil, fmt.Errorf("%w: no header", ErrTruncated)
 	}
 	out := &Reader{}
@@ -356,7 +386,11 @@ func Read(r io.Reader, sk *key.Secret) (*Reader, error) {
 		if m.T != proto.TCards && m.T != proto.TFork {
 			return nil, fmt.Errorf("%w: message type %d", ErrMalformed, m.T)
 		}
-		out.msgs = append(out.msgs, m)
+		if fn != nil {
+			if err := fn(m); err != nil {
+				return nil, err
+			}
+		}
 	}
 }
 
