@@ -422,3 +422,38 @@ func FuzzDecodeManifest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzServe: whatever a client sends, Serve answers within the protocol or
+// stops with an error; it never panics and never sends a chunk of a blob
+// the client is not entitled to.
+func FuzzServe(f *testing.F) {
+	st, err := Open(f.TempDir())
+	if err != nil {
+		f.Fatal(err)
+	}
+	h, _ := st.Put(testData(ChunkSize+10, 11))
+	want := func(v uint64) []byte {
+		b := canon.MustMarshal(wantMsg{V: v, H: h[:]})
+		return append(binary.BigEndian.AppendUint32(nil, uint32(len(b)+1)), append([]byte{tWant}, b...)...)
+	}
+	get := func(i ...uint64) []byte {
+		b := canon.MustMarshal(getMsg{I: i})
+		return append(binary.BigEndian.AppendUint32(nil, uint32(len(b)+1)), append([]byte{tGet}, b...)...)
+	}
+	f.Add(append(want(1), get(0, 1)...), true)
+	f.Add(append(want(1), get(7)...), true)
+	f.Add(want(2), true)
+	f.Add(append(want(1), get(0)...), false)
+	f.Add([]byte{0, 0, 0, 1, tDone}, true)
+	f.Fuzz(func(t *testing.T, in []byte, entitled bool) {
+		var out bytes.Buffer
+		rw := struct {
+			io.Reader
+			io.Writer
+		}{bytes.NewReader(in), &out}
+		ss, _ := Serve(context.Background(), rw, st, func(Hash) bool { return entitled })
+		if !entitled && (ss.Chunks != 0 || out.Len() > 5) {
+			t.Fatalf("sent %d chunks, %d bytes to a client not entitled", ss.Chunks, out.Len())
+		}
+	})
+}

@@ -222,6 +222,7 @@ type Stats struct {
 	Reused        int   `json:"reused"`         // chunks already held (a resumed fetch)
 	Fetched       int   `json:"fetched"`        // chunks received and kept
 	Refused       int   `json:"refused"`        // chunks received that did not match and were asked again
+	Damaged       int   `json:"damaged"`        // chunks of a partial on disk that no longer matched (fetched again)
 	BytesFetched  int64 `json:"bytes_fetched"`  // chunk bytes received (kept or refused)
 	AlreadyStored bool  `json:"already_stored"` // nothing to fetch
 }
@@ -277,7 +278,7 @@ func Fetch(ctx context.Context, rw io.ReadWriter, st *Store, h Hash, opt FetchOp
 		return stats, err
 	}
 	defer p.Close()
-	stats.Reused = p.Held()
+	stats.Reused, stats.Damaged = p.Held(), p.Damaged()
 	// Gets are written by their own goroutine, so the reader never waits
 	// on a write while the server waits for its chunks to be read (a
 	// stream with no buffering, such as net.Pipe, would deadlock). At most
@@ -406,7 +407,7 @@ func (s *Stats) add(o Stats) {
 		s.Size, s.Chunks = o.Size, o.Chunks
 	}
 	if s.Reused == 0 {
-		s.Reused = o.Reused
+		s.Reused, s.Damaged = o.Reused, o.Damaged
 	}
 	s.Fetched += o.Fetched
 	s.Refused += o.Refused

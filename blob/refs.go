@@ -3,21 +3,19 @@ package blob
 import (
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/kinds"
 )
 
 // refKinds are the card kinds whose body fields can name blobs, and the
 // fields that do: a bundle card's hash, a grant's or observation's bundle, a
 // placement's bundle and state, a handoff's bundle and state.
 var refKinds = map[string][]string{
-	card.KindBundle:  {"hash"},
-	card.KindGrant:   {"bundle"},
-	card.KindObserve: {"bundle"},
-	"placement":      {"bundle", "state"},
-	KindHandoff:      {"bundle", "state"},
+	card.KindBundle:   {"hash"},
+	card.KindGrant:    {"bundle"},
+	card.KindObserve:  {"bundle"},
+	"placement":       {"bundle", "state"},
+	kinds.KindHandoff: {"bundle", "state"},
 }
-
-// KindHandoff is the card kind of a signed move handoff (see exec).
-const KindHandoff = "handoff"
 
 // Refs lists the blobs a card names: the fields of refKinds in its body (a
 // 32-byte byte string each), and the content_hash of a card that is not

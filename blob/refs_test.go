@@ -7,6 +7,7 @@ import (
 
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/kinds"
 )
 
 type anyCaps struct{}
@@ -26,7 +27,7 @@ func TestRefs(t *testing.T) {
 		{card.Draft{Kind: card.KindBundle, Body: map[string]any{"hash": a[:], "name": "x"}}, []Hash{a}},
 		{card.Draft{Kind: card.KindGrant, Body: map[string]any{"bundle": a[:]}}, []Hash{a}},
 		{card.Draft{Kind: card.KindObserve, Body: map[string]any{"bundle": b[:], "state": "running"}}, []Hash{b}},
-		{card.Draft{Kind: KindHandoff, Body: map[string]any{"bundle": a[:], "state": c[:]}}, []Hash{a, c}},
+		{card.Draft{Kind: kinds.KindHandoff, Body: map[string]any{"bundle": a[:], "state": c[:]}}, []Hash{a, c}},
 		{card.Draft{Kind: "placement", Body: map[string]any{"bundle": a[:], "state": b[:]}}, []Hash{a, b}},
 		{card.Draft{Kind: card.KindNote, ContentHash: c[:], Body: map[string]any{"hash": a[:]}}, []Hash{c}},
 		// A field of the wrong length or type names nothing.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -250,13 +251,18 @@ func (s *Store) GC(referenced func(Hash) bool, now time.Time, grace time.Duratio
 // Partial is a blob being fetched against a manifest. It is not safe for
 // concurrent use; the store holds the blob's lock until Close.
 type Partial struct {
-	s      *Store
-	h      Hash
-	m      Manifest
-	f      *os.File
-	have   []bool
-	held   int
-	unlock func()
+	s       *Store
+	h       Hash
+	m       Manifest
+	f       *os.File
+	have    []bool
+	held    int
+	damaged int
+	unlock  func()
+	// whole hashes the held prefix chunks 0..next-1 as they come, so a
+	// fetch in order needs no second read of the file to check the whole.
+	whole hash.Hash
+	next  int
 }
 
 // Begin starts (or resumes) fetching h against m. A partial left by an
@@ -269,7 +275,7 @@ func (s *Store) Begin(h Hash, m Manifest) (*Partial, error) {
 		return nil, fmt.Errorf("%w: %d chunks for %d bytes", ErrBadManifest, len(m.Chunks), m.Size)
 	}
 	unlock := s.lock(h)
-	p := &Partial{s: s, h: h, m: m, have: make([]bool, len(m.Chunks)), unlock: unlock}
+	p := &Partial{s: s, h: h, m: m, have: make([]bool, len(m.Chunks)), unlock: unlock, whole: sha256.New()}
 	enc := m.Encode()
 	old, err := os.ReadFile(s.partMan(h))
 	if err != nil || string(old) != string(enc) {
@@ -299,7 +305,7 @@ func (s *Store) Begin(h Hash, m Manifest) (*Partial, error) {
 	buf := make([]byte, ChunkSize)
 	for i := range m.Chunks {
 		lo, hi := m.span(i)
-		if hi > fi.Size() || (lo == hi && fi.Size() < lo) {
+		if hi > fi.Size() || (lo == hi && i > 0) {
 			break
 		}
 		b := buf[:hi-lo]
@@ -309,6 +315,12 @@ func (s *Store) Begin(h Hash, m Manifest) (*Partial, error) {
 		if sha256.Sum256(b) == m.Chunks[i] {
 			p.have[i] = true
 			p.held++
+			if p.next == i {
+				p.whole.Write(b)
+				p.next++
+			}
+		} else {
+			p.damaged++
 		}
 	}
 	return p, nil
@@ -334,6 +346,10 @@ func (p *Partial) Missing() []int {
 // Held is how many chunks are held.
 func (p *Partial) Held() int { return p.held }
 
+// Damaged is how many chunk ranges on disk did not match the manifest when
+// the partial was opened (a torn write or a damaged disk: fetched again).
+func (p *Partial) Damaged() int { return p.damaged }
+
 // Put checks chunk i against the manifest and keeps it; a chunk that does
 // not match is ErrBadChunk and nothing is written.
 func (p *Partial) Put(i int, data []byte) error {
@@ -352,7 +368,30 @@ func (p *Partial) Put(i int, data []byte) error {
 	}
 	p.have[i] = true
 	p.held++
+	if p.next == i {
+		p.whole.Write(data)
+		p.next++
+		p.advance()
+	}
 	return nil
+}
+
+// advance feeds the whole hash with held chunks that follow the prefix
+// (chunks that arrived out of order), reading them back from the file.
+func (p *Partial) advance() {
+	var buf []byte
+	for p.next < len(p.have) && p.have[p.next] {
+		lo, hi := p.m.span(p.next)
+		if buf == nil {
+			buf = make([]byte, ChunkSize)
+		}
+		b := buf[:hi-lo]
+		if _, err := p.f.ReadAt(b, lo); err != nil && !(errors.Is(err, io.EOF) && lo == hi) {
+			return // Finish hashes the file again
+		}
+		p.whole.Write(b)
+		p.next++
+	}
 }
 
 // Complete tells whether every chunk is held.
@@ -368,9 +407,12 @@ func (p *Partial) Finish() error {
 	if err := p.f.Truncate(int64(p.m.Size)); err != nil {
 		return fmt.Errorf("blob: %w", err)
 	}
-	hw := sha256.New()
-	if _, err := io.Copy(hw, io.NewSectionReader(p.f, 0, int64(p.m.Size))); err != nil {
-		return fmt.Errorf("blob: %w", err)
+	hw := p.whole
+	if p.next != len(p.have) {
+		hw = sha256.New()
+		if _, err := io.Copy(hw, io.NewSectionReader(p.f, 0, int64(p.m.Size))); err != nil {
+			return fmt.Errorf("blob: %w", err)
+		}
 	}
 	if Hash(hw.Sum(nil)) != p.h {
 		p.drop()
@@ -398,7 +440,8 @@ func (p *Partial) drop() {
 	for i := range p.have {
 		p.have[i] = false
 	}
-	p.held = 0
+	p.held, p.next = 0, 0
+	p.whole.Reset()
 }
 
 // Close releases the partial (what is held stays on disk for a resume).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sublog/sublog/blob"
 	"github.com/sublog/sublog/exec"
 	"github.com/sublog/sublog/exec/bundle"
 	sublog "github.com/sublog/sublog/log"
@@ -227,7 +228,7 @@ func newBundleCmd(a *App) *cobra.Command {
 
 	publish := &cobra.Command{
 		Use:   "publish FILE",
-		Short: "Append a bundle card naming the bundle's content hash",
+		Short: "Append a bundle card naming the bundle's content hash (and keep the file as a blob peers can fetch by hash)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := decodeBundleFile(a, args[0])
@@ -235,6 +236,9 @@ func newBundleCmd(a *App) *cobra.Command {
 				return err
 			}
 			h := b.Hash()
+			if err := keepBlob(a, b.Bytes()); err != nil {
+				return err
+			}
 			body := exec.BundleBody{Hash: h[:], Name: b.Manifest.Name, Version: b.Manifest.Version, Peer: b.Manifest.Peer, Size: uint64(b.Size())}
 			if sk, err := a.Secret(); err == nil && sk.ID() != b.Peer() {
 				fmt.Fprintf(a.Err(), "sublog: note: signed by %s, not by the bundle's peer %s: this card proves the bundle's peer only if the peer's own log delegates to the signer ('sublog delegate %s --as PEER'); publish with --as PEER otherwise\n", sk.ID(), b.Peer(), sk.ID())
@@ -292,9 +296,9 @@ func appendCard(a *App, d card.Draft) error {
 func newGrantCmd(a *App) *cobra.Command {
 	var memory, cpu, cpuTotal, disk, expires, owner, service string
 	var instances uint64
-	var caps []string
+	var caps, from []string
 	c := &cobra.Command{
-		Use:   "grant PEER|BUNDLE [--memory 64Mi] [--cpu 200ms] [--cpu-total 1h] [--instances N] [--disk 1Mi] [--caps req,kv,log] [--expires 24h|TIME]",
+		Use:   "grant PEER|BUNDLE|sha256:HASH [--from HOST:PORT] [--memory 64Mi] [--cpu 200ms] [--cpu-total 1h] [--instances N] [--disk 1Mi] [--caps req,kv,log] [--expires 24h|TIME]",
 		Short: "Consent, as this host, to run a peer (by identity) or a bundle (by file or content hash) under limits",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -307,6 +311,19 @@ func newGrantCmd(a *App) *cobra.Command {
 					return rejected(err, "")
 				}
 				g.Bundle = h[:]
+				// The bundle reaches this host by its hash: fetched from
+				// peers (--from, trusted peers), it names its peer too.
+				raw, err := bundleByHash(a, h, from, len(from) > 0)
+				if err != nil {
+					return err
+				}
+				if raw != nil {
+					b, err := bundle.Open(raw, h)
+					if err != nil {
+						return rejected(err, "")
+					}
+					g.Peer = b.Manifest.Peer
+				}
 			case len(target) == 52 && !strings.ContainsAny(target, "/."):
 				id, err := parseIdentity(target)
 				if err != nil {
@@ -391,6 +408,7 @@ func newGrantCmd(a *App) *cobra.Command {
 	f.StringVar(&expires, "expires", "", "expiry: a duration from now (24h) or an RFC 3339 time")
 	f.StringVar(&owner, "owner", "", "the service owner's identity (recorded, never transferred)")
 	f.StringVar(&service, "service", "", "the service the peer belongs to")
+	f.StringSliceVar(&from, "from", nil, "with a hash: a peer's sync address to fetch the bundle from (repeatable; trusted peers at their cached addresses are asked too)")
 	return c
 }
 
@@ -523,8 +541,9 @@ func printStatus(a *App, s exec.Status) error {
 func newDeployCmd(a *App) *cobra.Command {
 	var hash string
 	var handoff bool
+	var from []string
 	c := &cobra.Command{
-		Use:   "deploy BUNDLE [--hash sha256:...] | deploy --handoff FILE",
+		Use:   "deploy BUNDLE [--hash sha256:...] | deploy sha256:HASH [--from HOST:PORT] | deploy --handoff FILE",
 		Short: "Deploy a bundle (or a moved peer's handoff) on this host under a live grant of this host (recorded)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -544,14 +563,25 @@ func newDeployCmd(a *App) *cobra.Command {
 				fmt.Fprintf(a.Out(), "handoff %s deployed\n", args[0])
 				return nil
 			}
-			raw, err := readBundleFile(a, args[0])
-			if err != nil {
-				return err
-			}
+			var raw []byte
 			var want bundle.Hash
-			if hash != "" {
-				if want, err = bundle.ParseHash(hash); err != nil {
+			var err error
+			if strings.HasPrefix(args[0], "sha256:") {
+				// By hash alone: from this home's blobs or fetched from peers.
+				if want, err = bundle.ParseHash(args[0]); err != nil {
 					return usage(err)
+				}
+				if raw, err = bundleByHash(a, want, from, true); err != nil {
+					return err
+				}
+			} else {
+				if raw, err = readBundleFile(a, args[0]); err != nil {
+					return err
+				}
+				if hash != "" {
+					if want, err = bundle.ParseHash(hash); err != nil {
+						return usage(err)
+					}
 				}
 			}
 			host, err := openHost(a)
@@ -568,6 +598,7 @@ func newDeployCmd(a *App) *cobra.Command {
 	}
 	c.Flags().StringVar(&hash, "hash", "", "the content hash the bundle must have (as named by its bundle card)")
 	c.Flags().BoolVar(&handoff, "handoff", false, "the argument is a handoff file written by 'sublog move --out'")
+	c.Flags().StringSliceVar(&from, "from", nil, "with a hash: a peer's sync address to fetch the bundle from (repeatable; trusted peers at their cached addresses are asked too)")
 	return c
 }
 
@@ -665,13 +696,15 @@ func (r *homeReceiver) Receive(ctx context.Context, hb []byte) error {
 }
 
 func newMoveCmd(a *App) *cobra.Command {
-	var to, toAs, out string
+	var to, toAs, out, forHost string
 	c := &cobra.Command{
-		Use:   "move PEER (--to HOME [--to-as NAME] | --out FILE)",
+		Use:   "move PEER (--to HOME [--to-as NAME] | --out FILE --for HOST)",
 		Short: "Suspend a peer here and hand its bundle and state to another host (recorded on both)",
 		Long: "With --to, the peer moves to another home on this machine, which needs its own live grant;\n" +
-			"nothing of the peer is left here. With --out, its handoff (bundle and state) is written to FILE\n" +
-			"for another host's 'sublog deploy --handoff FILE', and the peer stays here suspended until removed.",
+			"nothing of the peer is left here. With --out, a handoff is written to FILE for host HOST's\n" +
+			"'sublog deploy --handoff FILE': a handoff card signed by this host, the peer's state encrypted to\n" +
+			"HOST, and the bundle. The peer is handed over at once: this host keeps no state of it and can never\n" +
+			"resume it; HOST takes the handoff once.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseIdentity(args[0])
@@ -687,14 +720,37 @@ func newMoveCmd(a *App) *cobra.Command {
 			}
 			defer host.Close()
 			if out != "" {
-				hb, err := host.Export(context.Background(), id)
+				if forHost == "" {
+					return usage(errors.New("move --out needs --for HOST: the identity of the host that will receive the peer (its state is encrypted to it)"))
+				}
+				to, err := parseIdentity(forHost)
+				if err != nil {
+					return err
+				}
+				ho, err := host.Export(context.Background(), id, to)
 				if err != nil {
 					return execErr(err)
 				}
-				if err := os.WriteFile(out, hb, 0o600); err != nil {
+				// The state and bundle are blobs the handoff card names, so
+				// they can also travel by hash.
+				if err := keepBlob(a, ho.State); err != nil {
+					return err
+				}
+				if err := keepBlob(a, ho.Bundle); err != nil {
+					return err
+				}
+				if err := writeFileNew(out, ho.Encode()); err != nil {
 					return rejected(err, "")
 				}
-				fmt.Fprintf(a.Out(), "%s handoff written to %s\n", id, out)
+				if a.JSON() {
+					return a.PrintJSON(struct {
+						Peer    key.ID `json:"peer"`
+						To      key.ID `json:"to"`
+						Handoff string `json:"handoff"`
+						File    string `json:"file"`
+					}{id, to, ho.ID().String(), out})
+				}
+				fmt.Fprintf(a.Out(), "%s handed over to %s by handoff %s, written to %s\n", id, to, ho.ID(), out)
 				return nil
 			}
 			r := &homeReceiver{a: a, dir: to, as: toAs}
@@ -717,7 +773,8 @@ func newMoveCmd(a *App) *cobra.Command {
 	}
 	c.Flags().StringVar(&to, "to", "", "the receiving home's directory")
 	c.Flags().StringVar(&toAs, "to-as", "", "the receiving home's host identity (default: its default)")
-	c.Flags().StringVar(&out, "out", "", "write the handoff to FILE instead")
+	c.Flags().StringVar(&out, "out", "", "write the handoff to FILE instead (with --for)")
+	c.Flags().StringVar(&forHost, "for", "", "with --out: the identity of the receiving host")
 	return c
 }
 
@@ -750,4 +807,64 @@ func newPeersCmd(a *App) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// keepBlob adds bytes to this home's blobs.
+func keepBlob(a *App, b []byte) error {
+	blobs, err := openBlobs(a)
+	if err != nil {
+		return err
+	}
+	if _, err := blobs.Put(b); err != nil {
+		return rejected(err, "")
+	}
+	return nil
+}
+
+// bundleByHash reads bundle h from this home's blobs, or fetches it from
+// peers. With must unset, a bundle that is not here and that no peer can be
+// asked for is nil, not an error.
+func bundleByHash(a *App, h bundle.Hash, from []string, must bool) ([]byte, error) {
+	blobs, err := openBlobs(a)
+	if err != nil {
+		return nil, err
+	}
+	bh := blob.Hash(h)
+	if !blobs.Has(bh) {
+		if !must {
+			env, err := a.syncEnv()
+			if err != nil {
+				return nil, err
+			}
+			if len(blobAddrs(a, env, from)) == 0 {
+				return nil, nil
+			}
+		}
+		if _, err := fetchBlob(a, bh, from); err != nil {
+			return nil, err
+		}
+	}
+	raw, err := blobs.Get(bh)
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	return raw, nil
+}
+
+// writeFileNew writes a file that must not exist yet (a handoff is never
+// written over another).
+func writeFileNew(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sublog/sublog/blob"
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
@@ -127,7 +128,7 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 }
 
 func newServeCmd(a *App) *cobra.Command {
-	var listen, public string
+	var listen, public, blobRate string
 	var open bool
 	var lim lsync.Limits
 	var idle time.Duration
@@ -183,6 +184,33 @@ latter is then refused for a while (1 s, doubling).`,
 				fmt.Fprintf(a.Err(), "sublog: answering identity proofs and public profile requests for %s on %s\n", env.sk.ID(), pl.Addr())
 			}
 			opt := a.sessionOptions(env, open)
+			blobs, err := openBlobs(a)
+			if err != nil {
+				return err
+			}
+			var rate uint64
+			if blobRate != "" {
+				if rate, err = units.ParseBytes(blobRate); err != nil || rate == 0 {
+					return usage(fmt.Errorf("--blob-rate: %q is not a positive size per second (e.g. 10Mi)", blobRate))
+				}
+			}
+			blobHandler := lsync.BlobHandler(env.st, env.pol, blobs,
+				func(p key.ID, ss blob.ServeStats, err error) {
+					switch {
+					case !ss.Entitled:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s refused (not held, or no card naming it is visible to that peer)\n", p, ss.Hash)
+					case err != nil:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s: %d chunks sent, then: %v\n", p, ss.Hash, ss.Chunks, err)
+					default:
+						fmt.Fprintf(a.Err(), "sublog: %s: blob %s: %d chunks sent (%d bytes)\n", p, ss.Hash, ss.Chunks, ss.BytesSent)
+					}
+				})
+			opt.Handlers = map[byte]lsync.PeerStream{lsync.StreamBlob: func(ctx context.Context, p key.ID, s io.ReadWriteCloser) {
+				if rate > 0 {
+					s = &rateLimited{ReadWriteCloser: s, rate: rate, start: time.Now()}
+				}
+				blobHandler(ctx, p, s)
+			}}
 			opt.Limits = lim
 			opt.Timeout = idle
 			opt.Quota = &q
@@ -230,6 +258,7 @@ latter is then refused for a while (1 s, doubling).`,
 	f.IntVar(&q.WindowCards, "window-cards", q.WindowCards, "cards one peer may push per window")
 	f.StringVar(&wBytes, "window-bytes", "256Mi", "card bytes one peer may push per window")
 	f.StringVar(&public, "public", "", "also answer identity proofs and requests for this identity's public profile cards, from anyone, on HOST:PORT ('sublog fetch-profile')")
+	f.StringVar(&blobRate, "blob-rate", "", "cap each blob transfer at this many bytes per second (10Mi); default no cap")
 	return c
 }
 
@@ -251,6 +280,31 @@ func orDefault(v, d int) int {
 		return d
 	}
 	return v
+}
+
+// rateLimited paces a stream's writes to rate bytes per second on average.
+type rateLimited struct {
+	io.ReadWriteCloser
+	rate    uint64
+	start   time.Time
+	written uint64
+}
+
+func (r *rateLimited) Write(p []byte) (int, error) {
+	n, err := r.ReadWriteCloser.Write(p)
+	r.written += uint64(n)
+	due := r.start.Add(time.Duration(float64(r.written) / float64(r.rate) * float64(time.Second)))
+	if d := time.Until(due); d > 0 {
+		time.Sleep(d)
+	}
+	return n, err
+}
+
+func (r *rateLimited) SetDeadline(t time.Time) error {
+	if d, ok := r.ReadWriteCloser.(interface{ SetDeadline(time.Time) error }); ok {
+		return d.SetDeadline(t)
+	}
+	return nil
 }
 
 func (a *App) sessionOptions(env *syncEnv, open bool) lsync.Options {
@@ -494,7 +548,7 @@ func newImportCmd(a *App) *cobra.Command {
 			if stats.Rejected > 0 {
 				items := make([]string, 0, len(rej)+1)
 				for _, r := range rej {
-					items = append(items, r.String())
+					items = append(items, "rejected "+r.String())
 				}
 				summarizeN(a.Err(), fmt.Sprintf("sublog: %d cards in %s were refused:", stats.Rejected, name), items, stats.Rejected)
 			}

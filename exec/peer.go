@@ -20,7 +20,6 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/sublog/sublog/exec/bundle"
-	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/key"
 )
 
@@ -751,6 +750,11 @@ func (h *Host) Resume(ctx context.Context, id key.ID) error {
 		p.mu.Unlock()
 		return nil
 	}
+	if p.state == kinds.StateMoved {
+		reason := p.reason
+		p.mu.Unlock()
+		return fmt.Errorf("%w: %s: %s", ErrHandedOver, p.b.Manifest.Name, reason)
+	}
 	h.mu.Lock()
 	g, err := h.idx.match(p.b, h.cfg.Now())
 	h.mu.Unlock()
@@ -799,123 +803,6 @@ func (h *Host) Remove(ctx context.Context, id key.ID) error {
 		return fmt.Errorf("exec: removing %s: %w", p.b.Manifest.Name, err)
 	}
 	return h.record(p.b, g, kinds.StateRemoved, "removed by the host; state deleted", nil, p.usage())
-}
-
-// Receiver takes a moved peer: another Host, or a transport to one.
-type Receiver interface {
-	ID() key.ID
-	Receive(ctx context.Context, handoff []byte) error
-}
-
-// Move suspends a peer here, hands its bundle and state to dst (which needs
-// its own live grant), and on success deletes everything of it here and
-// records `moved` naming dst. If dst refuses, the peer stays here suspended.
-func (h *Host) Move(ctx context.Context, id key.ID, dst Receiver) error {
-	hb, p, err := h.export(ctx, id)
-	if err != nil {
-		return err
-	}
-	defer p.life.Unlock()
-	if err := dst.Receive(ctx, hb); err != nil {
-		p.mu.Lock()
-		p.state, p.reason = kinds.StateSuspended, "move refused: "+err.Error()
-		g := p.grant
-		p.mu.Unlock()
-		p.saveMeta()
-		h.record(p.b, g, kinds.StateSuspended, truncate([]byte("move to "+dst.ID().String()+" refused: "+err.Error()), 512), nil, p.usage())
-		return fmt.Errorf("exec: moving %s to %s: %w", p.b.Manifest.Name, dst.ID().Short(), err)
-	}
-	p.mu.Lock()
-	p.state = kinds.StateMoved
-	g := p.grant
-	p.mu.Unlock()
-	h.mu.Lock()
-	delete(h.peers, id)
-	h.mu.Unlock()
-	if err := os.RemoveAll(h.peerDir(id)); err != nil {
-		return fmt.Errorf("exec: removing moved %s: %w", p.b.Manifest.Name, err)
-	}
-	to := dst.ID()
-	return h.record(p.b, g, kinds.StateMoved, "moved to host "+to.String(), &to, p.usage())
-}
-
-// Export halts a peer and returns its handoff (bundle and state) without
-// removing it: for moves over a byte pipe or a file. The peer is left
-// suspended; Remove it once the receiver has it.
-func (h *Host) Export(ctx context.Context, id key.ID) ([]byte, error) {
-	hb, p, err := h.export(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer p.life.Unlock()
-	p.mu.Lock()
-	p.state = kinds.StateSuspended
-	g := p.grant
-	p.mu.Unlock()
-	if err := p.saveMeta(); err != nil {
-		return nil, err
-	}
-	if err := h.record(p.b, g, kinds.StateSuspended, "exported for a move", nil, p.usage()); err != nil {
-		return nil, err
-	}
-	return hb, nil
-}
-
-// export halts the peer and builds its handoff; it returns with p.life held.
-func (h *Host) export(ctx context.Context, id key.ID) ([]byte, *peer, error) {
-	p, err := h.load(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	p.life.Lock()
-	p.halt()
-	p.kvmu.RLock()
-	state := encodeKV(p.kv)
-	p.kvmu.RUnlock()
-	hash := p.b.Hash()
-	hb, err := canon.Marshal(Handoff{V: stateVersion, From: h.id.Bytes(), Peer: p.id.Bytes(), Hash: hash[:], Bundle: p.b.Bytes(), State: state})
-	if err != nil {
-		p.life.Unlock()
-		return nil, nil, err
-	}
-	return hb, p, nil
-}
-
-// Receive takes a handoff: the bundle is verified against its hash, the
-// peer must be the bundle's, and this host needs its own live grant. The
-// peer then runs here, with the state it had.
-func (h *Host) Receive(ctx context.Context, handoff []byte) error {
-	var ho Handoff
-	if len(handoff) > bundle.MaxFileSize*2 {
-		return fmt.Errorf("%w: %d bytes", ErrBadHandoff, len(handoff))
-	}
-	if err := canon.Unmarshal(handoff, &ho); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadHandoff, err)
-	}
-	if ho.V != stateVersion {
-		return fmt.Errorf("%w: version %d", ErrBadHandoff, ho.V)
-	}
-	want, err := bundle.HashFromBytes(ho.Hash)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadHandoff, err)
-	}
-	b, err := bundle.Open(ho.Bundle, want)
-	if err != nil {
-		return err
-	}
-	from, err := key.IDFromBytes(ho.From)
-	if err != nil {
-		return fmt.Errorf("%w: from: %w", ErrBadHandoff, err)
-	}
-	if peer, err := key.IDFromBytes(ho.Peer); err != nil || peer != b.Peer() {
-		return fmt.Errorf("%w: the handoff's peer is not the bundle's", ErrBadHandoff)
-	}
-	kv, err := decodeKV(ho.State)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadHandoff, err)
-	}
-	_, err = h.install(ctx, b, kv, from.String())
-	return err
 }
 
 // Run deploys a bundle if this host does not hold its peer yet (resuming it

@@ -158,15 +158,3 @@ func (h *Host) readKV(id key.ID) (map[string][]byte, error) {
 func (h *Host) writeKV(id key.ID, m map[string][]byte) error {
 	return writeFileAtomic(filepath.Join(h.peerDir(id), "kv"), encodeKV(m))
 }
-
-// Handoff is what a move carries from one host to another: the bundle file
-// and the peer's state. It is canonical CBOR; the receiver verifies the
-// bundle against its hash and needs its own live grant.
-type Handoff struct {
-	V      uint64 `cbor:"v"`
-	From   []byte `cbor:"from"`
-	Peer   []byte `cbor:"peer"`
-	Hash   []byte `cbor:"hash"`
-	Bundle []byte `cbor:"bundle"`
-	State  []byte `cbor:"state"` // a kv file
-}

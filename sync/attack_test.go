@@ -49,6 +49,10 @@ func evilScript(t *testing.T, conn transport.Conn, sk *key.Secret, script func(w
 		return
 	}
 	r := bufio.NewReader(st)
+	if k, err := r.ReadByte(); err != nil || k != StreamSync { // the stream's kind
+		t.Errorf("stream kind %d, %v", k, err)
+		return
+	}
 	if _, _, err := proto.ReadMsg(r); err != nil { // the initiator's fingerprint
 		t.Error(err)
 		return

@@ -91,6 +91,9 @@ func pushRaw(t *testing.T, addr string, sk *key.Secret, msgs []*proto.Msg) strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := st.Write([]byte{StreamSync}); err != nil { // the stream's kind
+		t.Fatal(err)
+	}
 	reason := make(chan string, 1)
 	go func() {
 		r := bufio.NewReader(st)
@@ -185,7 +188,7 @@ func TestUnwantedLogsRefusedBeforeVerification(t *testing.T) {
 	ss := byPeer[stranger.ID()]
 	mu.Unlock()
 	if ss.Checked != 0 || ss.Dropped != 2000+10+1+10 {
-		t.Fatalf("stranger session: %+v", ss)
+		t.Fatalf("stranger session: %+v checked %d dropped %d", ss, ss.Checked, ss.Dropped)
 	}
 	if h, _ := st.Head(srv.ID()); h.Seq != 3 {
 		t.Fatalf("own log changed: %+v", h)

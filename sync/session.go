@@ -57,6 +57,9 @@ type Options struct {
 	// Trace, when set, receives a copy of every decrypted protocol byte
 	// received from the peer (for debugging and for privacy tests).
 	Trace io.Writer
+	// Handlers serve accepted streams of other kinds than StreamSync (blob
+	// transfers, ...); a kind with no handler is closed. See streams.go.
+	Handlers map[byte]PeerStream
 	// Limits bound the session (and, for Serve, the connections); zero
 	// fields take defaults.
 	Limits Limits
@@ -320,9 +323,15 @@ func (s *session) run(ctx context.Context) error {
 	defer mux.Close()
 	var stream io.ReadWriteCloser
 	if s.initiator {
-		stream, err = mux.OpenStream()
+		stream, err = openKind(mux, StreamSync)
 	} else {
-		stream, err = mux.AcceptStreamWithContext(ctx)
+		var sideDone func()
+		stream, sideDone, err = s.acceptSync(ctx, mux)
+		// Side streams (blob transfers) end before the connection does.
+		defer sideDone()
+		if err != nil && (errors.Is(err, io.EOF) || mux.IsClosed()) && ctx.Err() == nil {
+			return nil // a connection for side streams only: no round
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("sync: opening stream: %w", err)

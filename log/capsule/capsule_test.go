@@ -405,3 +405,29 @@ func FuzzGateResponse(f *testing.F) {
 		}
 	})
 }
+
+func TestSealToOpenSealed(t *testing.T) {
+	alice, _ := key.Generate(rand.Reader)
+	bob, _ := key.Generate(rand.Reader)
+	msg := []byte("peer state")
+	ct, err := SealTo(alice.ID(), "sublog/v1/test", msg, []byte("aad"), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := OpenSealed(alice, "sublog/v1/test", ct, []byte("aad")); err != nil || string(pt) != string(msg) {
+		t.Fatalf("open: %q %v", pt, err)
+	}
+	bad := bytes.Clone(ct)
+	bad[len(bad)-20] ^= 1
+	for name, try := range map[string]func() error{
+		"other reader": func() error { _, err := OpenSealed(bob, "sublog/v1/test", ct, []byte("aad")); return err },
+		"other aad":    func() error { _, err := OpenSealed(alice, "sublog/v1/test", ct, []byte("aaD")); return err },
+		"other info":   func() error { _, err := OpenSealed(alice, "sublog/v1/other", ct, []byte("aad")); return err },
+		"patched":      func() error { _, err := OpenSealed(alice, "sublog/v1/test", bad, []byte("aad")); return err },
+		"short":        func() error { _, err := OpenSealed(alice, "sublog/v1/test", ct[:20], []byte("aad")); return err },
+	} {
+		if err := try(); err == nil {
+			t.Errorf("%s: opened", name)
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
+	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/channel"
 	"github.com/sublog/sublog/sync/proto"
 	"github.com/sublog/sublog/sync/transport"
@@ -178,6 +179,10 @@ func session(ctx context.Context, addr, src string, sk *key.Secret) (*yamux.Sess
 	}
 	st, err := mux.OpenStream()
 	if err != nil {
+		mux.Close()
+		return nil, nil, err
+	}
+	if _, err := st.Write([]byte{lsync.StreamSync}); err != nil { // the stream's kind
 		mux.Close()
 		return nil, nil, err
 	}
