@@ -2,11 +2,13 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -25,6 +27,7 @@ import (
 	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/bundle"
 	"github.com/sublog/sublog/sync/channel"
+	"github.com/sublog/sublog/sync/discovery"
 	"github.com/sublog/sublog/sync/transport"
 )
 
@@ -69,50 +72,12 @@ func (a *App) syncEnv() (*syncEnv, error) {
 	for _, n := range named {
 		self = append(self, n.ID)
 	}
-	self = append(self, devices(st, self, a.Now().Unix())...)
 	peers, err := h.Peers()
 	if err != nil {
 		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.PeersFile))
 	}
-	return &syncEnv{home: h, st: st, sk: sk, pol: lsync.NewLists(self, peers.Trust, peers.Follow)}, nil
-}
-
-// delegateBody is the body of a delegate card (see ARCHITECTURE.md).
-type delegateBody struct {
-	Device   []byte   `cbor:"device"`
-	Services []string `cbor:"services,omitempty"`
-	Until    int64    `cbor:"until,omitempty"`
-	Revoked  bool     `cbor:"revoked,omitempty"`
-}
-
-// devices are the identities the home's own identities delegate to, as of
-// now (a later delegate card for the same device overrides an earlier one).
-func devices(st *sublog.Store, own []key.ID, now int64) []key.ID {
-	var out []key.ID
-	for _, id := range own {
-		active := map[key.ID]bool{}
-		st.Scan(id, 1, func(c *card.Card) error {
-			if c.Kind() != card.KindDelegate {
-				return nil
-			}
-			var d delegateBody
-			if c.DecodeBody(&d) != nil {
-				return nil
-			}
-			dev, err := key.IDFromBytes(d.Device)
-			if err != nil {
-				return nil
-			}
-			active[dev] = !d.Revoked && (d.Until == 0 || d.Until > now)
-			return nil
-		})
-		for dev, ok := range active {
-			if ok {
-				out = append(out, dev)
-			}
-		}
-	}
-	return out
+	pol := lsync.TrustFor(st, self, peers.Trust, peers.Follow, a.Now().Unix())
+	return &syncEnv{home: h, st: st, sk: sk, pol: pol}, nil
 }
 
 // progress draws a bar of cards moved, on a terminal only.
@@ -128,10 +93,22 @@ func (a *App) tellRefusals(s lsync.Stats) {
 	for _, r := range s.Refused {
 		fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
 	}
+	a.tellWithheld(s, false)
 	if more := s.Rejected - len(s.Refused); len(s.Refused) > 0 && more > 0 {
 		fmt.Fprintf(a.Err(), "sublog: ... and %d more rejected\n", more)
 	}
 	a.tellForks(s)
+}
+
+// tellWithheld says on stderr which logs stopped at a card that may not
+// leave, so "0 cards" is never a silent surprise.
+func (a *App) tellWithheld(s lsync.Stats, unaddressed bool) {
+	for _, w := range s.Withheld {
+		fmt.Fprintf(a.Err(), "sublog: withheld %s from seq %d on: that card may not leave (%s), and a log is a chain, so its later cards wait behind it\n", w.Author, w.From, w.Reason)
+	}
+	if unaddressed && len(s.Withheld) > 0 {
+		fmt.Fprintln(a.Err(), "sublog: hint: an unaddressed bundle carries only what may go to anyone; 'sublog export --for ID' carries what that identity may receive")
+	}
 }
 
 func (a *App) tellForks(s lsync.Stats) {
@@ -151,14 +128,14 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 }
 
 func newServeCmd(a *App) *cobra.Command {
-	var listen, blobRate string
+	var listen, public, blobRate string
 	var open bool
 	var lim lsync.Limits
 	var idle time.Duration
 	q := lsync.DefaultQuota()
 	var qBytes, wBytes string
 	c := &cobra.Command{
-		Use:   "serve --listen ADDR",
+		Use:   "serve --listen ADDR [--public ADDR]",
 		Short: "Accept sync sessions on a TCP address until interrupted",
 		Long: `Accept sync sessions on ADDR (host:port). Peers prove their identity first;
 unless --open, a peer that is not one of this home's identities or devices,
@@ -197,6 +174,15 @@ latter is then refused for a while (1 s, doubling).`,
 			defer l.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if public != "" {
+				pl, err := net.Listen("tcp", public)
+				if err != nil {
+					return rejected(err, "pick a free port for --public")
+				}
+				defer pl.Close()
+				go discovery.ServePublic(pl, env.sk, publishedProfiles(env.st, env.sk.ID()))
+				fmt.Fprintf(a.Err(), "sublog: answering identity proofs and public profile requests for %s on %s\n", env.sk.ID(), pl.Addr())
+			}
 			opt := a.sessionOptions(env, open)
 			blobs, err := openBlobs(a)
 			if err != nil {
@@ -271,8 +257,22 @@ latter is then refused for a while (1 s, doubling).`,
 	f.IntVar(&q.WindowLogs, "window-logs", q.WindowLogs, "new logs one peer may push per window")
 	f.IntVar(&q.WindowCards, "window-cards", q.WindowCards, "cards one peer may push per window")
 	f.StringVar(&wBytes, "window-bytes", "256Mi", "card bytes one peer may push per window")
+	f.StringVar(&public, "public", "", "also answer identity proofs and requests for this identity's public profile cards, from anyone, on HOST:PORT ('sublog fetch-profile')")
 	f.StringVar(&blobRate, "blob-rate", "", "cap each blob transfer at this many bytes per second (10Mi); default no cap")
 	return c
+}
+
+// publishedProfiles is what 'serve --public' hands a stranger by card ID:
+// only the serving identity's own profile cards, and only unsealed ones
+// (the cards a token or PKARR packet names); nothing else is ever served.
+func publishedProfiles(st *sublog.Store, self key.ID) discovery.Profiles {
+	return func(id card.ID) ([]byte, bool) {
+		c, err := st.GetByID(id)
+		if err != nil || c.Author() != self || c.Kind() != card.KindProfile || c.PolicyRef() != nil {
+			return nil, false
+		}
+		return bytes.Clone(c.Bytes()), true
+	}
 }
 
 func orDefault(v, d int) int {
@@ -475,8 +475,13 @@ receiving side) are written.`,
 			if err != nil {
 				return rejected(err, "")
 			}
+			a.tellWithheld(stats, forID == "")
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs})
+				out := map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs}
+				if len(stats.Withheld) > 0 {
+					out["withheld"] = stats.Withheld
+				}
+				return a.PrintJSON(out)
 			}
 			fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
 			return nil
@@ -526,7 +531,9 @@ func newImportCmd(a *App) *cobra.Command {
 				}
 			}
 			update, finish := a.syncProgress("importing")
-			stats, rej, err := lsync.Import(br, env.st, lsync.ImportOptions{Secret: sk, Progress: update, SpoolDir: env.home.Dir})
+			// The trust rule decides which logs of the bundle are stored,
+			// exactly as for a sync with the exporter.
+			stats, rej, err := lsync.Import(br, env.st, lsync.ImportOptions{Secret: sk, Policy: env.pol, Progress: update, SpoolDir: env.home.Dir})
 			finish()
 			if err != nil {
 				hint := "the file is damaged or altered: ask the sender for a fresh copy"
@@ -550,7 +557,14 @@ func newImportCmd(a *App) *cobra.Command {
 				return err
 			}
 			if stats.Rejected > 0 {
-				return rejected(fmt.Errorf("%d cards in %s were refused (the first listed above)", stats.Rejected, name), "")
+				hint := ""
+				for _, r := range rej {
+					if errors.Is(r.Err, lsync.ErrNotTaken) {
+						hint = fmt.Sprintf("%s is not trusted here: 'sublog trust %s' takes what it vouches for, 'sublog follow AUTHOR' takes one log from anyone", stats.Peer, stats.Peer)
+						break
+					}
+				}
+				return rejected(fmt.Errorf("%d cards in %s were refused (the first listed above)", stats.Rejected, name), hint)
 			}
 			return nil
 		},
