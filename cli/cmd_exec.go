@@ -45,6 +45,8 @@ func init() {
 // execHint gives the next step for an executor error.
 func execHint(err error) string {
 	switch {
+	case errors.Is(err, exec.ErrUnprovenPeer):
+		return "a grant by peer identity runs only code the peer signed for: the peer's key holder publishes it ('sublog bundle publish FILE --as PEER') and this home takes that log ('sublog follow PEER' and sync), or grant the bundle's hash instead"
 	case errors.Is(err, exec.ErrNoGrant):
 		return "this host must consent first: sublog grant PEER --memory 64Mi --cpu 200ms --caps req,kv,log"
 	case errors.Is(err, exec.ErrExceedsGrant):
@@ -258,6 +260,9 @@ func newBundleCmd(a *App) *cobra.Command {
 				return err
 			}
 			body := exec.BundleBody{Hash: h[:], Name: b.Manifest.Name, Version: b.Manifest.Version, Peer: b.Manifest.Peer, Size: uint64(b.Size())}
+			if sk, err := a.Secret(); err == nil && sk.ID() != b.Peer() {
+				fmt.Fprintf(a.Err(), "sublog: note: signed by %s, not by the bundle's peer %s: this card proves the bundle's peer only if the peer's own log delegates to the signer ('sublog delegate %s --as PEER'); publish with --as PEER otherwise\n", sk.ID(), b.Peer(), sk.ID())
+			}
 			return appendCard(a, card.Draft{Kind: card.KindBundle, Body: body, ContentHash: h[:]})
 		},
 	}

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,13 +20,14 @@ import (
 
 	"github.com/sublog/sublog/blob"
 	sublog "github.com/sublog/sublog/log"
+	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/log/units"
-	"github.com/sublog/sublog/node"
 	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/bundle"
 	"github.com/sublog/sublog/sync/channel"
+	"github.com/sublog/sublog/sync/discovery"
 	"github.com/sublog/sublog/sync/transport"
 )
 
@@ -61,10 +64,19 @@ func (a *App) syncEnv() (*syncEnv, error) {
 	if err != nil {
 		return nil, rejected(err, "")
 	}
-	pol, err := node.Lists(h, st, a.Now().Unix())
+	named, err := h.Identities()
 	if err != nil {
 		return nil, rejected(err, "")
 	}
+	var self []key.ID
+	for _, n := range named {
+		self = append(self, n.ID)
+	}
+	peers, err := h.Peers()
+	if err != nil {
+		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.PeersFile))
+	}
+	pol := lsync.TrustFor(st, self, peers.Trust, peers.Follow, a.Now().Unix())
 	return &syncEnv{home: h, st: st, sk: sk, pol: pol}, nil
 }
 
@@ -81,10 +93,22 @@ func (a *App) tellRefusals(s lsync.Stats) {
 	for _, r := range s.Refused {
 		fmt.Fprintf(a.Err(), "sublog: rejected %s\n", r)
 	}
+	a.tellWithheld(s, false)
 	if more := s.Rejected - len(s.Refused); len(s.Refused) > 0 && more > 0 {
 		fmt.Fprintf(a.Err(), "sublog: ... and %d more rejected\n", more)
 	}
 	a.tellForks(s)
+}
+
+// tellWithheld says on stderr which logs stopped at a card that may not
+// leave, so "0 cards" is never a silent surprise.
+func (a *App) tellWithheld(s lsync.Stats, unaddressed bool) {
+	for _, w := range s.Withheld {
+		fmt.Fprintf(a.Err(), "sublog: withheld %s from seq %d on: that card may not leave (%s), and a log is a chain, so its later cards wait behind it\n", w.Author, w.From, w.Reason)
+	}
+	if unaddressed && len(s.Withheld) > 0 {
+		fmt.Fprintln(a.Err(), "sublog: hint: an unaddressed bundle carries only what may go to anyone; 'sublog export --for ID' carries what that identity may receive")
+	}
 }
 
 func (a *App) tellForks(s lsync.Stats) {
@@ -104,14 +128,14 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 }
 
 func newServeCmd(a *App) *cobra.Command {
-	var listen, blobRate string
+	var listen, public, blobRate string
 	var open bool
 	var lim lsync.Limits
 	var idle time.Duration
 	q := lsync.DefaultQuota()
 	var qBytes, wBytes string
 	c := &cobra.Command{
-		Use:   "serve --listen ADDR",
+		Use:   "serve --listen ADDR [--public ADDR]",
 		Short: "Accept sync sessions on a TCP address until interrupted",
 		Long: `Accept sync sessions on ADDR (host:port). Peers prove their identity first;
 unless --open, a peer that is not one of this home's identities or devices,
@@ -150,6 +174,15 @@ latter is then refused for a while (1 s, doubling).`,
 			defer l.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if public != "" {
+				pl, err := net.Listen("tcp", public)
+				if err != nil {
+					return rejected(err, "pick a free port for --public")
+				}
+				defer pl.Close()
+				go discovery.ServePublic(pl, env.sk, publishedProfiles(env.st, env.sk.ID()))
+				fmt.Fprintf(a.Err(), "sublog: answering identity proofs and public profile requests for %s on %s\n", env.sk.ID(), pl.Addr())
+			}
 			opt := a.sessionOptions(env, open)
 			blobs, err := openBlobs(a)
 			if err != nil {
@@ -224,8 +257,22 @@ latter is then refused for a while (1 s, doubling).`,
 	f.IntVar(&q.WindowLogs, "window-logs", q.WindowLogs, "new logs one peer may push per window")
 	f.IntVar(&q.WindowCards, "window-cards", q.WindowCards, "cards one peer may push per window")
 	f.StringVar(&wBytes, "window-bytes", "256Mi", "card bytes one peer may push per window")
+	f.StringVar(&public, "public", "", "also answer identity proofs and requests for this identity's public profile cards, from anyone, on HOST:PORT ('sublog fetch-profile')")
 	f.StringVar(&blobRate, "blob-rate", "", "cap each blob transfer at this many bytes per second (10Mi); default no cap")
 	return c
+}
+
+// publishedProfiles is what 'serve --public' hands a stranger by card ID:
+// only the serving identity's own profile cards, and only unsealed ones
+// (the cards a token or PKARR packet names); nothing else is ever served.
+func publishedProfiles(st *sublog.Store, self key.ID) discovery.Profiles {
+	return func(id card.ID) ([]byte, bool) {
+		c, err := st.GetByID(id)
+		if err != nil || c.Author() != self || c.Kind() != card.KindProfile || c.PolicyRef() != nil {
+			return nil, false
+		}
+		return bytes.Clone(c.Bytes()), true
+	}
 }
 
 func orDefault(v, d int) int {
@@ -432,8 +479,13 @@ receiving side) are written.`,
 			if err != nil {
 				return rejected(err, "")
 			}
+			a.tellWithheld(stats, forID == "")
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs})
+				out := map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs}
+				if len(stats.Withheld) > 0 {
+					out["withheld"] = stats.Withheld
+				}
+				return a.PrintJSON(out)
 			}
 			fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
 			return nil
@@ -483,7 +535,9 @@ func newImportCmd(a *App) *cobra.Command {
 				}
 			}
 			update, finish := a.syncProgress("importing")
-			stats, rej, err := lsync.Import(br, env.st, lsync.ImportOptions{Secret: sk, Progress: update, SpoolDir: env.home.Dir})
+			// The trust rule decides which logs of the bundle are stored,
+			// exactly as for a sync with the exporter.
+			stats, rej, err := lsync.Import(br, env.st, lsync.ImportOptions{Secret: sk, Policy: env.pol, Progress: update, SpoolDir: env.home.Dir})
 			finish()
 			if err != nil {
 				hint := "the file is damaged or altered: ask the sender for a fresh copy"
@@ -507,7 +561,14 @@ func newImportCmd(a *App) *cobra.Command {
 				return err
 			}
 			if stats.Rejected > 0 {
-				return rejected(fmt.Errorf("%d cards in %s were refused (the first listed above)", stats.Rejected, name), "")
+				hint := ""
+				for _, r := range rej {
+					if errors.Is(r.Err, lsync.ErrNotTaken) {
+						hint = fmt.Sprintf("%s is not trusted here: 'sublog trust %s' takes what it vouches for, 'sublog follow AUTHOR' takes one log from anyone", stats.Peer, stats.Peer)
+						break
+					}
+				}
+				return rejected(fmt.Errorf("%d cards in %s were refused (the first listed above)", stats.Rejected, name), hint)
 			}
 			return nil
 		},

@@ -199,6 +199,10 @@ func TestLaptopsOfflineViaBundles(t *testing.T) {
 	o := homes["owner"]
 	for _, d := range []string{"l1", "l2", "l3"} {
 		o.ok("", "delegate", ids[d])
+		// Pairing: the device trusts its owner; once the delegation is
+		// stored the owner and its other devices are the device's own user
+		// (the trust rule), and the owner's home takes its devices' logs.
+		homes[d].ok("", "trust", ids["owner"])
 	}
 	o.ok(m(1, "1.0.0", "64Mi"), "append", "-")
 	send("owner", "l1", "l2", "l3")
@@ -215,7 +219,16 @@ func TestLaptopsOfflineViaBundles(t *testing.T) {
 
 	send("l1", "l2", "owner")
 	send("l2", "l1", "owner")
-	send("l3", "owner", "l1", "l2")
+	// The revoked device is trusted nowhere any more: its bundle is refused
+	// whole (the trust rule), and nothing of it is stored.
+	f := dir + "/l3-late.bundle"
+	homes["l3"].ok("", "export", "--out", f)
+	for _, n := range []string{"owner", "l1", "l2"} {
+		_, stderr, code := homes[n].run("", "import", f)
+		if code != 1 || !strings.Contains(stderr, "not a log this home takes") {
+			t.Fatalf("%s took the revoked device's bundle: %d %s", n, code, stderr)
+		}
+	}
 	send("owner", "l1", "l2", "l3")
 
 	type view struct {
@@ -260,7 +273,11 @@ func TestLaptopsOfflineViaBundles(t *testing.T) {
 		t.Fatalf("status does not show the conflict:\n%s", text)
 	}
 	audit := o.ok("", "replay", "--audit")
-	if !strings.Contains(audit, "ignored:") || !strings.Contains(audit, "delegation revoked") {
-		t.Fatalf("audit does not show the revoked device's card as ignored:\n%s", audit)
+	if !strings.Contains(audit, "revoked: its intent counts up to its seq 1") {
+		t.Fatalf("audit does not show the revocation:\n%s", audit)
+	}
+	// The revoked device's later card was never stored by the owner.
+	if l3 := o.ok("", "log", ids["l3"], "--json"); strings.Contains(l3, `"seq": 2`) {
+		t.Fatalf("the owner stored the revoked device's later card:\n%s", l3)
 	}
 }

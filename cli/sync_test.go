@@ -3,6 +3,7 @@ package cli_test
 import (
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,6 +28,17 @@ func syncParams() testscript.Params {
 					ts.Fatalf("usage: envfile VAR FILE")
 				}
 				ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile(args[1])))
+			},
+			// grab VAR REGEXP: set VAR to the first group of REGEXP in the last stdout.
+			"grab": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 || neg {
+					ts.Fatalf("usage: grab VAR REGEXP")
+				}
+				m := regexp.MustCompile(args[1]).FindStringSubmatch(ts.ReadFile("stdout"))
+				if len(m) < 2 {
+					ts.Fatalf("grab: no match for %q in stdout", args[1])
+				}
+				ts.Setenv(args[0], m[1])
 			},
 			// freeport VAR: a free loopback port in VAR.
 			"freeport": func(ts *testscript.TestScript, neg bool, args []string) {

@@ -47,7 +47,12 @@ host verify
 step "Audit: the timeline of every card across both logs, with author, seq, kind, time and ID"
 host replay --audit
 
-step "The host consents to run the counter micro-app (WASM), under caps, and serves requests"
+step "The laptop holds the counter micro-app's key (its publisher's, never the host's) and signs its bundle card"
+install -m 0600 "$EX/counter/peer.key" "$WORK/laptop/keys/counter.key"
+laptop bundle publish --as counter "$EX/counter/counter.bundle"
+laptop sync --command "'$BIN' --home '$WORK/host' sync --stdio"
+
+step "The host consents to run the counter (WASM) by its identity, under caps, and serves requests"
 COUNTER=$(host bundle inspect --json "$EX/counter/counter.bundle" | sed -n 's/.*"peer": "\([a-z0-9]*\)".*/\1/p' | head -1)
 GRANT=$(host grant "$COUNTER" --caps req,kv --memory 64Mi --cpu 500ms | awk '{print $2}')
 echo "grant $GRANT"

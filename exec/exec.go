@@ -49,6 +49,10 @@ var (
 	ErrCorrupt      = errors.New("exec: corrupt executor state")
 	ErrClosed       = errors.New("exec: host closed")
 	ErrBadHandoff   = errors.New("exec: bad handoff")
+	// ErrUnprovenPeer: a grant names the bundle's peer identity, but no
+	// bundle card signed by that peer (or by an owner the peer's own log
+	// delegates to) names this bundle: the manifest's peer is only a claim.
+	ErrUnprovenPeer = errors.New("exec: the bundle's peer identity is not proven")
 )
 
 // Log is what the executor needs of the log store: the host's own cards, in
@@ -142,6 +146,7 @@ func Open(cfg Config) (*Host, error) {
 		peers: map[key.ID]*peer{}, modules: map[bundle.Hash][]byte{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	h.idx.prove = h.provePeer
 	if err := h.refresh(); err != nil {
 		cache.Close(context.Background())
 		return nil, err

@@ -2,6 +2,7 @@ package exec
 
 import (
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -61,6 +62,9 @@ func (g *grant) expired(now time.Time) bool {
 // grantIndex folds the host's own log into its grants and revocations. It is
 // fed incrementally: cards are scanned from the last seen sequence number.
 type grantIndex struct {
+	// prove checks that a bundle's manifest peer is proven (Host.provePeer);
+	// nil proves nothing.
+	prove   func(*bundle.Bundle) error
 	seen    uint64
 	grants  map[card.ID]*grant
 	order   []*grant // by seq
@@ -140,8 +144,9 @@ func (x *grantIndex) dead(g *grant, now time.Time) string {
 // ErrNoGrant; with covering grants that all allow less than the manifest
 // asks, ErrExceedsGrant naming the first shortfall.
 func (x *grantIndex) match(b *bundle.Bundle, now time.Time) (*grant, error) {
-	var shortfall error
+	var shortfall, unproven error
 	var deadWhy string
+	proofDone := false
 	for i := len(x.order) - 1; i >= 0; i-- {
 		g := x.order[i]
 		if g.body.Peer != nil && g.peer != b.Peer() {
@@ -149,6 +154,20 @@ func (x *grantIndex) match(b *bundle.Bundle, now time.Time) (*grant, error) {
 		}
 		if g.body.Bundle != nil && g.bndl != b.Hash() {
 			continue
+		}
+		// A grant by peer identity alone admits only code whose peer is
+		// proven (a grant naming the hash consented to these exact bytes).
+		if g.body.Bundle == nil {
+			if !proofDone {
+				proofDone = true
+				unproven = fmt.Errorf("%w: no proof was looked for", ErrUnprovenPeer)
+				if x.prove != nil {
+					unproven = x.prove(b)
+				}
+			}
+			if unproven != nil {
+				continue
+			}
 		}
 		if why := x.dead(g, now); why != "" {
 			if deadWhy == "" {
@@ -167,10 +186,76 @@ func (x *grantIndex) match(b *bundle.Bundle, now time.Time) (*grant, error) {
 	if shortfall != nil {
 		return nil, shortfall
 	}
+	if unproven != nil {
+		return nil, fmt.Errorf("%w for peer %s bundle %s: %w", ErrNoGrant, b.Peer(), b.Hash(), unproven)
+	}
 	if deadWhy != "" {
 		return nil, fmt.Errorf("%w for peer %s bundle %s: %s", ErrNoGrant, b.Peer(), b.Hash(), deadWhy)
 	}
 	return nil, fmt.Errorf("%w for peer %s bundle %s", ErrNoGrant, b.Peer(), b.Hash())
+}
+
+// provePeer checks the manifest's peer claim against the cards this host
+// holds: a `bundle` card naming the bundle's hash and peer must be signed by
+// the peer's own key, or by an identity the peer's own log delegates to (its
+// owner, who then speaks for it; kinds.Delegations, the same reading the
+// trust rule uses). The peer's secret key is its publisher's, never the
+// host's (ARCHITECTURE.md, Execution).
+func (h *Host) provePeer(b *bundle.Bundle) error {
+	p, hash := b.Peer(), b.Hash()
+	var dels kinds.Delegations
+	if publishes(h.cfg.Log, p, p, hash, &dels) {
+		return nil
+	}
+	owners := dels.Live(p, h.cfg.Now().Unix())
+	for _, o := range owners {
+		if publishes(h.cfg.Log, o, p, hash, nil) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no bundle card for %s signed by %s or an owner it delegates to (%d known); publish it with 'sublog bundle publish FILE --as PEER'",
+		ErrUnprovenPeer, hash, p, len(owners))
+}
+
+// publishes reports whether author's log holds a bundle card naming hash
+// and peer; dels, when set, also folds the log's delegations.
+func publishes(l Log, author, peer key.ID, hash bundle.Hash, dels *kinds.Delegations) bool {
+	found := false
+	_ = l.Scan(author, 1, func(c *card.Card) error {
+		switch c.Kind() {
+		case card.KindBundle:
+			var bb BundleBody
+			if c.DecodeBody(&bb) == nil && string(bb.Hash) == string(hash[:]) && string(bb.Peer) == string(peer.Bytes()) {
+				found = true
+			}
+		case card.KindDelegate:
+			var d kinds.DelegateBody
+			if dels != nil && c.DecodeBody(&d) == nil {
+				dels.Delegate(c.ID(), d)
+			}
+		case card.KindRevoke:
+			var r kinds.RevokeBody
+			if dels != nil && c.DecodeBody(&r) == nil {
+				if id, err := card.IDFromBytes(r.Card); err == nil {
+					dels.Withdraw(id)
+				}
+			}
+		case card.KindCRL:
+			var r kinds.CRLBody
+			if dels != nil && c.DecodeBody(&r) == nil {
+				for _, x := range r.Revoked {
+					if id, err := card.IDFromBytes(x); err == nil {
+						dels.Withdraw(id)
+					}
+				}
+			}
+		}
+		if found {
+			return io.EOF
+		}
+		return nil
+	})
+	return found
 }
 
 // allows checks that the manifest asks for no more than the grant gives.

@@ -208,6 +208,7 @@ func TestRefusedBundles(t *testing.T) {
 		asking := rebuild(t, raw, func(m *bundle.Manifest) {
 			m.Limits = bundle.Limits{CPUReqMS: l.CPUReqMS * 2, Instances: l.Instances * 2, Disk: l.Disk * 2, CPUTotalMS: l.CPUTotalMS * 2}
 		})
+		e.prove(asking)
 		if _, err := e.host.Deploy(ctx, asking, bundle.Hash{}); !errors.Is(err, ErrExceedsGrant) {
 			t.Fatalf("%+v: %v", l, err)
 		}
@@ -215,6 +216,7 @@ func TestRefusedBundles(t *testing.T) {
 	// A module whose minimum memory is over the cap is refused at deploy.
 	e.grantPeer(raw, reqKV, bundle.Limits{Memory: 1 << 20})
 	tiny := rebuild(t, raw, func(m *bundle.Manifest) { m.Limits = bundle.Limits{Memory: 1 << 20} })
+	e.prove(tiny)
 	if _, err := e.host.Deploy(ctx, tiny, bundle.Hash{}); !errors.Is(err, ErrMemoryCap) {
 		t.Fatalf("memory under the module's minimum: %v", err)
 	}
@@ -287,6 +289,7 @@ func TestExpiry(t *testing.T) {
 	e := newEnv(t, "host", nil, nil)
 	raw := example(t, "counter")
 	b, _ := bundle.Decode(raw)
+	e.prove(raw)
 	e.grant(GrantBody{Peer: b.Manifest.Peer, Caps: reqKV, Expires: e.clock.Unix(time.Hour)})
 	p := e.deploy(raw)
 	e.mustCall(p, "inc")

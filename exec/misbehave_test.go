@@ -92,6 +92,7 @@ func TestInstrumentedLoopFreeStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.prove(raw)
 	e.grant(GrantBody{Peer: peer.Bytes()})
 	e.deploy(raw)
 	// Small trees run normally.

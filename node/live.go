@@ -12,7 +12,6 @@ import (
 	"time"
 
 	sublog "github.com/sublog/sublog/log"
-	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	lsync "github.com/sublog/sublog/sync"
@@ -20,8 +19,9 @@ import (
 	"github.com/sublog/sublog/sync/transport"
 )
 
-// Lists is the sync policy of a home as of now: its own identities and the
-// devices they delegate to, and the trust and follow lists of peers.json.
+// Lists is the sync policy of a home as of now: the one trust rule
+// (sync.TrustFor) over its own identities, the devices they delegate to, and
+// the trust and follow lists of peers.json.
 func Lists(h *home.Home, st *sublog.Store, now int64) (*lsync.Lists, error) {
 	named, err := h.Identities()
 	if err != nil {
@@ -31,49 +31,11 @@ func Lists(h *home.Home, st *sublog.Store, now int64) (*lsync.Lists, error) {
 	for _, n := range named {
 		self = append(self, n.ID)
 	}
-	self = append(self, devices(st, self, now)...)
 	peers, err := h.Peers()
 	if err != nil {
 		return nil, fmt.Errorf("%w (fix or remove %s)", err, filepath.Join(h.Dir, home.PeersFile))
 	}
-	return lsync.NewLists(self, peers.Trust, peers.Follow), nil
-}
-
-// delegateBody is the part of a delegate card the policy reads.
-type delegateBody struct {
-	Device  []byte `cbor:"device"`
-	Until   int64  `cbor:"until,omitempty"`
-	Revoked bool   `cbor:"revoked,omitempty"`
-}
-
-// devices are the identities the home's own identities delegate to, as of
-// now (a later delegate card for the same device overrides an earlier one).
-func devices(st *sublog.Store, own []key.ID, now int64) []key.ID {
-	var out []key.ID
-	for _, id := range own {
-		active := map[key.ID]bool{}
-		st.Scan(id, 1, func(c *card.Card) error {
-			if c.Kind() != card.KindDelegate {
-				return nil
-			}
-			var d delegateBody
-			if c.DecodeBody(&d) != nil {
-				return nil
-			}
-			dev, err := key.IDFromBytes(d.Device)
-			if err != nil {
-				return nil
-			}
-			active[dev] = !d.Revoked && (d.Until == 0 || d.Until > now)
-			return nil
-		})
-		for dev, ok := range active {
-			if ok {
-				out = append(out, dev)
-			}
-		}
-	}
-	return out
+	return lsync.TrustFor(st, self, peers.Trust, peers.Follow, now), nil
 }
 
 // livePolicy is the current Lists, swapped on reconfigure.

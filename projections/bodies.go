@@ -13,16 +13,8 @@ type IntentBody struct {
 	Changes []byte `cbor:"changes"`
 }
 
-// DelegateBody is the body of a delegate card. Upto is only meaningful with
-// Revoked: the last sequence number of the device's log whose intent still
-// counts (absent: none of it).
-type DelegateBody struct {
-	Device   []byte   `cbor:"device"`
-	Services []string `cbor:"services,omitempty"`
-	Until    int64    `cbor:"until,omitempty"`
-	Revoked  bool     `cbor:"revoked,omitempty"`
-	Upto     *uint64  `cbor:"upto,omitempty"`
-}
+// DelegateBody is the body of a delegate card (defined once in log/kinds).
+type DelegateBody = kinds.DelegateBody
 
 // ProfileBody is a host's capability profile.
 type ProfileBody struct {

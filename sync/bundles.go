@@ -93,7 +93,11 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 		}
 		next := from
 		err := st.Scan(h.Author, from, func(c *card.Card) error {
-			if c.Seq() > last || !MayLeave(c, o.For, o.Policy) {
+			if c.Seq() > last {
+				return io.EOF
+			}
+			if !MayLeave(c, o.For, o.Policy) {
+				stats.Withheld = append(stats.Withheld, withheld(c))
 				return io.EOF // (a card that may not leave holds back the rest of its log)
 			}
 			if c.Seq() != next {
@@ -185,9 +189,12 @@ func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) 
 			return fmt.Errorf("%w: %v", bundle.ErrMalformed, err)
 		}
 		if o.Policy != nil && !o.Policy.Accept(exporter, author) {
-			reason := errors.New("not a log this home takes from the exporter")
+			why := fmt.Errorf("%w: %s's log from exporter %s", ErrNotTaken, author, exporter)
+			if m.T == proto.TFork {
+				refuse(reject(author, 0, why))
+			}
 			for i := range m.Cards {
-				refuse(reject(author, m.From+uint64(i), reason))
+				refuse(reject(author, m.From+uint64(i), why))
 			}
 			return nil
 		}

@@ -1,9 +1,13 @@
 package sync
 
 import (
+	"fmt"
+	"maps"
+
 	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/log/kinds"
 )
 
 // Policy decides who syncs what. Visible says whether peer may learn that
@@ -45,6 +49,23 @@ func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
 	return false
 }
 
+// Withheld says that a log was sent (or exported) only up to a card that may
+// not leave for this peer: the card at From and every later card of the log
+// stayed here (a log is a chain; see MayLeave).
+type Withheld struct {
+	Author key.ID `json:"author"`
+	From   uint64 `json:"from"`
+	Reason string `json:"reason"`
+}
+
+func withheld(c *card.Card) Withheld {
+	reason := "its capsule cannot be read"
+	if p, _, err := capsule.PolicyOf(c); err == nil {
+		reason = fmt.Sprintf("distribution %s (visibility %s)", p.Distribution, p.Visibility)
+	}
+	return Withheld{Author: c.Author(), From: c.Seq(), Reason: reason}
+}
+
 // Lists is the default policy, from the lists a home keeps:
 //   - Self: this user's own identities and devices. They see every log and
 //     everything they offer is accepted.
@@ -57,6 +78,95 @@ func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
 // lists decide disclosure and storage, not validity.
 type Lists struct {
 	Self, Trusted, Follow map[key.ID]bool
+}
+
+// TrustFor applies the trust rule (ARCHITECTURE.md, "The trust rule") to a
+// home's lists and the delegations its store holds, as of now:
+//
+//   - Self: the home's own identities; every identity on its lists that
+//     delegates to one of them (the owner of this device: a device speaks for
+//     its owner, so they are one user); and every device the own identities
+//     and those owners delegate to.
+//   - Trusted: the trust list and every device a trusted identity delegates
+//     to (trust follows delegation).
+//   - Follow: the follow list and every device a followed identity
+//     delegates to (an owner's intent is written by its devices).
+//
+// Delegations are read from the store, so they are what the owners signed,
+// never what a peer claims; only live ones count (see Devices).
+func TrustFor(st Store, own, trust, follow []key.ID, now int64) *Lists {
+	l := NewLists(own, nil, nil)
+	mine := l.Self
+	devs := map[key.ID][]key.ID{}
+	devices := func(o key.ID) []key.ID {
+		d, ok := devs[o]
+		if !ok {
+			d = Devices(st, o, now)
+			devs[o] = d
+		}
+		return d
+	}
+	for _, x := range append(append([]key.ID(nil), trust...), follow...) {
+		for _, d := range devices(x) {
+			if mine[d] {
+				l.Self[x] = true // x is this device's owner
+			}
+		}
+	}
+	for x := range maps.Clone(l.Self) {
+		for _, d := range devices(x) {
+			l.Self[d] = true
+		}
+	}
+	for _, x := range trust {
+		l.Trusted[x] = true
+		for _, d := range devices(x) {
+			l.Trusted[d] = true
+		}
+	}
+	for _, x := range follow {
+		l.Follow[x] = true
+		for _, d := range devices(x) {
+			l.Follow[d] = true
+		}
+	}
+	return l
+}
+
+// Devices lists the devices owner's stored log delegates to, live at now: a
+// delegate card of owner names the device, its until (if any) is after now,
+// and neither a later delegate card revoking the device (a revoked device
+// stays revoked) nor a revoke or crl card of owner naming the delegation
+// withdrew it. Cards that do not decode are ignored. Sorted, no repeats.
+func Devices(st Store, owner key.ID, now int64) []key.ID {
+	var d kinds.Delegations
+	_ = st.Scan(owner, 1, func(c *card.Card) error {
+		switch c.Kind() {
+		case card.KindDelegate:
+			var b kinds.DelegateBody
+			if c.DecodeBody(&b) == nil {
+				d.Delegate(c.ID(), b)
+			}
+		case card.KindRevoke:
+			var b kinds.RevokeBody
+			if c.DecodeBody(&b) == nil {
+				if id, err := card.IDFromBytes(b.Card); err == nil {
+					d.Withdraw(id)
+				}
+			}
+		case card.KindCRL:
+			var b kinds.CRLBody
+			if c.DecodeBody(&b) == nil {
+				for _, r := range b.Revoked {
+					if id, err := card.IDFromBytes(r); err == nil {
+						d.Withdraw(id)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return d.Live(owner, now)
 }
 
 // NewLists builds a Lists policy.

@@ -87,11 +87,14 @@ type Stats struct {
 	Forks    int    `json:"forks"`    // fork proofs stored
 	// Forked names the authors whose fork proof this side stored, in order
 	// of author; Refused says why cards were refused (the first MaxListed).
-	Forked   []key.ID    `json:"forked,omitempty"`
-	Refused  []Rejection `json:"refused,omitempty"`
-	Rounds   int         `json:"rounds"`   // reconciliation messages this side sent
-	BytesIn  int64       `json:"bytes_in"` // on the wire, handshake included
-	BytesOut int64       `json:"bytes_out"`
+	Forked  []key.ID    `json:"forked,omitempty"`
+	Refused []Rejection `json:"refused,omitempty"`
+	// Withheld lists the logs this side sent only up to a card that may not
+	// leave for the peer (the rest of each such log stayed here).
+	Withheld []Withheld `json:"withheld,omitempty"`
+	Rounds   int        `json:"rounds"`   // reconciliation messages this side sent
+	BytesIn  int64      `json:"bytes_in"` // on the wire, handshake included
+	BytesOut int64      `json:"bytes_out"`
 }
 
 // String is the one-line summary the CLI prints.
@@ -780,7 +783,7 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := s.send(w, &proto.Msg{T: proto.TCards, Author: p.Author.Bytes(), From: first, Cards: batch})
+		err := s.send(w, proto.CardsMsg(p.Author, first, batch))
 		if err != nil {
 			return err
 		}
@@ -795,7 +798,13 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 	next := p.From
 	to := min(p.To, uncontested(s.st, p.Author))
 	err := s.st.Scan(p.Author, p.From, func(c *card.Card) error {
-		if c.Seq() > to || !MayLeave(c, &s.peer, s.opt.Policy) {
+		if c.Seq() > to {
+			return io.EOF
+		}
+		if !MayLeave(c, &s.peer, s.opt.Policy) {
+			s.mu.Lock()
+			s.stats.Withheld = append(s.stats.Withheld, withheld(c))
+			s.mu.Unlock()
 			return io.EOF // (a card that may not leave holds back the rest of its log)
 		}
 		if c.Seq() != next {

@@ -54,6 +54,10 @@ var (
 var (
 	// ErrStalled: the peer made no progress within the timeout and was dropped.
 	ErrStalled = errors.New("sync: peer stalled")
+	// ErrNotTaken: the trust rule does not take this log from this
+	// peer or exporter (it is neither trusted nor one of this home's, and
+	// the log is not one the home follows).
+	ErrNotTaken = errors.New("sync: not a log this home takes from this source")
 	// ErrWrongOwner: a card is not of the log it was sent as.
 	ErrWrongOwner = errors.New("sync: card of another author than announced")
 )

@@ -546,8 +546,20 @@ func fixedEnvelope(b []byte) (envelope, protectedHeader, bool) {
 // payload map and its body, MaxElements items per array or map, no NaN or
 // infinity, valid UTF-8, no duplicate keys), a canonical body, and valid
 // fields.
+//
+// A payload in its canonical layout is read by the fast path (fastPayload:
+// no reflection, no re-encoding); anything else by the general strict
+// decoder, which names the defect.
 func checkPayload(pb []byte) (payload, error) {
-	var p payload
+	p, fast := fastPayload(pb)
+	if fast {
+		if p.Body != nil {
+			if err := canon.Check(p.Body); err != nil {
+				return p, fmt.Errorf("card payload: body: %w", err)
+			}
+		}
+		return p, p.validate()
+	}
 	if err := canon.UnmarshalExact(pb, &p); err != nil {
 		if errors.Is(err, canon.ErrTooDeep) {
 			return p, fmt.Errorf("card payload: over the card limits (%d levels of nesting counting the payload and its body, so %d for the body; %d items per list or map): %w",

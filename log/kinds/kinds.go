@@ -1,7 +1,7 @@
 // Package kinds owns the Go form of the card bodies that several packages
 // read the same way (ARCHITECTURE.md, "Bodies of the kinds sublog
 // interprets"): grant (with the limits bundle manifests share), observe,
-// revoke and crl. One definition and one validation, so the executor, the
+// delegate, revoke and crl. One definition and one validation, so the executor, the
 // projections and the revocation code cannot drift apart. It imports only
 // log/key.
 package kinds
@@ -45,6 +45,18 @@ const (
 	StateFailed    = "failed"
 	StateStopped   = "stopped"
 )
+
+// DelegateBody is the body of a delegate card: the author (an owner) lets
+// Device speak for it. Upto is only meaningful with Revoked: the last
+// sequence number of the device's log whose intent still counts (absent:
+// none of it).
+type DelegateBody struct {
+	Device   []byte   `cbor:"device"`
+	Services []string `cbor:"services,omitempty"`
+	Until    int64    `cbor:"until,omitempty"`
+	Revoked  bool     `cbor:"revoked,omitempty"`
+	Upto     *uint64  `cbor:"upto,omitempty"`
+}
 
 // RevokeBody is the body of a `revoke` card: the author withdraws one of
 // its own earlier cards, {card: bstr32, reason?: text}.
@@ -152,4 +164,62 @@ func (g *GrantBody) Validate() error {
 		return errors.New("negative expiry")
 	}
 	return g.Limits.Validate()
+}
+
+// Delegations folds one owner's delegate cards and the revoke and crl
+// cards of the same owner (in any order) into the devices it delegates to:
+// the one reading of "who speaks for this identity" that the trust rule
+// (sync) and the executor's peer proof share. A device counts while one of
+// its delegate cards is live: not withdrawn by a revoke or crl entry naming
+// it, until (if set) after now; and never again once any delegate card of
+// the owner revokes it (a revoked device stays revoked).
+type Delegations struct {
+	cards     map[[32]byte]delegation
+	revoked   map[key.ID]bool
+	withdrawn map[[32]byte]bool
+}
+
+type delegation struct {
+	dev   key.ID
+	until int64
+}
+
+// Delegate folds a delegate card (its ID and body); a malformed device is ignored.
+func (d *Delegations) Delegate(id [32]byte, b DelegateBody) {
+	dev, err := key.IDFromBytes(b.Device)
+	if err != nil {
+		return
+	}
+	if d.cards == nil {
+		d.cards, d.revoked, d.withdrawn = map[[32]byte]delegation{}, map[key.ID]bool{}, map[[32]byte]bool{}
+	}
+	if b.Revoked {
+		d.revoked[dev] = true
+		return
+	}
+	d.cards[id] = delegation{dev, b.Until}
+}
+
+// Withdraw folds a revoke card or crl entry of the owner naming card id.
+func (d *Delegations) Withdraw(id [32]byte) {
+	if d.withdrawn == nil {
+		d.cards, d.revoked, d.withdrawn = map[[32]byte]delegation{}, map[key.ID]bool{}, map[[32]byte]bool{}
+	}
+	d.withdrawn[id] = true
+}
+
+// Live lists the devices delegated to at now, sorted, without repeats;
+// owner itself is never listed.
+func (d *Delegations) Live(owner key.ID, now int64) []key.ID {
+	seen := map[key.ID]bool{}
+	var out []key.ID
+	for id, g := range d.cards {
+		if d.withdrawn[id] || d.revoked[g.dev] || (g.until != 0 && g.until <= now) || seen[g.dev] || g.dev == owner {
+			continue
+		}
+		seen[g.dev] = true
+		out = append(out, g.dev)
+	}
+	slices.SortFunc(out, key.ID.Compare)
+	return out
 }

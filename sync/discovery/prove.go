@@ -101,7 +101,12 @@ func (p *ChallengeProver) Prove(ctx context.Context, addr string, want key.ID) e
 
 // ServeProofs answers the challenge protocol for sk on ln until ln is
 // closed; it returns nil then.
-func ServeProofs(ln net.Listener, sk *key.Secret) error {
+func ServeProofs(ln net.Listener, sk *key.Secret) error { return ServePublic(ln, sk, nil) }
+
+// ServePublic answers the challenge protocol for sk and public-profile
+// requests for the cards profiles publishes (nil: none) on ln until ln is
+// closed; it returns nil then.
+func ServePublic(ln net.Listener, sk *key.Secret, profiles Profiles) error {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -114,17 +119,24 @@ func ServeProofs(ln net.Listener, sk *key.Secret) error {
 			}
 			return err
 		}
-		go answerProof(conn, sk)
+		go answerProof(conn, sk, profiles)
 	}
 }
 
-func answerProof(conn net.Conn, sk *key.Secret) {
+func answerProof(conn net.Conn, sk *key.Secret, profiles Profiles) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	// The magic first, so another protocol's client (a channel handshake
 	// trying this address) is turned away at once instead of at the deadline.
 	req := make([]byte, len(proofMagic)+32)
-	if _, err := io.ReadFull(conn, req[:len(proofMagic)]); err != nil || !bytes.Equal(req[:len(proofMagic)], []byte(proofMagic)) {
+	if _, err := io.ReadFull(conn, req[:len(proofMagic)]); err != nil {
+		return
+	}
+	if bytes.Equal(req[:len(profileMagic)], []byte(profileMagic)) {
+		answerProfile(conn, profiles)
+		return
+	}
+	if !bytes.Equal(req[:len(proofMagic)], []byte(proofMagic)) {
 		return
 	}
 	if _, err := io.ReadFull(conn, req[len(proofMagic):]); err != nil {

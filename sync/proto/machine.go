@@ -147,6 +147,12 @@ func (m *Machine) Step(msg *Msg) (Output, error) {
 	if err := msg.check(); err != nil {
 		return Output{}, err
 	}
+	if msg.T == TCardsCompact { // Decode expands these; a caller may not have
+		var err error
+		if msg, err = expand(msg); err != nil {
+			return Output{}, err
+		}
+	}
 	if m.peerDone {
 		return Output{}, fmt.Errorf("%w: type %d after done", ErrUnexpected, msg.T)
 	}

@@ -16,8 +16,10 @@ import (
 	"github.com/sublog/sublog/log/key"
 )
 
-// Version is the protocol version carried in every Ranges message.
-const Version = 1
+// Version is the protocol version carried in every Ranges message. Version
+// 2 added the compact Cards message (TCardsCompact); a peer of another
+// version is refused with ErrVersion at its first Ranges message.
+const Version = 2
 
 // Limits of the wire format.
 const (
@@ -42,6 +44,10 @@ const (
 	TFork    = 4 // a fork proof: two cards of one author at one seq
 	TDone    = 5 // the sender has sent everything it will send
 	TRefuse  = 6 // the sender ends the session on purpose, and says why
+	// TCardsCompact is TCards with each card in its elided form
+	// (card.Elide): Decode rebuilds the exact card bytes and returns a TCards
+	// message, so nothing past Decode ever sees the compact form.
+	TCardsCompact = 7
 )
 
 // MaxReason bounds a Refuse message's reason.
@@ -189,7 +195,53 @@ func Decode(b []byte) (*Msg, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
+	if m.T == TCardsCompact {
+		return expand(&m)
+	}
 	return &m, nil
+}
+
+// CardsMsg is the Cards message for a chain segment of author's log
+// starting at seq from: the compact form when every card elides (each
+// card's author and kid, and after the first its prev when it is the
+// previous card's ID) and rebuilds to its exact bytes, else the plain form.
+func CardsMsg(author key.ID, from uint64, cards [][]byte) *Msg {
+	plain := &Msg{T: TCards, Author: author.Bytes(), From: from, Cards: cards}
+	out := make([][]byte, len(cards))
+	var prev *card.ID
+	for i, c := range cards {
+		e, ok := card.Elide(c, author, prev)
+		if !ok {
+			return plain
+		}
+		back, err := card.Rebuild(e, author, prev)
+		if err != nil || string(back) != string(c) {
+			return plain // a layout the rebuild would not reproduce: send it whole
+		}
+		out[i] = e
+		id := card.IDOf(c)
+		prev = &id
+	}
+	return &Msg{T: TCardsCompact, Author: author.Bytes(), From: from, Cards: out}
+}
+
+// expand rebuilds a compact Cards message into the TCards message it stands
+// for. A card that cannot be rebuilt refuses the whole message
+// (ErrMalformed); a rebuilt card is still only bytes to verify.
+func expand(m *Msg) (*Msg, error) {
+	author, _ := key.IDFromBytes(m.Author) // checked by m.check
+	cards := make([][]byte, len(m.Cards))
+	var prev *card.ID
+	for i, e := range m.Cards {
+		c, err := card.Rebuild(e, author, prev)
+		if err != nil {
+			return nil, fmt.Errorf("%w: compact card %d: %w", ErrMalformed, i, err)
+		}
+		cards[i] = c
+		id := card.IDOf(c)
+		prev = &id
+	}
+	return &Msg{T: TCards, Author: m.Author, From: m.From, Cards: cards}, nil
 }
 
 func (m *Msg) check() error {
@@ -243,7 +295,7 @@ func (m *Msg) check() error {
 				return bad("range %d: mode %d", i, r.Mode)
 			}
 		}
-	case TCards:
+	case TCards, TCardsCompact:
 		if err := author(); err != nil {
 			return err
 		}
