@@ -13,6 +13,7 @@ import (
 	"github.com/sublog/sublog/exec"
 	"github.com/sublog/sublog/exec/bundle"
 	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/log/kinds"
 )
@@ -38,10 +39,25 @@ func hostWithCounter(t testing.TB) (*Node, *key.Secret, key.ID, card.ID) {
 		t.Fatal(err)
 	}
 	h, sk := newHome(t, t.TempDir())
+	// The peer's publisher proves the bundle's peer identity with a bundle
+	// card signed by the peer's key (the example ships it).
+	pk, err := os.ReadFile(filepath.Join("..", "examples", "counter", "peer.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerSk, err := home.ParseKeyFile(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := quickConfig()
 	cfg.Listen = nil
 	cfg.Roles = []string{"host"}
 	n := start(t, h, cfg)
+	hash := b.Hash()
+	if _, err := n.Store().Append(peerSk, card.Draft{Kind: card.KindBundle, TS: time.Now().Unix(), ContentHash: hash[:],
+		Body: exec.BundleBody{Hash: hash[:], Name: b.Manifest.Name, Version: b.Manifest.Version, Peer: b.Manifest.Peer, Size: uint64(b.Size())}}); err != nil {
+		t.Fatal(err)
+	}
 	g, err := n.Store().Append(sk, card.Draft{Kind: card.KindGrant, TS: time.Now().Unix(),
 		Body: exec.GrantBody{Peer: b.Peer().Bytes(), Caps: []string{"kv", "req"}, Limits: kinds.Limits{Memory: 64 << 20, CPUReqMS: 2000}}})
 	if err != nil {
