@@ -166,7 +166,7 @@ func examplePeer(t testing.TB, peer key.ID) *key.Secret {
 			return sk
 		}
 	}
-	for _, n := range []string{"counter-2", "loopfree"} { // peers the tests make
+	for _, n := range []string{"counter-2", "loopfree", "recurse"} { // peers the tests make
 		if sk := secret(t, n); sk.ID() == peer {
 			return sk
 		}

@@ -43,6 +43,7 @@ func TestDeepRecursionStoppedAtStackBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.prove(raw)
 	e.grant(GrantBody{Peer: peer.Bytes()})
 	e.deploy(raw)
 	depth := func(n int) []byte { return make([]byte, n) } // the request's length is n
