@@ -322,9 +322,17 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	if s.initiator {
-		// The responder closes first once it has our Done; wait for that
-		// (bounded), so our Done is never cut off in flight.
+		// The responder closes first once it has our Done: the whole
+		// connection (a one-shot responder) or only the stream (a live
+		// node's link, which stays up); wait for either (bounded), so our
+		// Done is never cut off in flight.
+		eof := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, stream)
+			close(eof)
+		}()
 		select {
+		case <-eof:
 		case <-mux.CloseChan():
 		case <-time.After(s.opt.Timeout):
 		case <-ctx.Done():
