@@ -253,7 +253,7 @@ func TestBrowserStatusPage(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
 		defer cancel()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
@@ -433,5 +433,30 @@ func TestPageMatchesCLI(t *testing.T) {
 	}
 	if sy := page("sync"); !strings.Contains(sy, `data-session="`+w.idb.String()+`"`) {
 		t.Error("sync progress without JavaScript lacks the session with bob")
+	}
+}
+
+// TestUICommand: `sublog ui` without an instance fails (exit 1) with a
+// hint; `sublog up --ui` refuses a non-loopback address as a usage error
+// (exit 2) before it starts anything.
+func TestUICommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "h")
+	sublog(t, dir, "", "init")
+	run := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := cli.Main(append([]string{"--home", dir}, args...), strings.NewReader(""), &out, &errb, func(string) string { return "" })
+		return code, out.String() + errb.String()
+	}
+	if code, out := run("ui"); code != 1 || !strings.Contains(out, "sublog up") {
+		t.Errorf("ui without an instance: exit %d\n%s", code, out)
+	}
+	for _, a := range []string{"0.0.0.0:0", "192.0.2.1:80", ":0", "example.com:80"} {
+		code, out := run("up", "--listen=", "--ui", a)
+		if code != 2 || !strings.Contains(out, "loopback") {
+			t.Errorf("up --ui %s: exit %d\n%s", a, code, out)
+		}
+	}
+	if _, err := node.Dial(dir); err == nil {
+		t.Fatal("an instance runs after refused starts")
 	}
 }
