@@ -19,6 +19,7 @@ import (
 	"github.com/sublog/sublog/log/key"
 	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/discovery"
+	"github.com/sublog/sublog/ui"
 )
 
 // ConfigFile is the instance's settings file in the home.
@@ -79,6 +80,10 @@ type Config struct {
 		GCInterval Duration `yaml:"gc_interval" json:"gc_interval"`
 		GCGrace    Duration `yaml:"gc_grace" json:"gc_grace"`
 	} `yaml:"blobs" json:"blobs"`
+	UI struct {
+		// Listen is the status page's loopback address ("" = off).
+		Listen string `yaml:"listen" json:"listen"`
+	} `yaml:"ui" json:"ui"`
 }
 
 // Duration is a time.Duration written as "500ms", "1m".
@@ -155,6 +160,11 @@ limits:
 blobs:
   gc_interval: 1h0m0s   # how often blobs no stored card names are collected (0s = never)
   gc_grace: 1h0m0s      # an unnamed blob younger than this stays (a fetch before its grant)
+ui:
+  # The status page: a loopback address only (127.0.0.1, [::1] or localhost;
+  # port 0 picks a free one); "" = off. 'sublog up' prints its link with a
+  # fresh access token, 'sublog ui' prints it again.
+  listen: 127.0.0.1:0
 `
 
 // Default is the configuration with no file and no flags.
@@ -283,6 +293,11 @@ func (c *Config) Validate() error {
 	for _, p := range c.Sync.Peers {
 		if _, err := parseHint(p, time.Now()); err != nil {
 			return bad("sync.peers: %v", err)
+		}
+	}
+	if c.UI.Listen != "" {
+		if err := ui.CheckListen(c.UI.Listen); err != nil {
+			return bad("ui.listen: %v", err)
 		}
 	}
 	return nil
