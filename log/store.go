@@ -570,9 +570,9 @@ func cardSets(c *card.Card) []kv {
 	binary.BigEndian.PutUint64(hv, c.Seq())
 	copy(hv[8:], id[:])
 	return []kv{
-		{cardKey(c.Author(), c.Seq()), c.Bytes()},
-		{indexKey(id), cardKey(c.Author(), c.Seq())[1:]},
-		{headKey(c.Author()), hv},
+		{k: cardKey(c.Author(), c.Seq()), v: c.Bytes()},
+		{k: indexKey(id), v: cardKey(c.Author(), c.Seq())[1:]},
+		{k: headKey(c.Author()), v: hv},
 	}
 }
 
@@ -721,7 +721,7 @@ func (s *Store) forkWrites(stored []byte, c *card.Card) ([]kv, *ForkProof, error
 	if err != nil {
 		return nil, nil, err
 	}
-	return []kv{{forkKey(c.Author()), p.Encode()}}, p,
+	return []kv{{k: forkKey(c.Author()), v: p.Encode()}}, p,
 		fmt.Errorf("%w: %s at seq %d (proof stored)", ErrFork, c.Author(), p.Seq())
 }
 

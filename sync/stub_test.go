@@ -16,16 +16,6 @@ import (
 	"github.com/sublog/sublog/sync/transport"
 )
 
-func openStore(t *testing.T) *sublog.Store {
-	t.Helper()
-	st, err := sublog.Open(t.TempDir(), sublog.Options{Caps: testCaps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
 // stubsOf lists a store's stubs of author.
 func stubsOf(t *testing.T, st Store, author key.ID) []sublog.Stub {
 	t.Helper()
