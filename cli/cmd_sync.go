@@ -377,12 +377,23 @@ of a command this one starts (--command). Prints a one-line summary.`,
 			if modes != 1 {
 				return usage(errors.New("give exactly one of ADDR, --stdio or --command"))
 			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// The peer command starts first, so that its start (a process,
+			// a store to open) overlaps this side's.
+			var peer *peerCommand
+			if command != "" {
+				p, err := a.startCommand(ctx, command)
+				if err != nil {
+					return rejected(fmt.Errorf("sync: starting %s: %w", command, err), "")
+				}
+				peer = p
+				defer peer.abandon()
+			}
 			env, err := a.syncEnv()
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			opt := a.sessionOptions(env, open || !stdio)
 			out := a.Out()
 			var stats lsync.Stats
@@ -391,7 +402,7 @@ of a command this one starts (--command). Prints a one-line summary.`,
 				out = a.Err() // stdout carries the session
 				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.RawOut()), false, env.st, opt)
 			case command != "":
-				stats, err = a.syncCommand(ctx, command, env, opt)
+				stats, err = a.syncCommand(ctx, peer, env, opt)
 			default:
 				update, finish := a.syncProgress("syncing")
 				opt.Progress = update
@@ -425,7 +436,16 @@ of a command this one starts (--command). Prints a one-line summary.`,
 	return c
 }
 
-func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt lsync.Options) (lsync.Stats, error) {
+// peerCommand is the command a sync --command runs, with its pipes.
+type peerCommand struct {
+	p       *exec.Cmd
+	command string
+	in      io.WriteCloser
+	out     io.ReadCloser
+	waited  bool
+}
+
+func (a *App) startCommand(ctx context.Context, command string) (*peerCommand, error) {
 	p := exec.CommandContext(ctx, "sh", "-c", command)
 	p.Stderr = a.Err()
 	p.Dir = a.cwd
@@ -434,22 +454,35 @@ func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt
 	}
 	in, err := p.StdinPipe()
 	if err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
 	outp, err := p.StdoutPipe()
 	if err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
 	if err := p.Start(); err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
+	return &peerCommand{p: p, command: command, in: in, out: outp}, nil
+}
+
+// abandon ends a command whose session never ran (this side failed first).
+func (c *peerCommand) abandon() {
+	if !c.waited {
+		c.p.Process.Kill()
+		c.p.Wait()
+	}
+}
+
+func (a *App) syncCommand(ctx context.Context, c *peerCommand, env *syncEnv, opt lsync.Options) (lsync.Stats, error) {
 	update, finish := a.syncProgress("syncing")
 	opt.Progress = update
-	stats, err := lsync.Run(ctx, transport.Stdio(outp, in), true, env.st, opt)
+	stats, err := lsync.Run(ctx, transport.Stdio(c.out, c.in), true, env.st, opt)
 	finish()
-	werr := p.Wait()
+	werr := c.p.Wait()
+	c.waited = true
 	if err == nil && werr != nil {
-		err = fmt.Errorf("%s: %w", command, werr)
+		err = fmt.Errorf("%s: %w", c.command, werr)
 	}
 	return stats, err
 }

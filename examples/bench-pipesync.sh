@@ -6,7 +6,10 @@
 #   pipe: a sync --command "BIN --home b sync --stdio"   (the ssh path, minus ssh)
 #   tcp:  a sync 127.0.0.1:PORT against 'b serve' started beforehand
 # and the wall time of the syncing command. Prints the median of each and
-# pipe/tcp, the ratio the target (<= 2x) is judged by.
+# pipe/tcp, the ratio the target (<= 2x) is judged by, and the physical
+# cost the pipe path pays on top of TCP's (whose server is already up): one
+# more process that opens and closes a store, measured as the median time
+# of 'BIN --home b heads' in the same run.
 set -euo pipefail
 BIN=${1:-bin/sublog}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
@@ -61,6 +64,10 @@ run() { # run CASE MODE: prints the milliseconds of one sync
   echo $((t1 - t0))
 }
 
+for _ in $(seq 1 "$RUNS"); do
+  s=$(ms); "$BIN" --home "$W/b0" heads >/dev/null; echo $(( $(ms) - s ))
+done | median >"$W/open"
+echo "a process that opens and closes the store ('heads'): $(cat "$W/open") ms"
 for c in cards nothing; do
   for mode in pipe tcp; do
     for _ in $(seq 1 "$RUNS"); do run "$c" "$mode"; done | median >"$W/$c.$mode"
