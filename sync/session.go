@@ -362,14 +362,30 @@ func (s *session) run(ctx context.Context) error {
 		mux.Close()
 		return err
 	}
-	// The initiator's round ends cleanly only at the end of the responder's
-	// stream, which the responder closes once its round is over, that is
-	// once it has read our Done: nothing is in flight any more, so the
-	// initiator closes at once. It must not wait for the responder to close
-	// the connection first: over a pipe (sync --command "ssh HOST sublog
-	// sync --stdio") the responder's process cannot end while its read of
-	// our end is blocked, and ssh keeps the pipe open until it ends, so
-	// each side would wait for the other until a keepalive broke the tie.
+	if s.initiator {
+		// The responder closes first once it has our Done: the whole
+		// connection (a one-shot responder) or only the stream (a live
+		// node's link, which stays up); wait for either (bounded), so our
+		// Done is never cut off in flight. A clean round ended at the
+		// stream's end already (the responder closes it once it has read
+		// our Done), so this does not wait: over a pipe (sync --command
+		// "ssh HOST sublog sync --stdio") the responder's process cannot
+		// end, and close the connection, while its read of our end blocks,
+		// and ssh holds the pipe until it ends; waiting for the connection
+		// to close there held both sides until a keepalive broke the tie
+		// (15 s). TestPipeSessionEndsWhenBothAreDone.
+		eof := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, stream)
+			close(eof)
+		}()
+		select {
+		case <-eof:
+		case <-mux.CloseChan():
+		case <-time.After(s.opt.Timeout):
+		case <-ctx.Done():
+		}
+	}
 	return nil
 }
 
