@@ -70,6 +70,9 @@ var (
 	ErrNotTaken = errors.New("sync: not a log this home takes from this source")
 	// ErrWrongOwner: a card is not of the log it was sent as.
 	ErrWrongOwner = errors.New("sync: card of another author than announced")
+	// ErrLinkLifetime: a live link reached Limits.MaxLifetime and was
+	// closed (the dialling side reconnects).
+	ErrLinkLifetime = errors.New("sync: link lifetime reached")
 )
 
 // MemStore is an in-memory Store for tests and tools, with the log store's
