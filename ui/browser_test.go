@@ -30,22 +30,24 @@ import (
 	"github.com/sublog/sublog/node"
 )
 
-// chromium finds the browser: $CHROMIUM, else chromium on PATH. Missing,
-// the test fails under CI=true and skips (saying so) otherwise.
+// chromium finds the browser: $CHROMIUM when set (only it), else chromium
+// on PATH or /usr/bin/chromium. Missing, the test fails under CI=true and
+// skips (saying so) otherwise.
 func chromium(t *testing.T) string {
 	t.Helper()
-	for _, c := range []string{os.Getenv("CHROMIUM"), "chromium", "/usr/bin/chromium", "chromium-browser"} {
-		if c == "" {
-			continue
-		}
+	cands := []string{"chromium", "/usr/bin/chromium", "chromium-browser"}
+	if c := os.Getenv("CHROMIUM"); c != "" {
+		cands = []string{c}
+	}
+	for _, c := range cands {
 		if p, err := exec.LookPath(c); err == nil {
 			return p
 		}
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed, and CI=true: the browser test must run (.ci/setup.d/chromium.sh installs it: apt-get install -y chromium)")
+		t.Fatalf("no chromium (looked for %v), and CI=true: the browser test must run (.ci/setup.d/chromium.sh installs it: apt-get install -y chromium)", cands)
 	}
-	t.Skip("SKIPPED: chromium is not installed (apt-get install -y chromium, or set $CHROMIUM); CI is unset, so the browser test is skipped locally")
+	t.Skipf("SKIPPED: no chromium (looked for %v; apt-get install -y chromium, or set $CHROMIUM); CI is unset, so the browser test is skipped locally", cands)
 	return ""
 }
 
