@@ -285,6 +285,11 @@ func TestBrowserStatusPage(t *testing.T) {
 	if desired != "1" || observed != "1" || replica != "running" || grantState != "live" || lang != "en" {
 		t.Fatalf("overview: desired %q observed %q bob's replica %q grant %q lang %q", desired, observed, replica, grantState, lang)
 	}
+	// Keyboard: the first Tab reaches the skip link, which leads to the content.
+	do("pressing Tab", chromedp.KeyEvent("\t"))
+	if f := eval(`document.activeElement.className + ' ' + document.activeElement.getAttribute('href')`); f != "skip #main" {
+		t.Errorf("the first Tab focuses %q, want the skip link", f)
+	}
 	if roles := eval(`document.querySelector('` + hostB + ` td').textContent`); roles != "host" {
 		t.Errorf("bob's roles shown as %q, want host (published by his instance's profile)", roles)
 	}
