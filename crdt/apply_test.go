@@ -219,3 +219,42 @@ func TestWriterThreeWay(t *testing.T) {
 		t.Fatalf("writer: %+v", got)
 	}
 }
+
+// FuzzManifestRoundTrip: whatever manifest and delete list the parser
+// accepts, applying them never panics, and the document's own manifest
+// applies back to it with no change, by the owner and by a device.
+func FuzzManifestRoundTrip(f *testing.F) {
+	f.Add(int64(2), "1.0.0", "tier", "gold", "spec.version")
+	f.Add(int64(0), "x", "a.b", "", "spec.policy")
+	f.Add(int64(7), "2", "n", "3", "spec.placement.labels.zone")
+	owner, dev := ident(f, 1), ident(f, 2)
+	f.Fuzz(func(t *testing.T, replicas int64, version, pk, pv, del string) {
+		m, err := ParseManifest(map[string]any{"kind": "intent", "service": "web", "spec": map[string]any{
+			"replicas": replicas, "version": version, "policy": map[string]any{pk: pv},
+			"placement": map[string]any{"labels": map[string]any{"zone": pv}}}}, nil)
+		if err != nil {
+			return
+		}
+		d := New(owner.ID(), "web")
+		apply(t, d, owner.ID(), must(d.Build(owner.ID(), m, time.Unix(1, 0))), "o1")
+		dm, err := ParseManifest(map[string]any{"kind": "intent", "service": "web", "delete": []any{del}}, nil)
+		if err == nil {
+			b, err := d.Build(dev.ID(), dm, time.Unix(2, 0))
+			switch {
+			case err == nil:
+				apply(t, d, dev.ID(), b, "d1")
+			case !errors.Is(err, ErrUnchanged):
+				t.Fatalf("delete %q: %v", del, err)
+			}
+		}
+		got, problems := d.Manifest()
+		if len(problems) > 0 {
+			t.Fatalf("problems reading back: %v", problems)
+		}
+		for _, who := range []key.ID{owner.ID(), dev.ID()} {
+			if _, err := d.Build(who, got, time.Unix(3, 0)); !errors.Is(err, ErrUnchanged) {
+				t.Fatalf("the document's manifest applied by %s changes %s (%v)", who.Short(), paths(d.Diff(who, got)), err)
+			}
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/automerge/automerge-go"
 
@@ -141,8 +142,8 @@ func ParseManifest(doc map[string]any, lineOf func(path string) int) (*Manifest,
 	if v, ok := sm["version"]; ok {
 		switch v := v.(type) {
 		case string:
-			if v == "" || len(v) > 64 {
-				p.fail("spec.version", "must be 1 to 64 characters")
+			if v == "" || len(v) > 64 || !utf8.ValidString(v) {
+				p.fail("spec.version", "must be 1 to 64 characters of UTF-8")
 			}
 			m.Version = v
 		default:
@@ -234,7 +235,12 @@ func ParseManifest(doc map[string]any, lineOf func(path string) int) (*Manifest,
 				p.fail(f, "policy names are 1 to 63 of A-Z a-z 0-9 _ . - /")
 			}
 			switch v := v.(type) {
-			case string, bool:
+			case string:
+				if !utf8.ValidString(v) {
+					p.fail(f, "is not valid UTF-8")
+				}
+				m.Policy[k] = v
+			case bool:
 				m.Policy[k] = v
 			default:
 				if n, ok := asInt(v); ok {
@@ -376,6 +382,9 @@ func (p *mparser) str(field string, v any, required bool) string {
 	s, ok := v.(string)
 	if !ok {
 		p.fail(field, "must be a string")
+	}
+	if !utf8.ValidString(s) {
+		p.fail(field, "is not valid UTF-8")
 	}
 	return s
 }
