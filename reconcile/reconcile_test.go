@@ -187,3 +187,43 @@ func TestLeaseFromIntent(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeBodies: any body bytes under either kind decode or are refused
+// with ErrBadBody, never a panic; what decodes passes Validate and the
+// state folds it.
+func FuzzDecodeBodies(f *testing.F) {
+	sk := simKey("owner")
+	f.Add(canon.MustMarshal(kinds.PlacementBody{Service: "web", Owner: sk.ID().Bytes(), Epoch: 1, Host: sk.ID().Bytes(),
+		Bundle: make([]byte, 32), Grant: make([]byte, 32)}), true)
+	f.Add(canon.MustMarshal(kinds.HostLostBody{Host: sk.ID().Bytes(), Last: 1, Lease: 30}), false)
+	f.Fuzz(func(t *testing.T, body []byte, placement bool) {
+		kind := kinds.KindHostLost
+		if placement {
+			kind = kinds.KindPlacement
+		}
+		c, err := card.Sign(sk, 1, card.ID{}, card.Draft{Kind: kind, TS: 1, RawBody: body}, nil)
+		if err != nil {
+			return // not a body a card can carry
+		}
+		if placement {
+			b, err := DecodePlacement(c)
+			if err != nil && !errors.Is(err, ErrBadBody) {
+				t.Fatalf("unwrapped error %v", err)
+			}
+			if err == nil && b.Validate() != nil {
+				t.Fatal("decoded an invalid placement")
+			}
+		} else {
+			b, err := DecodeHostLost(c)
+			if err != nil && !errors.Is(err, ErrBadBody) {
+				t.Fatalf("unwrapped error %v", err)
+			}
+			if err == nil && b.Validate() != nil {
+				t.Fatal("decoded an invalid host-lost body")
+			}
+		}
+		st := New()
+		_ = st.Add(c)
+		_ = st.Pass(sk.ID(), 100)
+	})
+}
