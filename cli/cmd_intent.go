@@ -207,7 +207,7 @@ func newDelegateCmd(a *App) *cobra.Command {
 			"services (default all) and, if --until is given, for cards the device dates up to that time.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dev, err := parseIdentity(args[0])
+			dev, err := a.identityArg(args[0], deviceID)
 			if err != nil {
 				return err
 			}
@@ -254,7 +254,7 @@ func newUndelegateCmd(a *App) *cobra.Command {
 			"signs after it does, whatever time it claims. Sync the device's log first to keep its latest work.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dev, err := parseIdentity(args[0])
+			dev, err := a.identityArg(args[0], deviceID)
 			if err != nil {
 				return err
 			}
