@@ -278,6 +278,17 @@ func newTrustsetCmd(a *App) *cobra.Command {
 			if err := h.SetTrustSet(args[0], ids); err != nil {
 				return rejected(err, "")
 			}
+			set, err := h.TrustSet(args[0])
+			if err != nil {
+				return rejected(err, "")
+			}
+			if a.JSON() {
+				return a.PrintJSON(struct {
+					Name    string   `json:"name"`
+					Members []key.ID `json:"members"`
+				}{args[0], set})
+			}
+			fmt.Fprintf(a.Out(), "trust set %s: %d members\n", args[0], len(set))
 			return nil
 		},
 	})
@@ -293,6 +304,13 @@ func newTrustsetCmd(a *App) *cobra.Command {
 			if err := h.SetTrustSet(args[0], nil); err != nil {
 				return rejected(err, "")
 			}
+			if a.JSON() {
+				return a.PrintJSON(struct {
+					Name    string `json:"name"`
+					Removed bool   `json:"removed"`
+				}{args[0], true})
+			}
+			fmt.Fprintf(a.Out(), "trust set %s removed\n", args[0])
 			return nil
 		},
 	})

@@ -256,8 +256,11 @@ seen is kept so a relay cannot roll an identity back.`,
 				return rejected(rerr, "")
 			}
 			if a.JSON() {
-				if !res.Expires.IsZero() {
-					res.Expires = res.Expires.UTC()
+				res.Expires = res.Expires.UTC() // the JSON contract: times in UTC
+				for _, at := range res.Attempts {
+					if at.Gave != nil {
+						at.Gave.Expires, at.Gave.Timestamp = at.Gave.Expires.UTC(), at.Gave.Timestamp.UTC()
+					}
 				}
 				if err := a.PrintJSON(res); err != nil {
 					return err

@@ -95,7 +95,7 @@ func newRevokeCmd(a *App) *cobra.Command {
 				}
 			}
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "revoked": id, "shredded": shredded})
+				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "kind": rc.Kind(), "revoked": id, "shredded": shredded})
 			}
 			fmt.Fprintf(a.Out(), "%s@%d %s\n", rc.Author(), rc.Seq(), rc.ID())
 			if shred && !shredded {
@@ -203,7 +203,7 @@ func newCRLCmd(a *App) *cobra.Command {
 				return rejected(err, "")
 			}
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "revoked": len(ids)})
+				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "kind": rc.Kind(), "revoked": ids})
 			}
 			fmt.Fprintf(a.Out(), "%s@%d %s\n", rc.Author(), rc.Seq(), rc.ID())
 			return nil

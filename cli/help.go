@@ -4,6 +4,7 @@ package cli
 // Examples section for every command (TestEveryCommandHasExamples).
 
 import (
+	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -132,4 +133,23 @@ func applyHelp(root *cobra.Command) {
 		}
 	}
 	walk(root)
+}
+
+// CommandPaths lists every runnable command ("grant", "blob fetch", ...),
+// sorted, for tests that must cover each one.
+func CommandPaths() []string {
+	root := (&App{}).rootCmd()
+	var out []string
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c != root && c.Runnable() && !c.Hidden {
+			out = append(out, strings.TrimPrefix(c.CommandPath(), root.Name()+" "))
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(root)
+	sort.Strings(out)
+	return out
 }
