@@ -259,6 +259,12 @@ func (a *App) rootCmd() *cobra.Command {
 	for _, f := range constructors {
 		root.AddCommand(a.wrap(f(a)))
 	}
+	if a.stdout != nil {
+		// Before applyHelp: cobra's completion commands keep the streams
+		// they see when they are made.
+		root.SetOut(a.stdout)
+		root.SetErr(cleanWriter{a.stderr})
+	}
 	applyHelp(root)
 	return root
 }

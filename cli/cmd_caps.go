@@ -119,14 +119,14 @@ func newCapspecCmd(a *App) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var d *caps.Doc
-			id, err := card.ParseID(args[0])
+			cardID, err := card.ParseID(args[0])
 			if _, serr := os.Stat(a.Path(args[0])); err != nil && serr != nil && args[0] != "-" {
 				// Not a file: a card's short form (prefix, AUTHOR@SEQ)?
 				if cid, cerr := a.resolver(nil).Card(args[0]); cerr == nil {
-					id, err = cid, nil
+					cardID, err = cid, nil
 				}
 			}
-			if err == nil {
+			if id := cardID; err == nil {
 				// a capspec card already in the store (e.g. received by sync)
 				st, err := a.Store()
 				if err != nil {

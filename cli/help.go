@@ -4,6 +4,8 @@ package cli
 // Examples section for every command (TestEveryCommandHasExamples).
 
 import (
+	"errors"
+	"fmt"
 	"sort"
 	"strings"
 
@@ -115,6 +117,15 @@ func applyHelp(root *cobra.Command) {
 	root.SetCompletionCommandGroupID("other")
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
+	if comp, _, err := root.Find([]string{"completion"}); err == nil && comp != root {
+		comp.Args = cobra.ArbitraryArgs
+		comp.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usage(errors.New("name a shell: sublog completion bash|zsh|fish|powershell"))
+			}
+			return usage(fmt.Errorf("no completion for %q: sublog completion bash|zsh|fish|powershell", args[0]))
+		}
+	}
 	for _, c := range root.Commands() {
 		g, ok := groupOf[c.Name()]
 		if !ok {

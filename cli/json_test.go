@@ -17,17 +17,17 @@ import (
 )
 
 // home is one sublog home driven in-process, as a user would drive it.
-type home struct {
+type tHome struct {
 	t   *testing.T
 	dir string
 	cwd string
 }
 
-func newHome(t *testing.T, dir string) *home {
-	return &home{t: t, dir: dir, cwd: filepath.Dir(dir)}
+func newHome(t *testing.T, dir string) *tHome {
+	return &tHome{t: t, dir: dir, cwd: filepath.Dir(dir)}
 }
 
-func (h *home) run(stdin string, args ...string) (stdout, stderr string, code int) {
+func (h *tHome) run(stdin string, args ...string) (stdout, stderr string, code int) {
 	var out, errb bytes.Buffer
 	env := func(k string) string {
 		if k == "SUBLOG_HOME" {
@@ -39,7 +39,7 @@ func (h *home) run(stdin string, args ...string) (stdout, stderr string, code in
 	return out.String(), errb.String(), code
 }
 
-func (h *home) ok(stdin string, args ...string) string {
+func (h *tHome) ok(stdin string, args ...string) string {
 	h.t.Helper()
 	out, errs, code := h.run(stdin, args...)
 	if code != 0 {
@@ -97,7 +97,7 @@ func TestEveryJSONOutputValidates(t *testing.T) {
 	s := loadSchemas(t)
 	dir := t.TempDir()
 	o, l1, l2 := newHome(t, dir+"/owner"), newHome(t, dir+"/l1"), newHome(t, dir+"/l2")
-	id := func(h *home) string {
+	id := func(h *tHome) string {
 		out := h.ok("", "init", "--json")
 		s.check("init", "init --json", out)
 		var v struct{ ID string }
@@ -105,7 +105,7 @@ func TestEveryJSONOutputValidates(t *testing.T) {
 		return v.ID
 	}
 	ownerID, l1ID, l2ID := id(o), id(l1), id(l2)
-	run := func(h *home, c jsonCase, stdin string) string {
+	run := func(h *tHome, c jsonCase, stdin string) string {
 		t.Helper()
 		args := append([]string{"--json"}, c.args...)
 		out, errs, code := h.run(stdin, args...)
@@ -126,7 +126,7 @@ func TestEveryJSONOutputValidates(t *testing.T) {
 		s.check(c.def, what, out)
 		return out
 	}
-	send := func(from *home, to ...*home) {
+	send := func(from *tHome, to ...*tHome) {
 		t.Helper()
 		f := from.dir + ".bundle"
 		s.check("export", "export", from.ok("", "--json", "export", "--out", f))
@@ -213,7 +213,7 @@ func TestEveryJSONOutputValidates(t *testing.T) {
 	run(o, jsonCase{"golden", []string{"golden", "check", vectors}, false}, "")
 
 	// Failures under --json: one object on stderr with a stable code.
-	errCode := func(h *home, code string, args ...string) {
+	errCode := func(h *tHome, code string, args ...string) {
 		t.Helper()
 		out := run(h, jsonCase{"error", args, true}, "")
 		var e struct{ Code string }

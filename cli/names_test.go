@@ -98,7 +98,7 @@ func TestNamesInEveryCommand(t *testing.T) {
 		{"delegate", func(f string) []string { return []string{"delegate", f} }, func(t *testing.T, out string) string { return bodyOf(out, "device") }},
 		{"undelegate", func(f string) []string { return []string{"undelegate", f} }, func(t *testing.T, out string) string { return bodyOf(out, "device") }},
 		{"grant PEER", func(f string) []string { return []string{"grant", f, "--memory", "64Mi"} }, func(t *testing.T, out string) string { return bodyOf(out, "peer") }},
-		{"grant --owner", func(f string) []string { return []string{"grant", "--service", "web", "--owner", f} }, func(t *testing.T, out string) string { return bodyOf(out, "owner") }},
+		{"grant --owner", func(f string) []string { return []string{"grant", deskOut, "--service", "web", "--owner", f} }, func(t *testing.T, out string) string { return bodyOf(out, "owner") }},
 		{"trustset set", func(f string) []string { return []string{"trustset", "set", "team", f} }, func(t *testing.T, out string) string {
 			var v struct{ Members []string }
 			json.Unmarshal([]byte(out), &v)
