@@ -26,6 +26,7 @@ import (
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/log/units"
+	"github.com/sublog/sublog/names"
 	"github.com/sublog/sublog/node"
 )
 
@@ -351,8 +352,8 @@ func newGrantCmd(a *App) *cobra.Command {
 				// Not a file: a peer identity, in any form names takes.
 				id, err := a.identityArg(target, peerID)
 				if err != nil {
-					if isMalformed(err) {
-						return rejected(fmt.Errorf("%q is neither a peer identity, a content hash nor a readable bundle file", target), peerID.hint())
+					if isMalformed(err) || errors.Is(err, names.ErrUnknown) {
+						return rejected(fmt.Errorf("%q is neither a peer identity, a content hash nor a readable bundle file (%w)", target, err), peerID.hint())
 					}
 					return err
 				}
