@@ -37,7 +37,7 @@ var groupOf = map[string]string{
 	"blob": "hosting",
 	"sync": "sync", "serve": "sync", "export": "sync", "import": "sync", "heads": "sync",
 	"token": "sync", "resolve": "sync", "publish": "sync", "relay": "sync", "fetch-profile": "sync",
-	"up": "instance", "down": "instance", "config": "instance",
+	"up": "instance", "down": "instance", "config": "instance", "ui": "instance",
 }
 
 // examples are the Examples sections, by command path without "sublog ".
@@ -101,6 +101,7 @@ var examples = map[string]string{
 	"up":                    "sublog up\nsublog up --listen 0.0.0.0:7411 --roles host,service",
 	"down":                  "sublog down --timeout 30s",
 	"config":                "sublog config\nsublog config --default",
+	"ui":                    "sublog ui                         # the status page's link, with its access token\nxdg-open \"$(sublog ui)\"",
 	"completion":            "sublog completion bash > /etc/bash_completion.d/sublog\nsublog completion zsh > \"${fpath[1]}/_sublog\"\nsublog completion fish > ~/.config/fish/completions/sublog.fish",
 	"completion bash":       "source <(sublog completion bash)",
 	"completion zsh":        "sublog completion zsh > \"${fpath[1]}/_sublog\"",

@@ -307,6 +307,7 @@ var jsonUnchecked = map[string]string{
 	"publish":           "(a PKARR relay)",
 	"fetch-profile":     "(a host serving --public)",
 	"down":              "(a running instance)",
+	"ui":                "ui (a running instance serving the status page; ui's own tests run it)",
 	"bundle build":      "manifest (a compiled module)",
 	"bundle publish":    "appended",
 	"run":               "response",

@@ -18,6 +18,7 @@ import (
 	"github.com/sublog/sublog/log/caps"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/sync/discovery"
+	"github.com/sublog/sublog/ui"
 )
 
 // ConfigFile is the instance's settings file in the home.
@@ -59,6 +60,10 @@ type Config struct {
 		Relays []string `yaml:"relays" json:"relays"` // PKARR relay base URLs
 		DNS    []string `yaml:"dns" json:"dns"`       // domains with _sublog TXT hints
 	} `yaml:"discovery" json:"discovery"`
+	UI struct {
+		// Listen is the status page's loopback address ("" = off).
+		Listen string `yaml:"listen" json:"listen"`
+	} `yaml:"ui" json:"ui"`
 }
 
 // Duration is a time.Duration written as "500ms", "1m".
@@ -117,6 +122,12 @@ sync:
 discovery:
   relays: []   # PKARR relay base URLs peers are resolved through
   dns: []      # domains with _sublog TXT hints
+
+ui:
+  # The status page: a loopback address only (127.0.0.1, [::1] or localhost;
+  # port 0 picks a free one); "" = off. 'sublog up' prints its link with a
+  # fresh access token, 'sublog ui' prints it again.
+  listen: 127.0.0.1:0
 `
 
 // Default is the configuration with no file and no flags.
@@ -195,6 +206,11 @@ func (c *Config) Validate() error {
 	for _, p := range c.Sync.Peers {
 		if _, err := parseHint(p, time.Now()); err != nil {
 			return bad("sync.peers: %v", err)
+		}
+	}
+	if c.UI.Listen != "" {
+		if err := ui.CheckListen(c.UI.Listen); err != nil {
+			return bad("ui.listen: %v", err)
 		}
 	}
 	return nil

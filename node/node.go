@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	stdsync "sync"
@@ -30,6 +31,7 @@ import (
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/ui"
 )
 
 // Errors of the instance.
@@ -82,7 +84,13 @@ type Info struct {
 	ID      key.ID    `json:"identity"`
 	Started time.Time `json:"started"`
 	Profile string    `json:"profile,omitempty"` // card ID of the profile publishing the roles
+	UI      string    `json:"ui,omitempty"`      // the status page's address (without its token)
+
+	uiLink string // the status page's link with its token (never written or logged)
 }
+
+// UILink is the status page's link with its access token ("" when off).
+func (i Info) UILink() string { return i.uiLink }
 
 // Node is a running instance.
 type Node struct {
@@ -102,6 +110,9 @@ type Node struct {
 	wg    stdsync.WaitGroup
 	ev    *events
 	live  *live
+	fold  *folded      // the projections the views of the control API read
+	api   http.Handler // the control API (the status page reads it in-process)
+	ui    *ui.Server
 	cmds  stdsync.WaitGroup // forwarded commands in flight
 	close stdsync.Once
 }
@@ -139,7 +150,7 @@ func Start(ctx context.Context, opt Options) (_ *Node, err error) {
 		lg = NewLogger(opt.Stderr, cfg.Log.Format, cfg.Log.Level)
 	}
 	h := opt.Home
-	n := &Node{opt: opt, cfg: cfg, home: h, log: lg, ev: newEvents()}
+	n := &Node{opt: opt, cfg: cfg, home: h, log: lg, ev: newEvents(), fold: newFolded()}
 	n.ctx, n.stop = context.WithCancel(ctx)
 	defer func() {
 		if err != nil {
@@ -179,6 +190,9 @@ func Start(ctx context.Context, opt Options) (_ *Node, err error) {
 	}
 	n.info.Listen = n.live.addrs()
 	if err := n.listenControl(); err != nil {
+		return nil, err
+	}
+	if err := n.startUI(); err != nil {
 		return nil, err
 	}
 	if err := n.writeInfo(); err != nil {
@@ -289,6 +303,9 @@ func (n *Node) Shutdown() {
 func (n *Node) teardown() {
 	if n.stop != nil {
 		n.stop()
+	}
+	if n.ui != nil {
+		n.ui.Close()
 	}
 	if n.live != nil {
 		n.live.close()
