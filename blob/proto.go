@@ -174,8 +174,11 @@ func Serve(ctx context.Context, rw io.ReadWriter, st *Store, entitled func(Hash)
 	if err := f.write(tManifest, m.Encode()); err != nil {
 		return ss, err
 	}
-	chunk := make([]byte, ChunkSize)
-	var idx [4]byte
+	// One chunk frame is one write (header, index and bytes in one
+	// buffer): each write on a stream is a multiplexer frame and a channel
+	// frame of its own, so three small writes per chunk cost as many
+	// frames, encryptions and system calls.
+	frame := make([]byte, 5+4+ChunkSize)
 	for {
 		typ, b, err := f.read()
 		if errors.Is(err, io.EOF) {
@@ -200,12 +203,15 @@ func Serve(ctx context.Context, rw io.ReadWriter, st *Store, entitled func(Hash)
 				return ss, fmt.Errorf("%w: chunk %d of %d", ErrProtocol, i, len(m.Chunks))
 			}
 			lo, hi := m.span(int(i))
-			c := chunk[:hi-lo]
+			c := frame[9 : 9+hi-lo]
 			if _, err := file.ReadAt(c, lo); err != nil && !(errors.Is(err, io.EOF) && lo == hi) {
 				return ss, fmt.Errorf("blob: reading %s: %w", h, err)
 			}
-			binary.BigEndian.PutUint32(idx[:], uint32(i))
-			if err := f.write(tChunk, idx[:], c); err != nil {
+			binary.BigEndian.PutUint32(frame[0:4], uint32(1+4+len(c)))
+			frame[4] = tChunk
+			binary.BigEndian.PutUint32(frame[5:9], uint32(i))
+			f.deadline()
+			if _, err := f.rw.Write(frame[:9+len(c)]); err != nil {
 				return ss, err
 			}
 			ss.Chunks++

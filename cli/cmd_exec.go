@@ -617,13 +617,22 @@ func newDeployCmd(a *App) *cobra.Command {
 	var handoff bool
 	var from []string
 	c := &cobra.Command{
-		Use:   "deploy BUNDLE [--hash sha256:...] | deploy sha256:HASH [--from HOST:PORT] | deploy --handoff FILE",
+		Use:   "deploy BUNDLE [--hash sha256:...] | deploy sha256:HASH [--from HOST:PORT] | deploy --handoff FILE|sha256:CARD",
 		Short: "Deploy a bundle (or a moved peer's handoff) on this host under a live grant of this host (recorded)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if handoff {
-				hb, err := os.ReadFile(a.Path(args[0]))
-				if err != nil {
+				var hb []byte
+				var err error
+				_, statErr := os.Stat(a.Path(args[0]))
+				if strings.HasPrefix(args[0], "sha256:") || statErr != nil && isCardForm(args[0]) {
+					// By the handoff card alone (it arrived by sync): the
+					// state and the bundle it names are blobs, fetched. Any
+					// card form names it (a prefix, AUTHOR@SEQ).
+					if hb, err = handoffByCard(a, args[0], from); err != nil {
+						return err
+					}
+				} else if hb, err = os.ReadFile(a.Path(args[0])); err != nil {
 					return rejected(err, "")
 				}
 				host, err := openHost(a)
@@ -671,7 +680,7 @@ func newDeployCmd(a *App) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&hash, "hash", "", "the content hash the bundle must have (as named by its bundle card)")
-	c.Flags().BoolVar(&handoff, "handoff", false, "the argument is a handoff file written by 'sublog move --out'")
+	c.Flags().BoolVar(&handoff, "handoff", false, "the argument is a handoff file written by 'sublog move --out', or the ID of a handoff card this home holds ('sublog move --for' without --out)")
 	c.Flags().StringSliceVar(&from, "from", nil, "with a hash: a peer's sync address to fetch the bundle from (repeatable; trusted peers at their cached addresses are asked too)")
 	return c
 }
@@ -834,17 +843,18 @@ func (r *homeReceiver) viaInstance(cl *node.Client) error {
 func newMoveCmd(a *App) *cobra.Command {
 	var to, toAs, out, forHost string
 	c := &cobra.Command{
-		Use:   "move PEER (--to HOME [--to-as NAME] | --out FILE --for HOST)",
+		Use:   "move PEER (--to HOME [--to-as NAME] | --for HOST [--out FILE])",
 		Short: "Suspend a peer here and hand its bundle and state to another host (recorded on both)",
 		Long: "With --to, the peer moves to another home on this machine, which needs its own live grant;\n" +
 			"nothing of the peer is left here. With --out, a handoff is written to FILE for host HOST's\n" +
 			"'sublog deploy --handoff FILE': a handoff card signed by this host, the peer's state encrypted to\n" +
-			"HOST, and the bundle. The peer is handed over at once: this host keeps no state of it and can never\n" +
-			"resume it; HOST takes the handoff once.",
+			"HOST, and the bundle. With --for alone, nothing is written: the handoff card travels to HOST by sync\n" +
+			"and its state and bundle as blobs ('sublog deploy --handoff CARD-ID' there). The peer is handed\n" +
+			"over at once: this host keeps no state of it and can never resume it; HOST takes the handoff once.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (to == "") == (out == "") {
-				return usage(errors.New("move needs exactly one of --to HOME and --out FILE"))
+			if (to == "") == (out == "" && forHost == "") {
+				return usage(errors.New("move needs exactly one of --to HOME and --for HOST [--out FILE]"))
 			}
 			host, err := openHost(a)
 			if err != nil {
@@ -855,7 +865,7 @@ func newMoveCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out != "" {
+			if out != "" || forHost != "" {
 				if forHost == "" {
 					return usage(errors.New("move --out needs --for HOST: the identity of the host that will receive the peer (its state is encrypted to it)"))
 				}
@@ -874,6 +884,18 @@ func newMoveCmd(a *App) *cobra.Command {
 				}
 				if err := keepBlob(a, ho.Bundle); err != nil {
 					return err
+				}
+				if out == "" {
+					if a.JSON() {
+						return a.PrintJSON(struct {
+							Peer    key.ID `json:"peer"`
+							To      key.ID `json:"to"`
+							Handoff string `json:"handoff"`
+						}{id, to, ho.ID().String()})
+					}
+					fmt.Fprintf(a.Out(), "%s handed over to %s by handoff %s (its state and bundle travel as blobs: 'sublog deploy --handoff %s' on %s)\n",
+						id, to, ho.ID(), ho.ID(), to)
+					return nil
 				}
 				if err := writeFileNew(a.Path(out), ho.Encode()); err != nil {
 					return rejected(err, "")
@@ -909,8 +931,8 @@ func newMoveCmd(a *App) *cobra.Command {
 	}
 	c.Flags().StringVar(&to, "to", "", "the receiving home's directory")
 	c.Flags().StringVar(&toAs, "to-as", "", "the receiving home's host identity (default: its default)")
-	c.Flags().StringVar(&out, "out", "", "write the handoff to FILE instead (with --for)")
-	c.Flags().StringVar(&forHost, "for", "", "with --out: the identity of the receiving host")
+	c.Flags().StringVar(&out, "out", "", "with --for: also write the handoff to FILE")
+	c.Flags().StringVar(&forHost, "for", "", "the identity of the receiving host (the handoff card names it; its state is encrypted to it)")
 	return c
 }
 
@@ -972,7 +994,7 @@ func bundleByHash(a *App, h bundle.Hash, from []string, must bool) ([]byte, erro
 			if err != nil {
 				return nil, err
 			}
-			if len(blobAddrs(a, env, from)) == 0 {
+			if len(blobAddrs(a, env, from)) == 0 && (a.node == nil || len(a.node.BlobSources()) == 0) {
 				return nil, nil
 			}
 		}
@@ -985,6 +1007,70 @@ func bundleByHash(a *App, h bundle.Hash, from []string, must bool) ([]byte, erro
 		return nil, rejected(err, "")
 	}
 	return raw, nil
+}
+
+// handoffByCard assembles the handoff named by a handoff card this home
+// holds (synced from the source host): the card, and the state and bundle
+// blobs it names, read from this home's blobs or fetched from peers (each
+// chunk verified, only from peers entitled to give them). The executor then
+// checks it as it checks a handoff file.
+func handoffByCard(a *App, arg string, from []string) ([]byte, error) {
+	id, err := a.cardArg(arg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.Store()
+	if err != nil {
+		return nil, rejected(err, "create a home with: sublog init")
+	}
+	c, err := st.GetByID(id)
+	if err != nil {
+		return nil, rejected(fmt.Errorf("handoff card %s: %w", id, err), "sync with the source host first: the handoff card travels in its log")
+	}
+	if c.Kind() != kinds.KindHandoff {
+		return nil, rejected(fmt.Errorf("%w: card %s is a %s card", exec.ErrBadHandoff, id, c.Kind()), "")
+	}
+	var body kinds.HandoffBody
+	if err := c.DecodeBody(&body); err != nil {
+		return nil, rejected(fmt.Errorf("%w: card body: %w", exec.ErrBadHandoff, err), "")
+	}
+	// Not for this host: refused before anything is fetched.
+	sk, err := a.Secret()
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	if string(body.To) != string(sk.ID().Bytes()) {
+		return nil, execErr(fmt.Errorf("%w: handoff %s is not for this host %s", exec.ErrNotAddressed, id, sk.ID()))
+	}
+	get := func(what string, b []byte) ([]byte, error) {
+		h, err := blob.HashFromBytes(b)
+		if err != nil {
+			return nil, rejected(fmt.Errorf("%w: %s: %w", exec.ErrBadHandoff, what, err), "")
+		}
+		blobs, err := openBlobs(a)
+		if err != nil {
+			return nil, err
+		}
+		if !blobs.Has(h) {
+			if _, err := fetchBlob(a, h, from); err != nil {
+				return nil, err
+			}
+		}
+		raw, err := blobs.Get(h)
+		if err != nil {
+			return nil, rejected(err, "")
+		}
+		return raw, nil
+	}
+	state, err := get("state", body.State)
+	if err != nil {
+		return nil, err
+	}
+	bundleRaw, err := get("bundle", body.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	return (&exec.Handoff{Card: c, State: state, Bundle: bundleRaw}).Encode(), nil
 }
 
 // writeFileNew writes a file that must not exist yet (a handoff is never

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
 
+	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
@@ -40,6 +43,16 @@ type cardView struct {
 	Size        int      `json:"size"`
 	Body        any      `json:"body,omitempty"`
 	CRL         *card.ID `json:"crl,omitempty"` // with --all: the author's CRL card listing this one
+	// Withheld marks a stub: a card the home it came from withheld, of
+	// which this home holds only the position and (when proven) the ID.
+	// Kind is then "withheld" and no other card field is set.
+	Withheld bool `json:"withheld,omitempty"`
+	Proven   bool `json:"proven,omitempty"` // with withheld: the next card's signed prev proves the ID
+}
+
+// stubView is how a stub is listed: withheld, never as a card.
+func stubView(st sublog.Stub) cardView {
+	return cardView{ID: st.ID, Author: st.Author, Seq: st.Seq, Kind: "withheld", Withheld: true, Proven: st.Proven}
 }
 
 func viewOf(c *card.Card, withBody bool) cardView {
@@ -185,6 +198,10 @@ func newLogCmd(a *App) *cobra.Command {
 			if err != nil {
 				return rejected(err, "")
 			}
+			stubs, err := st.Stubs(who, 1)
+			if err != nil {
+				return rejected(err, "")
+			}
 			// Honest readers stop showing a card its author lists in a later
 			// crl card (capsule.Revoked's rule); --all shows them, marked.
 			listed := map[card.ID]card.ID{}
@@ -214,6 +231,11 @@ func newLogCmd(a *App) *cobra.Command {
 				}
 			}
 			slices.Reverse(views)
+			// Stubs in their place in the chain, shown as withheld.
+			for _, stub := range stubs {
+				i, _ := slices.BinarySearchFunc(views, stub.Seq, func(v cardView, seq uint64) int { return cmp.Compare(v.Seq, seq) })
+				views = slices.Insert(views, i, stubView(stub))
+			}
 			if a.JSON() {
 				if views == nil {
 					views = []cardView{}
@@ -227,6 +249,14 @@ func newLogCmd(a *App) *cobra.Command {
 				if v.CRL != nil {
 					mark = "\t(revoked by CRL " + v.CRL.String() + ")"
 				}
+				if v.Withheld {
+					id := "(ID unproven)"
+					if v.Proven {
+						id = v.ID.String()
+					}
+					fmt.Fprintf(tw, "%d\t-\twithheld\t%s\t(a stub: the home it came from may not pass this card on)\n", v.Seq, id)
+					continue
+				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s%s\n", v.Seq, v.Time, v.Kind, v.ID, mark)
 			}
 			if err := tw.Flush(); err != nil {
@@ -234,6 +264,9 @@ func newLogCmd(a *App) *cobra.Command {
 			}
 			if hidden > 0 {
 				fmt.Fprintf(a.Err(), "sublog: %d cards not shown: their author revoked them in a CRL (--all shows them)\n", hidden)
+			}
+			if len(stubs) > 0 {
+				fmt.Fprintf(a.Err(), "sublog: %d cards of this log are withheld: the homes they came from may not pass them on; only their place in the chain is held\n", len(stubs))
 			}
 			if len(views) == 0 && hidden == 0 {
 				fmt.Fprintf(a.Err(), "sublog: no cards in the log of %s\n", who)
@@ -266,6 +299,17 @@ func newShowCmd(a *App) *cobra.Command {
 				return rejected(err, "")
 			}
 			c, err := st.GetByID(id)
+			if errors.Is(err, sublog.ErrNotFound) {
+				if stub, ok, serr := st.StubByID(id); serr == nil && ok {
+					if a.JSON() {
+						if err := a.PrintJSON(stubView(stub)); err != nil {
+							return err
+						}
+					}
+					return rejected(fmt.Errorf("%s is withheld: this home holds only its ID, %s@%d (proven by the next card's prev), not the card", id, stub.Author, stub.Seq),
+						"the home it came from may not pass it on; it comes in full once that home may share it with you")
+				}
+			}
 			if err != nil {
 				return rejected(err, "")
 			}

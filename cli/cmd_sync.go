@@ -101,14 +101,21 @@ func (a *App) tellRefusals(s lsync.Stats) {
 	a.tellForks(s)
 }
 
-// tellWithheld says on stderr which logs stopped at a card that may not
-// leave, so "0 cards" is never a silent surprise.
+// tellWithheld says on stderr which cards went as stubs because they may
+// not leave, and how many came as stubs, so a peer is always told what it
+// does not receive.
 func (a *App) tellWithheld(s lsync.Stats, unaddressed bool) {
 	for _, w := range s.Withheld {
-		fmt.Fprintf(a.Err(), "sublog: withheld %s from seq %d on: that card may not leave (%s), and a log is a chain, so its later cards wait behind it\n", w.Author, w.From, w.Reason)
+		fmt.Fprintf(a.Err(), "sublog: withheld %s@%d: that card may not leave (%s); it went as a stub (its ID only) and the later cards of its log went on\n", w.Author, w.Seq, w.Reason)
+	}
+	if relayed := s.StubsOut - len(s.Withheld); relayed > 0 {
+		fmt.Fprintf(a.Err(), "sublog: withheld %d cards this home holds only as stubs: passed on as stubs\n", relayed)
 	}
 	if unaddressed && len(s.Withheld) > 0 {
-		fmt.Fprintln(a.Err(), "sublog: hint: an unaddressed bundle carries only what may go to anyone; 'sublog export --for ID' carries what that identity may receive")
+		fmt.Fprintln(a.Err(), "sublog: hint: an unaddressed bundle carries in full only what may go to anyone; 'sublog export --for ID' carries what that identity may receive")
+	}
+	if s.StubsIn > 0 {
+		fmt.Fprintf(a.Err(), "sublog: withheld %d: the sender may not pass those cards on; they came as stubs (their IDs only, proven by the next card's prev) and the later cards came in full\n", s.StubsIn)
 	}
 }
 
@@ -486,7 +493,14 @@ receiving side) are written.`,
 				if len(stats.Withheld) > 0 {
 					out["withheld"] = stats.Withheld
 				}
+				if stats.StubsOut > 0 {
+					out["stubs"] = stats.StubsOut
+				}
 				return a.PrintJSON(out)
+			}
+			if stats.StubsOut > 0 {
+				fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s, and %d withheld cards as stubs (IDs only)\n", stats.Sent, stats.Logs, outPath, stats.StubsOut)
+				return nil
 			}
 			fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
 			return nil
@@ -557,6 +571,7 @@ func newImportCmd(a *App) *cobra.Command {
 				}
 				summarizeN(a.Err(), fmt.Sprintf("sublog: %d cards in %s were refused:", stats.Rejected, name), items, stats.Rejected)
 			}
+			a.tellWithheld(stats, false)
 			a.tellForks(stats)
 			if err := a.report(a.Out(), stats); err != nil {
 				return err

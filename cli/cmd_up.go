@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,13 @@ func upConfig(a *App, cmd *cobra.Command, listen, roles []string, logFormat, log
 	dir, err := a.HomeDir()
 	if err != nil {
 		return node.Config{}, rejected(err, "")
+	}
+	// A home with no configuration gets the commented defaults, so every
+	// key is there to read and edit.
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
+		if _, err := node.WriteDefaultConfig(dir); err != nil {
+			return node.Config{}, rejected(fmt.Errorf("writing the default %s: %w", node.ConfigFile, err), "")
+		}
 	}
 	cfg, err := node.LoadConfig(dir)
 	if err != nil {
@@ -118,6 +126,7 @@ again); without the token the page answers 401.`,
 						fmt.Fprintf(w, "listening: %s\n", l)
 					}
 					fmt.Fprintf(w, "socket:    %s\n", inf.Socket)
+					fmt.Fprintf(w, "config:    %s\n", filepath.Join(inf.Home, node.ConfigFile))
 					if len(inf.Roles) == 0 {
 						fmt.Fprintf(w, "roles:     none\n")
 					} else {

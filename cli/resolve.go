@@ -8,6 +8,7 @@ package cli
 import (
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/sublog/sublog/exec"
 	"github.com/sublog/sublog/log/card"
@@ -135,6 +136,17 @@ func nameErr(err error, hint string) error {
 
 // isMalformed reports whether a resolution failed on the form of its text.
 func isMalformed(err error) bool { return errors.Is(err, names.ErrMalformed) }
+
+// isCardForm reports whether s has the form of a card argument other than
+// a full ID (a hex prefix of at least names.MinPrefix digits, AUTHOR@SEQ),
+// for commands that take a file or a card.
+func isCardForm(s string) bool {
+	if strings.Contains(s, "@") {
+		return !strings.ContainsAny(s, "/.")
+	}
+	h := strings.TrimPrefix(s, "sha256:")
+	return len(h) >= names.MinPrefix && len(h) <= 64 && strings.Trim(h, "0123456789abcdef") == ""
+}
 
 // peersKnown are the host's peers as resolver candidates, named by their
 // bundle's name ('sublog call counter ...').

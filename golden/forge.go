@@ -148,6 +148,9 @@ var reasons = []struct {
 	{"fork", sublog.ErrFork},
 	{"forked", sublog.ErrForked},
 	{"bad-proof", sublog.ErrBadProof},
+	{"stub-contradicted", sublog.ErrStubContradicted},
+	{"stub-conflict", sublog.ErrStubConflict},
+	{"stub-unproven", sublog.ErrStubUnproven},
 }
 
 // expectReject checks that err is the rejection the vector names.

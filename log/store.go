@@ -56,6 +56,7 @@ const (
 	pfxHead  = 'h' // h author(32)             -> seq(8) cardID(32)
 	pfxFork  = 'f' // f author(32)             -> fork proof (canonical CBOR)
 	pfxMeta  = 'm' // m name                   -> value
+	// 'w' author(32) seq(8) -> a stub (stub.go)
 )
 
 var metaFormat = []byte("mformat")
@@ -167,7 +168,10 @@ func (s *Store) notify() {
 	s.subMu.Unlock()
 }
 
-type kv struct{ k, v []byte }
+type kv struct {
+	k, v []byte
+	del  bool // delete k (a stub replaced by its card)
+}
 
 type write struct {
 	sets    []kv
@@ -412,6 +416,10 @@ func (s *Store) apply(group []*write) applied {
 	b := s.db.NewBatch()
 	for _, w := range group {
 		for _, p := range w.sets {
+			if p.del {
+				_ = b.Delete(p.k, nil)
+				continue
+			}
 			_ = b.Set(p.k, p.v, nil) // Set on an in-memory batch only fails on misuse
 		}
 	}
@@ -563,9 +571,9 @@ func cardSets(c *card.Card) []kv {
 	binary.BigEndian.PutUint64(hv, c.Seq())
 	copy(hv[8:], id[:])
 	return []kv{
-		{cardKey(c.Author(), c.Seq()), c.Bytes()},
-		{indexKey(id), cardKey(c.Author(), c.Seq())[1:]},
-		{headKey(c.Author()), hv},
+		{k: cardKey(c.Author(), c.Seq()), v: c.Bytes()},
+		{k: indexKey(id), v: cardKey(c.Author(), c.Seq())[1:]},
+		{k: headKey(c.Author()), v: hv},
 	}
 }
 
@@ -590,6 +598,9 @@ func forkKey(a key.ID) []byte    { return append([]byte{pfxFork}, a.Bytes()...) 
 // ErrBadChain, ErrForked, or ErrFork after storing a fork proof. The store
 // is unchanged by every error but ErrFork (which adds the proof).
 func (s *Store) Import(b []byte) (*card.Card, error) {
+	if IsStub(b) {
+		return nil, fmt.Errorf("%w: a stub alone", ErrStubUnproven)
+	}
 	c, err := card.Decode(b, s.Caps())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -604,7 +615,7 @@ func (s *Store) Import(b []byte) (*card.Card, error) {
 	h := s.tipOf(c.Author())
 	if proof != nil {
 		h.forkSeq = proof.Seq()
-	} else {
+	} else if c.Seq() > h.seq { // (a card that replaces a stub leaves the head)
 		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
 	}
 	done, qerr := s.enqueue(sets, headUpdate{c.Author().Array(), h})
@@ -638,6 +649,16 @@ func (s *Store) place(c *card.Card, pending *batchState) ([]kv, *ForkProof, erro
 	}
 	if c.Seq() <= h.seq {
 		stored, err := s.rawAtPending(a, c.Seq(), pending)
+		if errors.Is(err, ErrNotFound) {
+			st, ok, serr := s.stubAt(a, c.Seq(), pending)
+			if serr != nil {
+				return nil, nil, serr
+			}
+			if ok {
+				sets, err := s.placeAtStub(c, st, pending)
+				return sets, nil, err
+			}
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -659,6 +680,24 @@ func (s *Store) place(c *card.Card, pending *batchState) ([]kv, *ForkProof, erro
 type batchState struct {
 	heads map[[key.IDSize]byte]head
 	cards map[string][]byte // cardKey -> bytes
+	stubs map[string]*Stub  // stubKey -> stub, nil once replaced by its card
+}
+
+// record notes a placement's card and stub writes, so later cards of the
+// batch see them.
+func (b *batchState) record(sets []kv) {
+	for _, p := range sets {
+		switch p.k[0] {
+		case pfxCard:
+			b.cards[string(p.k)] = p.v
+		case pfxStub:
+			if p.del {
+				b.stubs[string(p.k)] = nil
+			} else if st, err := parseStub(p.k, p.v); err == nil {
+				b.stubs[string(p.k)] = &st
+			}
+		}
+	}
 }
 
 func (b *batchState) head(a key.ID) (head, bool) {
@@ -683,7 +722,7 @@ func (s *Store) forkWrites(stored []byte, c *card.Card) ([]kv, *ForkProof, error
 	if err != nil {
 		return nil, nil, err
 	}
-	return []kv{{forkKey(c.Author()), p.Encode()}}, p,
+	return []kv{{k: forkKey(c.Author()), v: p.Encode()}}, p,
 		fmt.Errorf("%w: %s at seq %d (proof stored)", ErrFork, c.Author(), p.Seq())
 }
 
@@ -691,12 +730,15 @@ func (s *Store) forkWrites(stored []byte, c *card.Card) ([]kv, *ForkProof, error
 // input index that was not accepted, why.
 type ImportResult struct {
 	Accepted []*card.Card
+	Stubs    []Stub // stubs stored (each with the card after it)
 	Errs     map[int]error
 }
 
 // ImportBatch verifies cards in parallel and stores, in input order, those
 // that continue their logs, with one sync for the whole batch. Cards of one
-// author must come in chain order.
+// author must come in chain order. An element of StubSize bytes is a stub
+// (stub.go): a run of stubs is placed with the card after it, which proves
+// the last one; a run no card follows is not stored (ErrStubUnproven).
 func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	res := ImportResult{Errs: map[int]error{}}
 	if err := s.usable(); err != nil {
@@ -716,6 +758,9 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				if IsStub(raw[i]) {
+					continue // placed with the card after it
+				}
 				c, err := card.Decode(raw[i], s.Caps())
 				if err != nil {
 					errs[i] = fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -730,14 +775,38 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	// One import batch at a time: the batch spans many authors.
 	s.locksAll()
 	defer s.unlockAll()
-	pending := &batchState{heads: map[[key.IDSize]byte]head{}, cards: map[string][]byte{}}
+	pending := &batchState{heads: map[[key.IDSize]byte]head{}, cards: map[string][]byte{}, stubs: map[string]*Stub{}}
 	var sets []kv
 	var accepted []int
+	var stubs []Stub
+	var run []int // stubs waiting for the card that proves them
 	for i, c := range decoded {
-		if c == nil {
+		if IsStub(raw[i]) {
+			run = append(run, i)
 			continue
 		}
-		w, proof, err := s.place(c, pending)
+		if c == nil {
+			for _, j := range run {
+				errs[j] = fmt.Errorf("%w: the card after it was refused", ErrStubUnproven)
+			}
+			run = nil
+			continue
+		}
+		var (
+			w     []kv
+			news  []Stub
+			proof *ForkProof
+			err   error
+		)
+		if len(run) > 0 {
+			ids := make([]card.ID, len(run))
+			for k, j := range run {
+				copy(ids[k][:], raw[j])
+			}
+			w, news, proof, err = s.placeRun(ids, c, pending)
+		} else {
+			w, proof, err = s.place(c, pending)
+		}
 		if proof != nil {
 			sets = append(sets, w...)
 			h, ok := pending.head(c.Author())
@@ -749,17 +818,28 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 		}
 		if err != nil {
 			errs[i] = err
+			for _, j := range run {
+				errs[j] = err // the card refused its stubs, or they it
+			}
+			run = nil
 			continue
 		}
+		run = nil
 		sets = append(sets, w...)
+		pending.record(w)
 		h, ok := pending.head(c.Author())
 		if !ok {
 			h = s.tipOf(c.Author())
 		}
-		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
+		if c.Seq() > h.seq { // (a card that replaces a stub leaves the head)
+			h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
+		}
 		pending.heads[c.Author().Array()] = h
-		pending.cards[string(cardKey(c.Author(), c.Seq()))] = c.Bytes()
 		accepted = append(accepted, i)
+		stubs = append(stubs, news...)
+	}
+	for _, j := range run {
+		errs[j] = ErrStubUnproven
 	}
 	for i, e := range errs {
 		if e != nil {
@@ -783,6 +863,7 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	for _, i := range accepted {
 		res.Accepted = append(res.Accepted, decoded[i])
 	}
+	res.Stubs = stubs
 	return res, nil
 }
 
@@ -835,6 +916,14 @@ func (s *Store) Get(a key.ID, seq uint64) (*card.Card, error) {
 		return nil, fmt.Errorf("%w: %s@%d", ErrNotFound, a, seq)
 	}
 	b, err := s.rawAt(a, seq)
+	if errors.Is(err, ErrNotFound) {
+		if st, ok, serr := s.stubAt(a, seq, nil); serr == nil && ok {
+			if st.Proven {
+				return nil, fmt.Errorf("%w: %s@%d is %s", ErrWithheld, a, seq, st.ID)
+			}
+			return nil, fmt.Errorf("%w: %s@%d (ID unproven)", ErrWithheld, a, seq)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -1052,13 +1141,16 @@ func walkCards(it *pebble.Iterator, fn func(a key.ID, seq uint64, first bool) er
 	return it.Error()
 }
 
-// Count returns the number of stored cards and logs.
+// Count returns the number of stored cards and logs (stubs are not cards).
 func (s *Store) Count() (cards uint64, logs int) {
 	for _, h := range s.Heads() {
 		if h.Seq > 0 {
 			cards += h.Seq
 			logs++
 		}
+	}
+	if stubs, err := s.AllStubs(); err == nil {
+		cards -= min(cards, uint64(len(stubs)))
 	}
 	return cards, logs
 }

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sublog/sublog/blob"
 	"github.com/sublog/sublog/exec"
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/home"
@@ -94,14 +95,15 @@ func (i Info) UILink() string { return i.uiLink }
 
 // Node is a running instance.
 type Node struct {
-	opt  Options
-	cfg  Config
-	home *home.Home
-	log  *slog.Logger
-	sk   *key.Secret
-	st   *sublog.Store
-	host *exec.Host
-	info Info
+	opt   Options
+	cfg   Config
+	home  *home.Home
+	log   *slog.Logger
+	sk    *key.Secret
+	st    *sublog.Store
+	host  *exec.Host
+	blobs *blob.Store
+	info  Info
 
 	lock  *os.File
 	sock  net.Listener
@@ -166,6 +168,13 @@ func Start(ctx context.Context, opt Options) (_ *Node, err error) {
 	if n.st, err = h.OpenStore(sublog.Options{}); err != nil {
 		return nil, err
 	}
+	dir, err := h.Path("blobs")
+	if err != nil {
+		return nil, err
+	}
+	if n.blobs, err = blob.Open(dir); err != nil {
+		return nil, err
+	}
 	if cfg.Has("host") {
 		dir, err := h.Path("exec")
 		if err != nil {
@@ -200,6 +209,10 @@ func Start(ctx context.Context, opt Options) (_ *Node, err error) {
 	}
 	n.wg.Add(1)
 	go n.watchStore()
+	if n.cfg.Blobs.GCInterval > 0 {
+		n.wg.Add(1)
+		go n.collectBlobs()
+	}
 	lg.Info("instance up", "identity", n.sk.ID().String(), "socket", n.info.Socket, "listen", n.info.Listen,
 		"roles", cfg.Roles, "profile", n.info.Profile)
 	if opt.Ready != nil {
@@ -416,7 +429,10 @@ func (n *Node) checkPeers() {
 	}
 	for _, s := range list {
 		if s.State != before[s.Peer] {
-			n.log.Info("peer "+s.State, "peer", s.Peer.String(), "name", s.Name, "grant", s.Grant.String(), "reason", s.Reason)
+			// (The executor logs a stop itself, once, where it decides.)
+			if s.State != "stopped" { // kinds.StateStopped
+				n.log.Info("peer "+s.State, "peer", s.Peer.String(), "name", s.Name, "grant", s.Grant.String(), "reason", s.Reason)
+			}
 			n.ev.publish("peer", peerJSON(s))
 		}
 	}

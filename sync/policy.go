@@ -30,8 +30,8 @@ type Policy interface {
 // goes; "trusted_nodes" and "to_recipients_only" go only to peers the policy
 // Shares with (capsule wraps are anonymous, so recipients cannot be told
 // apart from other trusted peers); "this_node_only", an unknown mode or an
-// unreadable capsule never leave the node. A log is a chain, so a card that
-// may not leave also holds back every later card of its log.
+// unreadable capsule never leave the node. A card that may not leave goes
+// as a stub (its ID only), so the later cards of its log still go.
 func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
 	p, sealed, err := capsule.PolicyOf(c)
 	switch {
@@ -49,13 +49,14 @@ func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
 	return false
 }
 
-// Withheld says that a log was sent (or exported) only up to a card that may
-// not leave for this peer: the card at From and every later card of the log
-// stayed here (a log is a chain; see MayLeave).
+// Withheld says that a card may not leave for this peer: it was sent (or
+// exported) as a stub, its ID only, and the later cards of its log went on
+// (a stub keeps the chain; see log/stub.go).
 type Withheld struct {
-	Author key.ID `json:"author"`
-	From   uint64 `json:"from"`
-	Reason string `json:"reason"`
+	Author key.ID  `json:"author"`
+	Seq    uint64  `json:"seq"`
+	ID     card.ID `json:"id"`
+	Reason string  `json:"reason"`
 }
 
 func withheld(c *card.Card) Withheld {
@@ -63,7 +64,7 @@ func withheld(c *card.Card) Withheld {
 	if p, _, err := capsule.PolicyOf(c); err == nil {
 		reason = fmt.Sprintf("distribution %s (visibility %s)", p.Distribution, p.Visibility)
 	}
-	return Withheld{Author: c.Author(), From: c.Seq(), Reason: reason}
+	return Withheld{Author: c.Author(), Seq: c.Seq(), ID: c.ID(), Reason: reason}
 }
 
 // Lists is the default policy, from the lists a home keeps:

@@ -34,7 +34,14 @@ const (
 	MaxProof = 2*card.MaxSize + 64
 	// ItemSize is the size of one packed item: author, seq, head ID, flags.
 	ItemSize = key.IDSize + 8 + 32 + 1
+	// StubSize is the size of a stub in a Cards message: the ID of a card
+	// the sender may not pass on, in that card's place (all zero when the
+	// sender holds it unproven). A card, plain or elided, is always longer.
+	StubSize = 32
 )
+
+// IsStub reports whether an element of a Cards message is a stub.
+func IsStub(b []byte) bool { return len(b) == StubSize }
 
 // Message types.
 const (
@@ -204,12 +211,18 @@ func Decode(b []byte) (*Msg, error) {
 // CardsMsg is the Cards message for a chain segment of author's log
 // starting at seq from: the compact form when every card elides (each
 // card's author and kid, and after the first its prev when it is the
-// previous card's ID) and rebuilds to its exact bytes, else the plain form.
+// previous card's ID, or the stub's before it) and rebuilds to its exact
+// bytes, else the plain form. Stubs travel as they are in both forms.
 func CardsMsg(author key.ID, from uint64, cards [][]byte) *Msg {
 	plain := &Msg{T: TCards, Author: author.Bytes(), From: from, Cards: cards}
 	out := make([][]byte, len(cards))
 	var prev *card.ID
 	for i, c := range cards {
+		if IsStub(c) {
+			out[i] = c
+			prev = stubPrev(c)
+			continue
+		}
 		e, ok := card.Elide(c, author, prev)
 		if !ok {
 			return plain
@@ -233,6 +246,11 @@ func expand(m *Msg) (*Msg, error) {
 	cards := make([][]byte, len(m.Cards))
 	var prev *card.ID
 	for i, e := range m.Cards {
+		if IsStub(e) {
+			cards[i] = e
+			prev = stubPrev(e)
+			continue
+		}
 		c, err := card.Rebuild(e, author, prev)
 		if err != nil {
 			return nil, fmt.Errorf("%w: compact card %d: %w", ErrMalformed, i, err)
@@ -242,6 +260,16 @@ func expand(m *Msg) (*Msg, error) {
 		prev = &id
 	}
 	return &Msg{T: TCards, Author: m.Author, From: m.From, Cards: cards}, nil
+}
+
+// stubPrev is what the card after a stub elides as its prev: the stub's
+// ID, or nothing when the stub's ID is unknown (zero).
+func stubPrev(b []byte) *card.ID {
+	id, _ := card.IDFromBytes(b)
+	if id.IsZero() {
+		return nil
+	}
+	return &id
 }
 
 func (m *Msg) check() error {
@@ -308,6 +336,9 @@ func (m *Msg) check() error {
 		}
 		if m.From == 0 || len(m.Cards) != 1 || m.Ranges != nil || m.V != 0 || m.Proof != nil {
 			return bad("witness message: seq %d, %d cards", m.From, len(m.Cards))
+		}
+		if IsStub(m.Cards[0]) {
+			return bad("witness message with a stub (a witness is a signed card)")
 		}
 	case TFork:
 		if err := author(); err != nil {
