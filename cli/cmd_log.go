@@ -26,14 +26,14 @@ func init() {
 
 // cardView is the JSON shape of a card (stable: scripts rely on it).
 type cardView struct {
-	ID          card.ID  `json:"id"`
+	ID          card.ID  `json:"id,omitzero"` // zero only for a stub whose ID is unproven
 	Author      key.ID   `json:"author"`
 	Seq         uint64   `json:"seq"`
 	Prev        *card.ID `json:"prev,omitempty"`
 	Kind        string   `json:"kind"`
-	Time        string   `json:"time"` // the author's claimed time (the card's ts), RFC 3339 UTC
-	Net         string   `json:"net"`
-	RID         string   `json:"rid"`
+	Time        string   `json:"time,omitempty"` // the author's claimed time (the card's ts), RFC 3339 UTC; "" only for a stub
+	Net         string   `json:"net,omitempty"` // "" only for a stub
+	RID         string   `json:"rid,omitempty"`
 	Reqs        []string `json:"reqs,omitempty"`
 	Prov        []string `json:"prov,omitempty"`
 	PolicyRef   string   `json:"policy_ref,omitempty"`

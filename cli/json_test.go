@@ -170,6 +170,13 @@ func TestEveryJSONOutputValidates(t *testing.T) {
 		}
 	}
 	run(o, jsonCase{"status", []string{"status", "web"}, false}, "")
+	// A card that may not leave this node: the laptop holds it as a stub.
+	run(o, jsonCase{"append", []string{"append", "-"}, false}, "kind: note\nvisibility: node\ntext: stays here\n")
+	run(o, jsonCase{"append", []string{"append", "-"}, false}, "kind: note\ntext: after it\n")
+	send(o, l1)
+	if stubbed := run(l1, jsonCase{"log", []string{"log", "owner"}, false}, ""); !strings.Contains(stubbed, `"withheld": true`) {
+		t.Fatalf("the laptop's log of the owner shows no stub:\n%s", stubbed)
+	}
 	run(o, jsonCase{"plan", []string{"plan"}, false}, "")
 	audit := run(o, jsonCase{"replay", []string{"replay", "--audit"}, false}, "")
 	if !strings.Contains(audit, `"code": "intent_applied"`) || !strings.Contains(audit, `"code": "delegate_live"`) {
