@@ -32,7 +32,7 @@ type cardView struct {
 	Prev        *card.ID `json:"prev,omitempty"`
 	Kind        string   `json:"kind"`
 	Time        string   `json:"time,omitempty"` // the author's claimed time (the card's ts), RFC 3339 UTC; "" only for a stub
-	Net         string   `json:"net,omitempty"` // "" only for a stub
+	Net         string   `json:"net,omitempty"`  // "" only for a stub
 	RID         string   `json:"rid,omitempty"`
 	Reqs        []string `json:"reqs,omitempty"`
 	Prov        []string `json:"prov,omitempty"`
