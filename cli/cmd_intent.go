@@ -329,7 +329,7 @@ func newDelegateCmd(a *App) *cobra.Command {
 			}
 			if a.JSON() {
 				return a.PrintJSON(map[string]any{"author": c.Author(), "seq": c.Seq(), "id": c.ID(), "kind": c.Kind(),
-					"device": dev, "reused": reused, "pairing_token": tok.String(), "expires": tok.Expires.Format(time.RFC3339)})
+					"device": dev, "reused": reused, "pairing_token": tok.String(), "expires": tok.Expires.UTC().Format(time.RFC3339)})
 			}
 			w := a.Out()
 			if reused {
