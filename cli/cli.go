@@ -62,6 +62,10 @@ type App struct {
 	node *node.Node
 	env  []string // the client's environment, for a forwarded command
 	ctx  context.Context
+
+	// force is append's --force: write what append would otherwise refuse
+	// (an unknown kind, intent for an owner that did not delegate here).
+	force bool
 }
 
 var constructors []func(*App) *cobra.Command
@@ -79,8 +83,13 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
-// rejected marks err as exit 1, with a hint ("" for none).
+// rejected marks err as exit 1, with a hint ("" for none). An error marked
+// already keeps its code and hint unless a hint is given here.
 func rejected(err error, hint string) error {
+	var inner *exitError
+	if hint == "" && errors.As(err, &inner) {
+		return err
+	}
 	return &exitError{code: ExitRejected, err: err, hint: hint}
 }
 
@@ -377,8 +386,12 @@ func (a *App) Secret() (*key.Secret, error) {
 func (a *App) AsName() string { return a.asFlag }
 
 // PrintJSON writes v as indented JSON and a newline.
-func (a *App) PrintJSON(v any) error {
-	enc := json.NewEncoder(a.Out())
+func (a *App) PrintJSON(v any) error { return printJSONTo(a.Out(), v) }
+
+// printJSONTo writes v as indented JSON to w (stderr when stdout carries
+// data: --out -).
+func printJSONTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

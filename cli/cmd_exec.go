@@ -199,22 +199,29 @@ func newBundleCmd(a *App) *cobra.Command {
 			if out == "" {
 				out = filepath.Join(dir, m.Name+".bundle")
 			}
-			if err := os.WriteFile(a.Path(out), raw, 0o644); err != nil {
+			// --out - writes the bundle on stdout; what is said goes to stderr.
+			say := a.Out()
+			if out == "-" {
+				if _, err := a.RawOut().Write(raw); err != nil {
+					return rejected(err, "")
+				}
+				say = a.Err()
+			} else if err := os.WriteFile(a.Path(out), raw, 0o644); err != nil {
 				return rejected(err, "")
 			}
 			b, _ := bundle.Decode(raw)
 			if a.JSON() {
 				j := describe(b)
-				return a.PrintJSON(struct {
+				return printJSONTo(say, struct {
 					File string `json:"file"`
 					manifestJSON
 				}{out, j})
 			}
-			fmt.Fprintf(a.Out(), "%s %s\n", out, b.Hash())
+			fmt.Fprintf(say, "%s %s\n", out, b.Hash())
 			return nil
 		},
 	}
-	build.Flags().StringVar(&out, "out", "", "bundle file to write (default DIR/NAME.bundle)")
+	build.Flags().StringVar(&out, "out", "", "bundle file to write (default DIR/NAME.bundle; - for standard output)")
 
 	inspect := &cobra.Command{
 		Use:   "inspect FILE",
@@ -841,18 +848,24 @@ func newMoveCmd(a *App) *cobra.Command {
 						id, to, ho.ID(), ho.ID(), to)
 					return nil
 				}
-				if err := writeFileNew(a.Path(out), ho.Encode()); err != nil {
+				say := a.Out()
+				if out == "-" { // the handoff on stdout; what is said on stderr
+					if _, err := a.RawOut().Write(ho.Encode()); err != nil {
+						return rejected(err, "")
+					}
+					say = a.Err()
+				} else if err := writeFileNew(a.Path(out), ho.Encode()); err != nil {
 					return rejected(err, "")
 				}
 				if a.JSON() {
-					return a.PrintJSON(struct {
+					return printJSONTo(say, struct {
 						Peer    key.ID `json:"peer"`
 						To      key.ID `json:"to"`
 						Handoff string `json:"handoff"`
 						File    string `json:"file"`
 					}{id, to, ho.ID().String(), out})
 				}
-				fmt.Fprintf(a.Out(), "%s handed over to %s by handoff %s, written to %s\n", id, to, ho.ID(), out)
+				fmt.Fprintf(say, "%s handed over to %s by handoff %s, written to %s\n", id, to, ho.ID(), out)
 				return nil
 			}
 			r := &homeReceiver{a: a, dir: a.Path(to), as: toAs}
@@ -875,7 +888,7 @@ func newMoveCmd(a *App) *cobra.Command {
 	}
 	c.Flags().StringVar(&to, "to", "", "the receiving home's directory")
 	c.Flags().StringVar(&toAs, "to-as", "", "the receiving home's host identity (default: its default)")
-	c.Flags().StringVar(&out, "out", "", "with --for: also write the handoff to FILE")
+	c.Flags().StringVar(&out, "out", "", "with --for: also write the handoff to FILE (- for standard output)")
 	c.Flags().StringVar(&forHost, "for", "", "the identity of the receiving host (the handoff card names it; its state is encrypted to it)")
 	return c
 }

@@ -76,7 +76,11 @@ func (a *App) syncEnv() (*syncEnv, error) {
 	if err != nil {
 		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.PeersFile))
 	}
-	pol := lsync.TrustFor(st, self, peers.Trust, peers.Follow, a.Now().Unix())
+	paired, err := h.PairedDelegations()
+	if err != nil {
+		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.OwnersFile)+" (then pair again)")
+	}
+	pol := lsync.TrustFor(st, self, peers.Trust, peers.Follow, a.Now().Unix(), paired...)
 	return &syncEnv{home: h, st: st, sk: sk, pol: pol}, nil
 }
 
@@ -97,7 +101,35 @@ func (a *App) tellRefusals(s lsync.Stats) {
 	if more := s.Rejected - len(s.Refused); len(s.Refused) > 0 && more > 0 {
 		fmt.Fprintf(a.Err(), "sublog: ... and %d more rejected\n", more)
 	}
+	a.tellDropped(s)
 	a.tellForks(s)
+}
+
+// tellDropped says on stderr how many received cards were not taken
+// (the trust rule), whose, and why: a sync never drops cards silently.
+func (a *App) tellDropped(s lsync.Stats) {
+	if s.Dropped == 0 {
+		return
+	}
+	who := "the peer"
+	if !s.Peer.IsZero() {
+		who = s.Peer.String()
+	}
+	items := make([]string, 0, len(s.DroppedLogs))
+	for _, d := range s.DroppedLogs {
+		items = append(items, fmt.Sprintf("%s: %d cards, %s", d.Author, d.Cards, d.Reason))
+	}
+	summarizeN(a.Err(), fmt.Sprintf("sublog: dropped %d cards of %d logs from %s unread (the trust rule does not take them from it):", s.Dropped, len(s.DroppedLogs), who), items, len(items))
+	fmt.Fprintf(a.Err(), "sublog: hint: if %s is this device's owner, pair once ('sublog delegate %s' on its home prints the token for 'sublog pair TOKEN' here); 'sublog trust %s' takes what it vouches for; 'sublog follow AUTHOR' takes one log from anyone\n",
+		who, a.selfID(), who)
+}
+
+// selfID is this command's identity as text ("ID" when there is none).
+func (a *App) selfID() string {
+	if sk, err := a.Secret(); err == nil {
+		return sk.ID().String()
+	}
+	return "ID"
 }
 
 // tellWithheld says on stderr which cards went as stubs because they may
@@ -130,7 +162,11 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(s)
 	}
-	_, err := fmt.Fprintln(w, s.String())
+	line := s.String()
+	if s.Dropped > 0 {
+		line += fmt.Sprintf(", dropped %d (not taken from this peer, see above)", s.Dropped)
+	}
+	_, err := fmt.Fprintln(w, line)
 	return err
 }
 
@@ -348,12 +384,23 @@ of a command this one starts (--command). Prints a one-line summary.`,
 			if modes != 1 {
 				return usage(errors.New("give exactly one of ADDR, --stdio or --command"))
 			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// The peer command starts first, so that its start (a process,
+			// a store to open) overlaps this side's.
+			var peer *peerCommand
+			if command != "" {
+				p, err := a.startCommand(ctx, command)
+				if err != nil {
+					return rejected(fmt.Errorf("sync: starting %s: %w", command, err), "")
+				}
+				peer = p
+				defer peer.abandon()
+			}
 			env, err := a.syncEnv()
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			opt := a.sessionOptions(env, open || !stdio)
 			out := a.Out()
 			var stats lsync.Stats
@@ -362,7 +409,7 @@ of a command this one starts (--command). Prints a one-line summary.`,
 				out = a.Err() // stdout carries the session
 				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.RawOut()), false, env.st, opt)
 			case command != "":
-				stats, err = a.syncCommand(ctx, command, env, opt)
+				stats, err = a.syncCommand(ctx, peer, env, opt)
 			default:
 				update, finish := a.syncProgress("syncing")
 				opt.Progress = update
@@ -396,7 +443,16 @@ of a command this one starts (--command). Prints a one-line summary.`,
 	return c
 }
 
-func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt lsync.Options) (lsync.Stats, error) {
+// peerCommand is the command a sync --command runs, with its pipes.
+type peerCommand struct {
+	p       *exec.Cmd
+	command string
+	in      io.WriteCloser
+	out     io.ReadCloser
+	waited  bool
+}
+
+func (a *App) startCommand(ctx context.Context, command string) (*peerCommand, error) {
 	p := exec.CommandContext(ctx, "sh", "-c", command)
 	p.Stderr = a.Err()
 	p.Dir = a.cwd
@@ -405,22 +461,35 @@ func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt
 	}
 	in, err := p.StdinPipe()
 	if err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
 	outp, err := p.StdoutPipe()
 	if err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
 	if err := p.Start(); err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
+	return &peerCommand{p: p, command: command, in: in, out: outp}, nil
+}
+
+// abandon ends a command whose session never ran (this side failed first).
+func (c *peerCommand) abandon() {
+	if !c.waited {
+		c.p.Process.Kill()
+		c.p.Wait()
+	}
+}
+
+func (a *App) syncCommand(ctx context.Context, c *peerCommand, env *syncEnv, opt lsync.Options) (lsync.Stats, error) {
 	update, finish := a.syncProgress("syncing")
 	opt.Progress = update
-	stats, err := lsync.Run(ctx, transport.Stdio(outp, in), true, env.st, opt)
+	stats, err := lsync.Run(ctx, transport.Stdio(c.out, c.in), true, env.st, opt)
 	finish()
-	werr := p.Wait()
+	werr := c.p.Wait()
+	c.waited = true
 	if err == nil && werr != nil {
-		err = fmt.Errorf("%s: %w", command, werr)
+		err = fmt.Errorf("%s: %w", c.command, werr)
 	}
 	return stats, err
 }
@@ -428,7 +497,7 @@ func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt
 func newExportCmd(a *App) *cobra.Command {
 	var outPath, forID, since string
 	c := &cobra.Command{
-		Use:   "export --out FILE [--for IDENTITY] [--since HEADS-FILE]",
+		Use:   "export --out FILE|- [--for IDENTITY] [--since HEADS-FILE]",
 		Short: "Write a signed bundle of logs to a file (store and forward)",
 		Long: `Write the logs to FILE as a bundle signed by this identity. With --for, the
 bundle is encrypted to IDENTITY and holds only the logs it may see. With
@@ -465,28 +534,41 @@ receiving side) are written.`,
 					return rejected(fmt.Errorf("%s: not a heads file: %w", since, err), "make one with 'sublog heads --out FILE' on the receiving side")
 				}
 			}
-			tmp, err := os.CreateTemp(filepath.Dir(a.Path(outPath)), ".sublog-export-*")
-			if err != nil {
-				return rejected(err, "")
-			}
-			defer os.Remove(tmp.Name())
 			update, finish := a.syncProgress("exporting")
 			opt.Progress = update
-			stats, err := lsync.Export(tmp, env.st, opt)
-			finish()
-			if err == nil {
-				err = tmp.Sync()
-			}
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Rename(tmp.Name(), a.Path(outPath))
+			var stats lsync.Stats
+			say := a.Out()
+			if outPath == "-" {
+				// The bundle on stdout; what is said goes to stderr.
+				say = a.Err()
+				stats, err = lsync.Export(a.RawOut(), env.st, opt)
+				finish()
+			} else {
+				tmp, terr := os.CreateTemp(filepath.Dir(a.Path(outPath)), ".sublog-export-*")
+				if terr != nil {
+					finish()
+					return rejected(terr, "")
+				}
+				defer os.Remove(tmp.Name())
+				stats, err = lsync.Export(tmp, env.st, opt)
+				finish()
+				if err == nil {
+					err = tmp.Sync()
+				}
+				if cerr := tmp.Close(); err == nil {
+					err = cerr
+				}
+				if err == nil {
+					err = os.Rename(tmp.Name(), a.Path(outPath))
+				}
 			}
 			if err != nil {
 				return rejected(err, "")
 			}
 			a.tellWithheld(stats, forID == "")
+			if stats.Sent == 0 && forID == "" {
+				a.tellEmptyExport(env, since, stats)
+			}
 			if a.JSON() {
 				out := map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs}
 				if len(stats.Withheld) > 0 {
@@ -495,20 +577,38 @@ receiving side) are written.`,
 				if stats.StubsOut > 0 {
 					out["stubs"] = stats.StubsOut
 				}
-				return a.PrintJSON(out)
+				return printJSONTo(say, out)
 			}
 			if stats.StubsOut > 0 {
-				fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s, and %d withheld cards as stubs (IDs only)\n", stats.Sent, stats.Logs, outPath, stats.StubsOut)
+				fmt.Fprintf(say, "exported %d cards in %d logs to %s, and %d withheld cards as stubs (IDs only)\n", stats.Sent, stats.Logs, outPath, stats.StubsOut)
 				return nil
 			}
-			fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
+			fmt.Fprintf(say, "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
 			return nil
 		},
 	}
-	c.Flags().StringVar(&outPath, "out", "", "bundle file to write")
+	c.Flags().StringVar(&outPath, "out", "", "bundle file to write (- for standard output)")
 	c.Flags().StringVar(&forID, "for", "", "encrypt to this identity and export only what it may see")
 	c.Flags().StringVar(&since, "since", "", "heads file of the receiver: export only what it lacks")
 	return c
+}
+
+// tellEmptyExport says why an export without --for holds no card, and what
+// to do (withheld logs have been named already).
+func (a *App) tellEmptyExport(env *syncEnv, since string, s lsync.Stats) {
+	switch {
+	case len(s.Withheld) > 0:
+		// tellWithheld named each log and the hint.
+	case len(env.st.Heads()) == 0:
+		fmt.Fprintln(a.Err(), "sublog: the bundle holds no cards: this home's store is empty")
+		fmt.Fprintln(a.Err(), "sublog: hint: append cards ('sublog append FILE') or sync with a peer first, then export")
+	case since != "":
+		fmt.Fprintf(a.Err(), "sublog: the bundle holds no cards: the heads in %s already cover every log this home holds, so the receiver lacks nothing\n", since)
+		fmt.Fprintln(a.Err(), "sublog: hint: export without --since to send everything again, or take fresh heads from the receiver ('sublog heads --out FILE' there)")
+	default:
+		fmt.Fprintln(a.Err(), "sublog: the bundle holds no cards: every log here is forked or starts at a card that cannot be read")
+		fmt.Fprintln(a.Err(), "sublog: hint: 'sublog verify' names damaged cards; 'sublog log --heads' shows forked logs")
+	}
 }
 
 func newImportCmd(a *App) *cobra.Command {
@@ -607,7 +707,7 @@ func newHeadsCmd(a *App) *cobra.Command {
 				return err
 			}
 			b = append(b, '\n')
-			if outPath != "" {
+			if outPath != "" && outPath != "-" {
 				if err := os.WriteFile(a.Path(outPath), b, 0o600); err != nil {
 					return rejected(err, "")
 				}
@@ -617,7 +717,7 @@ func newHeadsCmd(a *App) *cobra.Command {
 			return err
 		},
 	}
-	c.Flags().StringVar(&outPath, "out", "", "write to FILE instead of stdout")
+	c.Flags().StringVar(&outPath, "out", "", "write to FILE instead of stdout (- is stdout)")
 	return c
 }
 

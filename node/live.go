@@ -20,8 +20,9 @@ import (
 )
 
 // Lists is the sync policy of a home as of now: the one trust rule
-// (sync.TrustFor) over its own identities, the devices they delegate to, and
-// the trust and follow lists of peers.json.
+// (sync.TrustFor) over its own identities, the devices they delegate to, the
+// trust and follow lists of peers.json and the owners it paired with
+// (owners.json).
 func Lists(h *home.Home, st *sublog.Store, now int64) (*lsync.Lists, error) {
 	named, err := h.Identities()
 	if err != nil {
@@ -35,7 +36,11 @@ func Lists(h *home.Home, st *sublog.Store, now int64) (*lsync.Lists, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (fix or remove %s)", err, filepath.Join(h.Dir, home.PeersFile))
 	}
-	return lsync.TrustFor(st, self, peers.Trust, peers.Follow, now), nil
+	paired, err := h.PairedDelegations()
+	if err != nil {
+		return nil, fmt.Errorf("%w (fix or remove %s)", err, filepath.Join(h.Dir, home.OwnersFile))
+	}
+	return lsync.TrustFor(st, self, peers.Trust, peers.Follow, now, paired...), nil
 }
 
 // livePolicy is the current Lists, swapped on reconfigure.

@@ -95,19 +95,36 @@ type Lists struct {
 //
 // Delegations are read from the store, so they are what the owners signed,
 // never what a peer claims; only live ones count (see Devices).
-func TrustFor(st Store, own, trust, follow []key.ID, now int64) *Lists {
+//
+// paired are the delegate cards this home was handed when it paired with
+// its owners (`sublog pair`, HOME/owners.json; verified cards): each one's
+// author counts as on the lists, and the card counts as if it were in the
+// author's stored log, so a device knows its owner before it has ever
+// stored the owner's log. A revocation in the owner's stored log still
+// wins (a revoked device stays revoked).
+func TrustFor(st Store, own, trust, follow []key.ID, now int64, paired ...*card.Card) *Lists {
 	l := NewLists(own, nil, nil)
 	mine := l.Self
+	handed := map[key.ID][]*card.Card{}
+	var owners []key.ID
+	for _, c := range paired {
+		if c.Kind() == card.KindDelegate {
+			if handed[c.Author()] == nil {
+				owners = append(owners, c.Author())
+			}
+			handed[c.Author()] = append(handed[c.Author()], c)
+		}
+	}
 	devs := map[key.ID][]key.ID{}
 	devices := func(o key.ID) []key.ID {
 		d, ok := devs[o]
 		if !ok {
-			d = Devices(st, o, now)
+			d = devicesWith(st, o, now, handed[o])
 			devs[o] = d
 		}
 		return d
 	}
-	for _, x := range append(append([]key.ID(nil), trust...), follow...) {
+	for _, x := range append(append(append([]key.ID(nil), trust...), follow...), owners...) {
 		for _, d := range devices(x) {
 			if mine[d] {
 				l.Self[x] = true // x is this device's owner
@@ -139,8 +156,18 @@ func TrustFor(st Store, own, trust, follow []key.ID, now int64) *Lists {
 // and neither a later delegate card revoking the device (a revoked device
 // stays revoked) nor a revoke or crl card of owner naming the delegation
 // withdrew it. Cards that do not decode are ignored. Sorted, no repeats.
-func Devices(st Store, owner key.ID, now int64) []key.ID {
+func Devices(st Store, owner key.ID, now int64) []key.ID { return devicesWith(st, owner, now, nil) }
+
+// devicesWith is Devices with extra delegate cards of owner counted as if
+// they were in its log (the ones handed over at pairing).
+func devicesWith(st Store, owner key.ID, now int64, extra []*card.Card) []key.ID {
 	var d kinds.Delegations
+	for _, c := range extra {
+		var b kinds.DelegateBody
+		if c.Author() == owner && c.Kind() == card.KindDelegate && c.DecodeBody(&b) == nil {
+			d.Delegate(c.ID(), b)
+		}
+	}
 	_ = st.Scan(owner, 1, func(c *card.Card) error {
 		switch c.Kind() {
 		case card.KindDelegate:

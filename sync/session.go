@@ -96,10 +96,27 @@ type Stats struct {
 	Withheld []Withheld `json:"withheld,omitempty"`
 	StubsOut int        `json:"stubs_out,omitempty"`
 	StubsIn  int        `json:"stubs_in,omitempty"`
-	Rounds   int        `json:"rounds"`   // reconciliation messages this side sent
-	BytesIn  int64      `json:"bytes_in"` // on the wire, handshake included
-	BytesOut int64      `json:"bytes_out"`
+	// DroppedLogs says whose cards make up Dropped and why they were not
+	// taken (sorted by author, the first MaxListed logs).
+	DroppedLogs []DroppedLog `json:"dropped_logs,omitempty"`
+	Rounds      int          `json:"rounds"`   // reconciliation messages this side sent
+	BytesIn     int64        `json:"bytes_in"` // on the wire, handshake included
+	BytesOut    int64        `json:"bytes_out"`
 }
+
+// DroppedLog is one log whose cards a peer sent and this side did not take
+// (the trust rule), dropped before any signature work.
+type DroppedLog struct {
+	Author key.ID `json:"author"`
+	Cards  int    `json:"cards"`
+	Reason string `json:"reason"`
+}
+
+// Drop reasons of DroppedLog.
+const (
+	DropOwnLog   = "this home's own log, from a peer that is neither this user's identity or device nor trusted"
+	DropNotTaken = "not taken from this peer: it is neither this user's identity, device or owner nor trusted here, and the log is not followed"
+)
 
 // String is the one-line summary the CLI prints.
 func (s Stats) String() string {
@@ -156,6 +173,7 @@ type session struct {
 	halt     atomic.Bool // a forged card came: verify nothing more
 	stats    Stats
 	logs     map[key.ID]bool
+	dropped  map[key.ID]int // cards dropped per log (mu)
 }
 
 // Run runs one session over conn; initiator is the side that dialled. It
@@ -195,6 +213,7 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 	s.conn.Close()
 	s.mu.Lock()
 	st2 := s.stats
+	st2.DroppedLogs = droppedLogs(s.dropped, opt.Secret.ID())
 	s.mu.Unlock()
 	st2.BytesIn, st2.BytesOut = s.conn.in.Load(), s.conn.out.Load()
 	st2.Checked = int(counter.n.Load())
@@ -209,6 +228,24 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 }
 
 func (s *session) touch() { s.progress.Store(time.Now().UnixNano()) }
+
+// droppedLogs lists the dropped cards per log with the reason, sorted by
+// author, at most MaxListed logs.
+func droppedLogs(d map[key.ID]int, self key.ID) []DroppedLog {
+	var out []DroppedLog
+	for a, n := range d {
+		r := DropNotTaken
+		if a == self {
+			r = DropOwnLog
+		}
+		out = append(out, DroppedLog{Author: a, Cards: n, Reason: r})
+	}
+	slices.SortFunc(out, func(x, y DroppedLog) int { return x.Author.Compare(y.Author) })
+	if len(out) > MaxListed {
+		out = out[:MaxListed]
+	}
+	return out
+}
 
 // watch drops the connection when the session makes no progress for the
 // timeout, so a stalled peer cannot hang this side, or when ctx ends.
@@ -329,7 +366,14 @@ func (s *session) run(ctx context.Context) error {
 		// The responder closes first once it has our Done: the whole
 		// connection (a one-shot responder) or only the stream (a live
 		// node's link, which stays up); wait for either (bounded), so our
-		// Done is never cut off in flight.
+		// Done is never cut off in flight. A clean round ended at the
+		// stream's end already (the responder closes it once it has read
+		// our Done), so this does not wait: over a pipe (sync --command
+		// "ssh HOST sublog sync --stdio") the responder's process cannot
+		// end, and close the connection, while its read of our end blocks,
+		// and ssh holds the pipe until it ends; waiting for the connection
+		// to close there held both sides until a keepalive broke the tie
+		// (15 s). TestPipeSessionEndsWhenBothAreDone.
 		eof := make(chan struct{})
 		go func() {
 			io.Copy(io.Discard, stream)
@@ -614,6 +658,12 @@ func (s *session) reader(ctx context.Context, r io.Reader) error {
 			if k := msg.T; k == proto.TCards || k == proto.TWitness || k == proto.TFork {
 				s.mu.Lock()
 				s.stats.Dropped += len(msg.Cards)
+				if a, err := key.IDFromBytes(msg.Author); err == nil && len(msg.Cards) > 0 {
+					if s.dropped == nil {
+						s.dropped = map[key.ID]int{}
+					}
+					s.dropped[a] += len(msg.Cards)
+				}
 				s.mu.Unlock()
 			}
 			s.release(hold)
