@@ -30,22 +30,24 @@ import (
 	"github.com/sublog/sublog/node"
 )
 
-// chromium finds the browser: $CHROMIUM, else chromium on PATH. Missing,
-// the test fails under CI=true and skips (saying so) otherwise.
+// chromium finds the browser: $CHROMIUM when set (only it), else chromium
+// on PATH or /usr/bin/chromium. Missing, the test fails under CI=true and
+// skips (saying so) otherwise.
 func chromium(t *testing.T) string {
 	t.Helper()
-	for _, c := range []string{os.Getenv("CHROMIUM"), "chromium", "/usr/bin/chromium", "chromium-browser"} {
-		if c == "" {
-			continue
-		}
+	cands := []string{"chromium", "/usr/bin/chromium", "chromium-browser"}
+	if c := os.Getenv("CHROMIUM"); c != "" {
+		cands = []string{c}
+	}
+	for _, c := range cands {
 		if p, err := exec.LookPath(c); err == nil {
 			return p
 		}
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed, and CI=true: the browser test must run (.ci/setup.d/chromium.sh installs it: apt-get install -y chromium)")
+		t.Fatalf("no chromium (looked for %v), and CI=true: the browser test must run (.ci/setup.d/chromium.sh installs it: apt-get install -y chromium)", cands)
 	}
-	t.Skip("SKIPPED: chromium is not installed (apt-get install -y chromium, or set $CHROMIUM); CI is unset, so the browser test is skipped locally")
+	t.Skipf("SKIPPED: no chromium (looked for %v; apt-get install -y chromium, or set $CHROMIUM); CI is unset, so the browser test is skipped locally", cands)
 	return ""
 }
 
@@ -282,6 +284,11 @@ func TestBrowserStatusPage(t *testing.T) {
 	lang := eval(`document.documentElement.lang`)
 	if desired != "1" || observed != "1" || replica != "running" || grantState != "live" || lang != "en" {
 		t.Fatalf("overview: desired %q observed %q bob's replica %q grant %q lang %q", desired, observed, replica, grantState, lang)
+	}
+	// Keyboard: the first Tab reaches the skip link, which leads to the content.
+	do("pressing Tab", chromedp.KeyEvent("\t"))
+	if f := eval(`document.activeElement.className + ' ' + document.activeElement.getAttribute('href')`); f != "skip #main" {
+		t.Errorf("the first Tab focuses %q, want the skip link", f)
 	}
 	if roles := eval(`document.querySelector('` + hostB + ` td').textContent`); roles != "host" {
 		t.Errorf("bob's roles shown as %q, want host (published by his instance's profile)", roles)

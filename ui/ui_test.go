@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	stdsync "sync"
 	"testing"
@@ -25,7 +26,8 @@ const (
 
 var fakeJSON = map[string]string{
 	"/v1/status": `{"identity":"` + fakeSelf + `","pid":42,"roles":["host"],"uptime":"1m","cards":3,"logs":2,"sessions":[]}`,
-	"/v1/state": `{"desired":[{"owner":"` + fakeSelf + `","service":"web","replicas":2,"version":"1.2.0","heads":[],"changes":1}],
+	"/v1/state": `{"desired":[{"owner":"` + fakeSelf + `","service":"web","replicas":2,"version":"1.2.0","heads":[],"changes":1,
+   "conflicts":[{"path":"spec.version","winner":{"value":"\"1.2.0\"","actor":"a1","tag":"` + fakeInt + `"},"losers":[{"value":"\"1.1.0\"","actor":"a2","tag":"` + fakeObs + `"}]}]}],
  "observed":[{"host":"` + fakeHost + `","profile":{"card":"` + fakeObs + `","cpu":2000,"memory":1073741824,"disk":0,"gpu":0},
    "grants":[{"card":"` + fakeGrant + `","service":"web","owner":"` + fakeSelf + `","limits":{},"revoked_by":""}],
    "instances":[{"owner":"` + fakeSelf + `","service":"web","peer":"` + fakeSelf + `","state":"running","card":"` + fakeObs + `","ts":1700000000}]}],
@@ -301,7 +303,8 @@ func TestPagesWithoutJS(t *testing.T) {
 	}{
 		{"/", []string{`data-host="` + fakeSelf + `"`, `data-host="` + fakeHost + `"`, "(this instance)", `data-service="web"`,
 			`data-desired="2"`, `data-observed="1"`, `data-grant="` + fakeGrant + `" data-state="live"`, `data-replica-host="` + fakeHost + `" data-state="running"`,
-			"1 more replica(s) wanted", "2 cores", "1.0 GiB", `aria-current="page"`, "Conflicts", "Plan and unmet intent"}},
+			"1 more replica(s) wanted", "2 cores", "1.0 GiB", `aria-current="page"`, "Conflicts", "Plan and unmet intent",
+			`data-conflict="web spec.version"`, "&#34;1.1.0&#34; lost"}},
 		{"/audit", []string{`data-card="` + fakeInt + `"`, `data-card="` + fakeGrant + `"`, `data-card="` + fakeObs + `"`,
 			`href="/card/` + fakeGrant + `"`, `<label for="f-service">`, `<label for="f-host">`, `<label for="f-author">`, `data-verdict="applied"`, "3 of 3 matching"}},
 		{"/topology", []string{`id="graph"`, `data-node="` + fakeHost + `" data-live="true"`, `data-link="` + fakeHost + `"`, "2.0 KiB", "127.0.0.1:7411"}},
@@ -371,4 +374,27 @@ func TestStatic(t *testing.T) {
 	if code, _, _ := get(t, c, ts.URL+"/static/nope.js"); code != http.StatusNotFound {
 		t.Fatalf("missing file: %d", code)
 	}
+}
+
+// FuzzCheckListen: whatever CheckListen accepts is host:port on a loopback
+// address (or localhost) with a port in range; it never panics.
+func FuzzCheckListen(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:0", "[::1]:80", "localhost:1", "0.0.0.0:0", ":0", "[::ffff:127.0.0.1]:1", "[fe80::1%lo]:0", "a:b:c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		if CheckListen(addr) != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatalf("accepted %q: %v", addr, err)
+		}
+		if !loopbackHost(host) || (host != "localhost" && !strings.HasPrefix(host, "127.") && !strings.Contains(host, ":")) {
+			t.Fatalf("accepted %q: host %q", addr, host)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			t.Fatalf("accepted %q: port %q", addr, port)
+		}
+	})
 }

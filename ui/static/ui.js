@@ -17,6 +17,10 @@
     fetch(u.toString(), { credentials: 'same-origin', headers: { 'Accept': 'text/html' } })
       .then(function (r) { return r.text().then(function (t) { return { ok: r.ok, status: r.status, text: t }; }); })
       .then(function (r) {
+        if (r.status === 401) {
+          say('The instance no longer knows this page\'s token (it restarted?): open the link \'sublog ui\' prints.');
+          return;
+        }
         var c = document.getElementById('content');
         if (c) { c.innerHTML = r.text; }
         draw();
