@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"strings"
 
 	sublog "github.com/sublog/sublog/log"
+	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/sync/proto"
@@ -22,7 +24,9 @@ import (
 // compact message with a stub lists stub.N instead of card.N; the card after
 // a stub elides its prev when it is the stub's ID, so a forged stub makes
 // that card's signature fail; in the plain form a stub that is not the next
-// card's prev is refused as stub-contradicted.
+// card's prev is refused as stub-contradicted. The Want message (t = 8,
+// version 3) names seqs a side holds as stubs: `want` lists its author and
+// seqs, `reject-want-unordered` must be refused as a malformed message.
 
 func init() {
 	Register(&Suite{Name: "cards-compact", Generate: genCardsCompact, Check: checkCardsCompact})
@@ -114,6 +118,26 @@ func genCardsCompact() ([]*Vector, error) {
 		out = append(out, v)
 	}
 
+	// The Want message, and one with its seqs out of order.
+	wb, err := proto.Encode(&proto.Msg{T: proto.TWant, Author: author.Bytes(), Seqs: []uint64{2, 5}})
+	if err != nil {
+		return nil, err
+	}
+	v = newVector("cards-compact", "want", "accept",
+		"a Want message (t = 8): the sender holds stubs at seqs 2 and 5 of author's log and asks for the cards there")
+	v.Set("author", author.String())
+	v.Set("seqs", "2,5")
+	v.SetHex("msg", wb)
+	out = append(out, v)
+	ub := canon.MustMarshal(map[string]any{"t": proto.TWant, "a": author.Bytes(), "q": []uint64{5, 2}})
+	if _, err := proto.Decode(ub); Reason(err) != "malformed-message" {
+		return nil, fmt.Errorf("golden: cards-compact reject-want-unordered: refused as %v", err)
+	}
+	v = newVector("cards-compact", "reject-want-unordered", "reject malformed-message", "a Want message whose seqs are not increasing")
+	v.Set("author", author.String())
+	v.SetHex("msg", ub)
+	out = append(out, v)
+
 	// Tampered compact messages.
 	cards := [][]byte{chain[0].Bytes(), chain[1].Bytes()}
 	m := proto.CardsMsg(author, 1, cards)
@@ -194,6 +218,22 @@ func checkCardsCompact(v *Vector) error {
 	b, err := v.Hex("msg")
 	if err != nil {
 		return err
+	}
+	if want, ok := v.Get("seqs"); ok || strings.Contains(v.ID(), "want") {
+		m, err := proto.Decode(b)
+		if !accept {
+			return expectReject(v, err, reason)
+		}
+		if err != nil || m.T != proto.TWant || fmt.Sprint(m.Seqs) != "["+strings.ReplaceAll(want, ",", " ")+"]" {
+			return fmt.Errorf("%w: %s: %v %+v", ErrMismatch, v.ID(), err, m)
+		}
+		if a, _ := v.Get("author"); a != "" {
+			id, err := key.ParseID(a)
+			if err != nil || string(id.Bytes()) != string(m.Author) {
+				return fmt.Errorf("%w: %s: author", ErrMismatch, v.ID())
+			}
+		}
+		return nil
 	}
 	cards, err := decodeCompact(b)
 	if !accept {

@@ -12,6 +12,7 @@ import (
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/sync/proto"
 )
 
 // The forging toolkit builds real bad bytes for negative vectors and tests:
@@ -151,6 +152,7 @@ var reasons = []struct {
 	{"stub-contradicted", sublog.ErrStubContradicted},
 	{"stub-conflict", sublog.ErrStubConflict},
 	{"stub-unproven", sublog.ErrStubUnproven},
+	{"malformed-message", proto.ErrMalformed},
 }
 
 // expectReject checks that err is the rejection the vector names.

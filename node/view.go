@@ -578,18 +578,19 @@ func (n *Node) handleProgress(w http.ResponseWriter, r *http.Request) {
 		Blobs: BlobProgress{Partial: []BlobPending{}, Missing: []BlobPending{}}}
 	held := map[blob.Hash]bool{}
 	partial := map[blob.Hash]bool{}
-	if dir, err := n.home.Path("blobs"); err == nil {
-		if bs, err := blob.Open(dir); err == nil {
-			if list, err := bs.List(); err == nil {
-				for _, b := range list {
-					if b.Partial {
-						partial[b.Hash] = true
-						p.Blobs.Partial = append(p.Blobs.Partial, BlobPending{Hash: b.Hash.String(), Size: b.Size})
-					} else {
-						held[b.Hash] = true
-						p.Blobs.Held++
-					}
-				}
+	if n.blobs != nil {
+		list, err := n.blobs.List()
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err)
+			return
+		}
+		for _, b := range list {
+			if b.Partial {
+				partial[b.Hash] = true
+				p.Blobs.Partial = append(p.Blobs.Partial, BlobPending{Hash: b.Hash.String(), Size: b.Size})
+			} else {
+				held[b.Hash] = true
+				p.Blobs.Held++
 			}
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sublog/sublog/blob"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
@@ -358,5 +359,33 @@ func TestStatusPageServed(t *testing.T) {
 	}
 	if _, err := http.Get(n.Info().UI); err == nil {
 		t.Fatal("the status page still answers after shutdown")
+	}
+}
+
+// TestProgressBlobs: a blob a held card names is missing until the home
+// holds it.
+func TestProgressBlobs(t *testing.T) {
+	h, sk := newHome(t, filepath.Join(t.TempDir(), "a"))
+	n := startAt(t, h, quickConfig(), nil)
+	data := []byte("the bundle's bytes")
+	sum := blob.Sum(data)
+	c := appendCard(t, n, sk, card.KindObserve, projections.ObserveBody{Peer: sk.ID().Bytes(), Bundle: sum[:], State: "running"})
+	var p Progress
+	if apiGet(t, n, "/v1/progress", &p) != 200 {
+		t.Fatal("progress refused")
+	}
+	if len(p.Blobs.Missing) != 1 || p.Blobs.Missing[0].Hash != sum.String() || p.Blobs.Missing[0].Card != c.ID().String() || p.Blobs.Held != 0 {
+		t.Fatalf("before: %+v", p.Blobs)
+	}
+	if p.CardsToGo != nil || p.Cards == 0 {
+		t.Fatalf("cards: %+v", p)
+	}
+	if _, err := n.blobs.Put(data); err != nil {
+		t.Fatal(err)
+	}
+	p = Progress{}
+	apiGet(t, n, "/v1/progress", &p)
+	if len(p.Blobs.Missing) != 0 || p.Blobs.Held != 1 {
+		t.Fatalf("after: %+v", p.Blobs)
 	}
 }

@@ -449,6 +449,12 @@ func (s *session) round(ctx context.Context, stream io.ReadWriteCloser) error {
 		},
 	})
 	s.mu.Lock()
+	// First the seqs this side holds as stubs in logs both sides share:
+	// the peer sends the cards there that may now come (the card of a stub
+	// is otherwise never pushed again: pushes start at the peer's head).
+	for _, w := range wants(s.st, shown, s.m.WantFrom) {
+		s.queue = append(s.queue, job{msg: w})
+	}
 	s.enqueue(s.m.Start())
 	s.mu.Unlock()
 
@@ -834,7 +840,7 @@ func (s *session) do(w io.Writer, j job) error {
 // push streams a log's cards From..To in chain order; a card that may not
 // leave for the peer goes as a stub (chain).
 func (s *session) push(w io.Writer, p proto.Push) error {
-	b := &batcher{send: func(from uint64, cards [][]byte) error {
+	b := &batcher{only: p.Only, send: func(from uint64, cards [][]byte) error {
 		if err := s.send(w, proto.CardsMsg(p.Author, from, cards)); err != nil {
 			return err
 		}
@@ -855,6 +861,9 @@ func (s *session) push(w io.Writer, p proto.Push) error {
 	err := chain(s.st, p.Author, p.From, to,
 		func(c *card.Card) bool { return MayLeave(c, &s.peer, s.opt.Policy) },
 		func(c *card.Card) {
+			if p.Only {
+				return // (the peer holds its stub already)
+			}
 			s.mu.Lock()
 			s.stats.withhold(c)
 			s.mu.Unlock()

@@ -35,6 +35,9 @@ type Store interface {
 	Get(author key.ID, seq uint64) (*card.Card, error)
 	// Stubs lists author's stubs from seq from on, in seq order.
 	Stubs(author key.ID, from uint64) ([]sublog.Stub, error)
+	// AllStubs lists every stub, log by log (authors in byte order), each
+	// log in seq order.
+	AllStubs() ([]sublog.Stub, error)
 	// Scan calls fn with author's cards from seq from on, in chain order,
 	// until fn returns an error (io.EOF ends it quietly).
 	Scan(author key.ID, from uint64, fn func(*card.Card) error) error
@@ -148,6 +151,25 @@ func (s *MemStore) Stubs(a key.ID, from uint64) ([]sublog.Stub, error) {
 		}
 	}
 	slices.SortFunc(out, func(x, y sublog.Stub) int { return cmp.Compare(x.Seq, y.Seq) })
+	return out, nil
+}
+
+// AllStubs implements Store.
+func (s *MemStore) AllStubs() ([]sublog.Stub, error) {
+	s.mu.RLock()
+	var authors []key.ID
+	for a, m := range s.stubs {
+		if len(m) > 0 {
+			authors = append(authors, a)
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(authors, key.ID.Compare)
+	var out []sublog.Stub
+	for _, a := range authors {
+		st, _ := s.Stubs(a, 1)
+		out = append(out, st...)
+	}
 	return out, nil
 }
 

@@ -233,3 +233,45 @@ func TestStubAttacksOverImport(t *testing.T) {
 		})
 	}
 }
+
+// A peer that holds a stub asks for its card at the start of every round
+// (Want); once the card may go to it (it is trusted now), a sync between
+// two sides in step replaces the stub. Before that, asking moves nothing.
+func TestStubReplacedBySync(t *testing.T) {
+	owner, peer := secret(t, "owner"), secret(t, "peer")
+	ost, pst := openStore(t), openStore(t)
+	appendN(t, ost, owner, 1)
+	appendSealed(t, ost, owner, capsule.TrustedNodes)
+	appendN(t, ost, owner, 1)
+	ra, rb := syncPipe(t, node{ost, owner, showButNotShare{}}, node{pst, peer, Everyone{}})
+	if ra.err != nil || rb.err != nil || len(stubsOf(t, pst, owner.ID())) != 1 {
+		t.Fatal(ra.err, rb.err)
+	}
+	// Still not shared with: the Want is answered with nothing.
+	ra, rb = syncPipe(t, node{ost, owner, showButNotShare{}}, node{pst, peer, Everyone{}})
+	if ra.err != nil || rb.err != nil || ra.st.Sent+ra.st.StubsOut != 0 || len(stubsOf(t, pst, owner.ID())) != 1 {
+		t.Fatalf("asking moved cards: %+v %v %v", ra.st, ra.err, rb.err)
+	}
+	// Trusted now: the card comes in place of its stub.
+	pol := NewLists([]key.ID{owner.ID()}, []key.ID{peer.ID()}, nil)
+	ra, rb = syncPipe(t, node{ost, owner, pol}, node{pst, peer, Everyone{}})
+	if ra.err != nil || rb.err != nil || ra.st.Sent != 1 || rb.st.Received != 1 {
+		t.Fatalf("sent %d, received %d: %v %v", ra.st.Sent, rb.st.Received, ra.err, rb.err)
+	}
+	if s := stubsOf(t, pst, owner.ID()); len(s) != 0 {
+		t.Fatalf("stub left: %+v", s)
+	}
+	if rep, err := pst.Verify(nil, nil); err != nil || !rep.OK() || rep.Cards != 3 || rep.Withheld != 0 {
+		t.Fatalf("verify %+v %v", rep, err)
+	}
+	// Both ways round: the peer as initiator gets it too.
+	pst2 := openStore(t)
+	syncPipe(t, node{pst2, peer, Everyone{}}, node{ost, owner, showButNotShare{}})
+	if len(stubsOf(t, pst2, owner.ID())) != 1 {
+		t.Fatal("no stub")
+	}
+	ra, rb = syncPipe(t, node{pst2, peer, Everyone{}}, node{ost, owner, pol})
+	if ra.err != nil || rb.err != nil || ra.st.Received != 1 || len(stubsOf(t, pst2, owner.ID())) != 0 {
+		t.Fatalf("initiator side: received %d: %v %v", ra.st.Received, ra.err, rb.err)
+	}
+}

@@ -82,6 +82,7 @@ func chain(st Store, author key.ID, from, to uint64, leaves func(*card.Card) boo
 // them); a run too long for one message is cut off, and the receiver takes
 // nothing after it (see ARCHITECTURE.md, Sync, "Withheld cards").
 type batcher struct {
+	only   bool // cards only: stubs are left out (an answer to a Want)
 	send   func(from uint64, cards [][]byte) error
 	batch  [][]byte
 	first  uint64
@@ -97,6 +98,9 @@ type batcher struct {
 func (b *batcher) add(seq uint64, el []byte, stub bool) error {
 	if b.cut {
 		return io.EOF
+	}
+	if stub && b.only {
+		return nil
 	}
 	if stub {
 		if len(b.run) == 0 {
@@ -176,4 +180,37 @@ func idAt(st Store, a key.ID, seq uint64) (card.ID, bool) {
 		return card.ID{}, false
 	}
 	return stubs[0].ID, true
+}
+
+// wants are the Want messages a side sends at the start of a round: for
+// each log it shows the peer and takes from it, the seqs it holds as stubs,
+// proto.MaxWant per message, at most proto.MaxWanted in all (lowest first
+// per log, logs in author order).
+func wants(st Store, shown []proto.Head, take func(key.ID) bool) []*proto.Msg {
+	all, err := st.AllStubs()
+	if err != nil || len(all) == 0 {
+		return nil
+	}
+	showing := make(map[key.ID]bool, len(shown))
+	for _, h := range shown {
+		showing[h.Author] = true
+	}
+	var out []*proto.Msg
+	n := 0
+	var last *proto.Msg
+	for _, stub := range all {
+		if n == proto.MaxWanted {
+			break
+		}
+		if !showing[stub.Author] || (take != nil && !take(stub.Author)) {
+			continue
+		}
+		if last == nil || string(last.Author) != string(stub.Author.Bytes()) || len(last.Seqs) == proto.MaxWant {
+			last = &proto.Msg{T: proto.TWant, Author: stub.Author.Bytes()}
+			out = append(out, last)
+		}
+		last.Seqs = append(last.Seqs, stub.Seq)
+		n++
+	}
+	return out
 }

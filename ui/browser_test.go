@@ -335,6 +335,7 @@ func TestBrowserStatusPage(t *testing.T) {
 	do("opening the overview", chromedp.Navigate(base), visible(grantSel+`[data-state="live"]`),
 		visible(`body[data-live="yes"]`)) // the event stream is up
 	eval(`window.sublogMarker = 'no reload'`)
+	revoked := time.Now()
 	revoke := cardID(t, sublog(t, w.db, "", "revoke", "--reason", "need the machine back", w.grant))
 	pctx, cancel := context.WithTimeout(bctx, 90*time.Second)
 	defer cancel()
@@ -343,6 +344,8 @@ func TestBrowserStatusPage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the page did not show the revoke: %v", err)
 	}
+	// Reported, not asserted (the machine is shared): the issue's target is 2 s.
+	t.Logf("the page showed the revoke %v after it was written on the other host", time.Since(revoked).Round(time.Millisecond))
 	if m := eval(`String(window.sublogMarker)`); m != "no reload" {
 		t.Fatalf("the page was reloaded (marker %q)", m)
 	}

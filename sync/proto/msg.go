@@ -17,9 +17,10 @@ import (
 )
 
 // Version is the protocol version carried in every Ranges message. Version
-// 2 added the compact Cards message (TCardsCompact); a peer of another
-// version is refused with ErrVersion at its first Ranges message.
-const Version = 2
+// 2 added the compact Cards message (TCardsCompact), version 3 stubs in
+// Cards messages and the Want message (TWant); a peer of another version is
+// refused with ErrVersion at its first Ranges message.
+const Version = 3
 
 // Limits of the wire format.
 const (
@@ -32,6 +33,8 @@ const (
 	MaxRanges = 4096
 	// MaxProof bounds an encoded fork proof (two cards and a little CBOR).
 	MaxProof = 2*card.MaxSize + 64
+	// MaxWant is the most seqs one Want message names.
+	MaxWant = 64
 	// ItemSize is the size of one packed item: author, seq, head ID, flags.
 	ItemSize = key.IDSize + 8 + 32 + 1
 	// StubSize is the size of a stub in a Cards message: the ID of a card
@@ -55,6 +58,9 @@ const (
 	// (card.Elide): Decode rebuilds the exact card bytes and returns a TCards
 	// message, so nothing past Decode ever sees the compact form.
 	TCardsCompact = 7
+	// TWant names seqs of a log at which the sender holds stubs: the peer
+	// sends its cards there that may go to the sender, and nothing else.
+	TWant = 8
 )
 
 // MaxReason bounds a Refuse message's reason.
@@ -105,6 +111,7 @@ type Msg struct {
 	Proof  []byte   `cbor:"p,omitempty"` // TFork: an encoded fork proof (log.ForkProof)
 	Reason string   `cbor:"e,omitempty"` // TRefuse: why, printable ASCII
 	Retry  uint64   `cbor:"w,omitempty"` // TRefuse: seconds to wait before trying again
+	Seqs   []uint64 `cbor:"q,omitempty"` // TWant: 1..MaxWant seqs, increasing
 }
 
 // CleanReason makes text fit a Refuse message: printable ASCII (anything
@@ -283,6 +290,9 @@ func (m *Msg) check() error {
 	if m.T != TRefuse && (m.Reason != "" || m.Retry != 0) {
 		return bad("reason or retry outside a refuse message")
 	}
+	if m.T != TWant && m.Seqs != nil {
+		return bad("seqs outside a want message")
+	}
 	switch m.T {
 	case TRanges:
 		if m.V != Version {
@@ -346,6 +356,18 @@ func (m *Msg) check() error {
 		}
 		if len(m.Proof) == 0 || len(m.Proof) > MaxProof || m.Cards != nil || m.From != 0 || m.Reply || m.Ranges != nil || m.V != 0 {
 			return bad("fork message: %d proof bytes", len(m.Proof))
+		}
+	case TWant:
+		if err := author(); err != nil {
+			return err
+		}
+		if len(m.Seqs) == 0 || len(m.Seqs) > MaxWant || m.From != 0 || m.Reply || m.Cards != nil || m.Ranges != nil || m.V != 0 || m.Proof != nil {
+			return bad("want message: %d seqs", len(m.Seqs))
+		}
+		for i, q := range m.Seqs {
+			if q == 0 || (i > 0 && q <= m.Seqs[i-1]) {
+				return bad("want message: seqs not increasing from 1")
+			}
 		}
 	case TDone:
 		if m.V != 0 || m.Ranges != nil || m.Author != nil || m.From != 0 || m.Reply || m.Cards != nil || m.Proof != nil {
