@@ -160,6 +160,7 @@ limits:
 blobs:
   gc_interval: 1h0m0s   # how often blobs no stored card names are collected (0s = never)
   gc_grace: 1h0m0s      # an unnamed blob younger than this stays (a fetch before its grant)
+
 ui:
   # The status page: a loopback address only (127.0.0.1, [::1] or localhost;
   # port 0 picks a free one); "" = off. 'sublog up' prints its link with a
