@@ -99,15 +99,16 @@ type Stats struct {
 	// DroppedLogs says whose cards make up Dropped and why they were not
 	// taken (sorted by author, the first MaxListed logs).
 	DroppedLogs []DroppedLog `json:"dropped_logs,omitempty"`
+	Rounds      int          `json:"rounds"`   // reconciliation messages this side sent
+	BytesIn     int64        `json:"bytes_in"` // on the wire, handshake included
+	BytesOut    int64        `json:"bytes_out"`
+
 	// ToReceive and ToSend are the cards rounds in flight still expect to
 	// receive and to send (ARCHITECTURE.md, "cards to go"): set in what
 	// Progress and Link.Totals report while rounds run, zero in a finished
 	// round's Stats.
 	ToReceive int `json:"to_receive,omitempty"`
 	ToSend    int `json:"to_send,omitempty"`
-	Rounds      int          `json:"rounds"`   // reconciliation messages this side sent
-	BytesIn     int64        `json:"bytes_in"` // on the wire, handshake included
-	BytesOut    int64        `json:"bytes_out"`
 }
 
 // DroppedLog is one log whose cards a peer sent and this side did not take
@@ -180,9 +181,12 @@ type session struct {
 	stats    Stats
 	logs     map[key.ID]bool
 	dropped  map[key.ID]int // cards dropped per log (mu)
-	coming   map[key.ID]*coming // per log, the cards the peer's heads put ahead of this side's (mu)
-	toRecv   atomic.Int64       // cards still expected from the peer this round
-	toSend   atomic.Int64       // cards of this round's pushes not yet sent
+
+	// Cards to go: per log, the seqs the peer's heads put ahead of this
+	// side's (mu); what is still expected from the peer; what this
+	// round's pushes have not sent yet.
+	coming         map[key.ID]*coming
+	toRecv, toSend atomic.Int64
 }
 
 // coming is what a log still has to come: seqs next..to.

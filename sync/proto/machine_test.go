@@ -66,9 +66,10 @@ func (s *side) config(initiator bool) Config {
 type outcome struct {
 	pushA, pushB []Push // what A pushes to B and B to A
 	witA, witB   []WitnessOut
-	expA, expB   []Push // what A expects from B and B from A
 	rounds       int // Ranges messages in total
 	bytes        int // encoded bytes of all Ranges messages
+
+	expA, expB []Push // what A expects from B and B from A
 }
 
 // converse runs two machines against each other through Encode/Decode until
