@@ -206,7 +206,7 @@ func newBlobCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fi, err := os.Stat(args[0])
+			fi, err := os.Stat(a.Path(args[0]))
 			if err != nil {
 				return rejected(err, "")
 			}
@@ -220,6 +220,12 @@ func newBlobCmd(a *App) *cobra.Command {
 			h, err := blobs.Put(b)
 			if err != nil {
 				return rejected(err, "")
+			}
+			if a.JSON() {
+				return a.PrintJSON(struct {
+					Hash string `json:"hash"`
+					Size int    `json:"size"`
+				}{h.String(), len(b)})
 			}
 			fmt.Fprintln(a.Out(), h)
 			return nil

@@ -26,6 +26,7 @@ import (
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/log/units"
+	"github.com/sublog/sublog/names"
 	"github.com/sublog/sublog/node"
 )
 
@@ -330,7 +331,9 @@ func newGrantCmd(a *App) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var g exec.GrantBody
+			var manifest *bundle.Manifest // the bundle's, when known
 			target := args[0]
+			_, statErr := os.Stat(a.Path(target))
 			switch {
 			case strings.HasPrefix(target, "sha256:"):
 				h, err := bundle.ParseHash(target)
@@ -350,10 +353,15 @@ func newGrantCmd(a *App) *cobra.Command {
 						return rejected(err, "")
 					}
 					g.Peer = b.Manifest.Peer
+					manifest = &b.Manifest
 				}
-			case len(target) == 52 && !strings.ContainsAny(target, "/."):
-				id, err := parseIdentity(target)
+			case target != "-" && statErr != nil:
+				// Not a file: a peer identity, in any form names takes.
+				id, err := a.identityArg(target, peerID)
 				if err != nil {
+					if isMalformed(err) || errors.Is(err, names.ErrUnknown) {
+						return rejected(fmt.Errorf("%q is neither a peer identity, a content hash nor a readable bundle file (%w)", target, err), peerID.hint())
+					}
 					return err
 				}
 				g.Peer = id.Bytes()
@@ -368,6 +376,13 @@ func newGrantCmd(a *App) *cobra.Command {
 				}
 				h := b.Hash()
 				g.Bundle, g.Peer = h[:], b.Manifest.Peer
+				manifest = &b.Manifest
+			}
+			if manifest != nil && !anyChanged(cmd, "memory", "cpu", "cpu-total", "instances", "disk", "caps") {
+				if flags := asksBeyondDefaults(manifest); flags != "" {
+					return rejected(fmt.Errorf("a grant with no limits gives the host defaults and no host functions, less than bundle %s asks for", manifest.Name),
+						"grant what the bundle asks: sublog grant "+target+" "+flags)
+				}
 			}
 			var err error
 			if memory != "" {
@@ -412,7 +427,7 @@ func newGrantCmd(a *App) *cobra.Command {
 				}
 			}
 			if owner != "" {
-				id, err := parseIdentity(owner)
+				id, err := a.identityArg(owner, ownerID)
 				if err != nil {
 					return err
 				}
@@ -437,6 +452,45 @@ func newGrantCmd(a *App) *cobra.Command {
 	f.StringVar(&service, "service", "", "the service the peer belongs to")
 	f.StringSliceVar(&from, "from", nil, "with a hash: a peer's sync address to fetch the bundle from (repeatable; trusted peers at their cached addresses are asked too)")
 	return c
+}
+
+// anyChanged reports whether any of the flags was given.
+func anyChanged(cmd *cobra.Command, flags ...string) bool {
+	for _, f := range flags {
+		if cmd.Flags().Changed(f) {
+			return true
+		}
+	}
+	return false
+}
+
+// asksBeyondDefaults gives the grant flags that cover what a manifest asks
+// beyond the host defaults (exec.Defaults, no host functions), or "" when
+// the defaults cover it.
+func asksBeyondDefaults(m *bundle.Manifest) string {
+	var out []string
+	l, d := m.Limits, exec.Defaults
+	if l.Memory > d.Memory {
+		out = append(out, "--memory "+units.FormatBytes(l.Memory))
+	}
+	if l.CPUReqMS > d.CPUReqMS {
+		out = append(out, "--cpu "+ms(l.CPUReqMS))
+	}
+	if l.CPUTotalMS > 0 {
+		out = append(out, "--cpu-total "+ms(l.CPUTotalMS))
+	}
+	if l.Instances > d.Instances {
+		out = append(out, fmt.Sprintf("--instances %d", l.Instances))
+	}
+	if l.Disk > d.Disk {
+		out = append(out, "--disk "+units.FormatBytes(l.Disk))
+	}
+	if len(m.Caps) > 0 {
+		cs := slices.Clone(m.Caps)
+		slices.Sort(cs)
+		out = append(out, "--caps "+strings.Join(cs, ","))
+	}
+	return strings.Join(out, " ")
 }
 
 // readRequest takes the request from the argument, or stdin for "-".
@@ -506,10 +560,6 @@ func newCallCmd(a *App) *cobra.Command {
 		Short: "Send one request to a peer running on this host and print its response",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseIdentity(args[0])
-			if err != nil {
-				return err
-			}
 			req, err := readRequest(a, args[1:])
 			if err != nil {
 				return err
@@ -519,6 +569,10 @@ func newCallCmd(a *App) *cobra.Command {
 				return err
 			}
 			defer a.closeHost(host)
+			id, err := a.identityArg(args[0], peerID, peersKnown(host)...)
+			if err != nil {
+				return err
+			}
 			resp, err := host.Call(context.Background(), id, req)
 			if err != nil {
 				return execErr(err)
@@ -577,9 +631,11 @@ func newDeployCmd(a *App) *cobra.Command {
 			if handoff {
 				var hb []byte
 				var err error
-				if strings.HasPrefix(args[0], "sha256:") {
+				_, statErr := os.Stat(a.Path(args[0]))
+				if strings.HasPrefix(args[0], "sha256:") || statErr != nil && isCardForm(args[0]) {
 					// By the handoff card alone (it arrived by sync): the
-					// state and the bundle it names are blobs, fetched.
+					// state and the bundle it names are blobs, fetched. Any
+					// card form names it (a prefix, AUTHOR@SEQ).
 					if hb, err = handoffByCard(a, args[0], from); err != nil {
 						return err
 					}
@@ -643,15 +699,15 @@ func peerStep(a *App, use, short string, step func(*exec.Host, context.Context, 
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseIdentity(args[0])
-			if err != nil {
-				return err
-			}
 			host, err := openHost(a)
 			if err != nil {
 				return err
 			}
 			defer a.closeHost(host)
+			id, err := a.identityArg(args[0], peerID, peersKnown(host)...)
+			if err != nil {
+				return err
+			}
 			if err := step(host, context.Background(), id); err != nil {
 				return execErr(err)
 			}
@@ -804,10 +860,6 @@ func newMoveCmd(a *App) *cobra.Command {
 			"over at once: this host keeps no state of it and can never resume it; HOST takes the handoff once.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseIdentity(args[0])
-			if err != nil {
-				return err
-			}
 			if (to == "") == (out == "" && forHost == "") {
 				return usage(errors.New("move needs exactly one of --to HOME and --for HOST [--out FILE]"))
 			}
@@ -816,11 +868,15 @@ func newMoveCmd(a *App) *cobra.Command {
 				return err
 			}
 			defer a.closeHost(host)
+			id, err := a.identityArg(args[0], peerID, peersKnown(host)...)
+			if err != nil {
+				return err
+			}
 			if out != "" || forHost != "" {
 				if forHost == "" {
 					return usage(errors.New("move --out needs --for HOST: the identity of the host that will receive the peer (its state is encrypted to it)"))
 				}
-				to, err := parseIdentity(forHost)
+				to, err := a.identityArg(forHost, hostID)
 				if err != nil {
 					return err
 				}
@@ -972,9 +1028,9 @@ func bundleByHash(a *App, h bundle.Hash, from []string, must bool) ([]byte, erro
 // chunk verified, only from peers entitled to give them). The executor then
 // checks it as it checks a handoff file.
 func handoffByCard(a *App, arg string, from []string) ([]byte, error) {
-	id, err := card.ParseID(arg)
+	id, err := a.cardArg(arg)
 	if err != nil {
-		return nil, usage(err)
+		return nil, err
 	}
 	st, err := a.Store()
 	if err != nil {

@@ -281,7 +281,7 @@ func newDelegateCmd(a *App) *cobra.Command {
 			"appends nothing and prints a fresh token.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dev, err := parseIdentity(args[0])
+			dev, err := a.identityArg(args[0], deviceID)
 			if err != nil {
 				return err
 			}
@@ -329,7 +329,7 @@ func newDelegateCmd(a *App) *cobra.Command {
 			}
 			if a.JSON() {
 				return a.PrintJSON(map[string]any{"author": c.Author(), "seq": c.Seq(), "id": c.ID(), "kind": c.Kind(),
-					"device": dev, "reused": reused, "pairing_token": tok.String(), "expires": tok.Expires.Format(time.RFC3339)})
+					"device": dev, "reused": reused, "pairing_token": tok.String(), "expires": tok.Expires.UTC().Format(time.RFC3339)})
 			}
 			w := a.Out()
 			if reused {
@@ -396,7 +396,7 @@ func newUndelegateCmd(a *App) *cobra.Command {
 			"signs after it does, whatever time it claims. Sync the device's log first to keep its latest work.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dev, err := parseIdentity(args[0])
+			dev, err := a.identityArg(args[0], deviceID)
 			if err != nil {
 				return err
 			}

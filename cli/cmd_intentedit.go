@@ -54,7 +54,7 @@ is this identity, or the owner it is a device of, unless --owner names one.`,
 			me := sk.ID()
 			owner := me
 			if ownerFlag != "" {
-				if owner, err = parseIdentity(ownerFlag); err != nil {
+				if owner, err = a.identityArg(ownerFlag, ownerID); err != nil {
 					return err
 				}
 			} else {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
@@ -27,15 +26,14 @@ func init() {
 
 // cardView is the JSON shape of a card (stable: scripts rely on it).
 type cardView struct {
-	ID          card.ID  `json:"id"`
+	ID          card.ID  `json:"id,omitzero"` // zero only for a stub whose ID is unproven
 	Author      key.ID   `json:"author"`
 	Seq         uint64   `json:"seq"`
 	Prev        *card.ID `json:"prev,omitempty"`
 	Kind        string   `json:"kind"`
-	Time        string   `json:"time"`
-	TS          int64    `json:"ts"`
-	Net         string   `json:"net"`
-	RID         string   `json:"rid"`
+	Time        string   `json:"time,omitempty"` // the author's claimed time (the card's ts), RFC 3339 UTC; "" only for a stub
+	Net         string   `json:"net,omitempty"`  // "" only for a stub
+	RID         string   `json:"rid,omitempty"`
 	Reqs        []string `json:"reqs,omitempty"`
 	Prov        []string `json:"prov,omitempty"`
 	PolicyRef   string   `json:"policy_ref,omitempty"`
@@ -59,7 +57,7 @@ func stubView(st sublog.Stub) cardView {
 
 func viewOf(c *card.Card, withBody bool) cardView {
 	v := cardView{ID: c.ID(), Author: c.Author(), Seq: c.Seq(), Kind: c.Kind(),
-		Time: c.Time().Format(time.RFC3339), TS: c.TS(), Net: c.Net(), RID: hex.EncodeToString(c.RID()),
+		Time: unixTime(c.TS()), Net: c.Net(), RID: hex.EncodeToString(c.RID()),
 		Reqs: c.Reqs(), ContentURI: c.ContentURI(), Size: len(c.Bytes())}
 	if p, ok := c.Prev(); ok {
 		v.Prev = &p
@@ -85,30 +83,67 @@ func viewOf(c *card.Card, withBody bool) cardView {
 	return v
 }
 
-// jsonable turns decoded CBOR into values JSON and YAML can print: maps get
-// string keys, byte strings become hex strings.
-func jsonable(v any) any {
+// jsonable turns a decoded CBOR body into values JSON and YAML can print,
+// by the JSON contract (docs/json.md): maps get string keys; a 32-byte byte
+// string under a field that names an identity is its z-base-32 form, under
+// one that names a card or a content hash sha256:<hex>; a time field is
+// RFC 3339 UTC; any other byte string is 0x<hex>.
+func jsonable(v any) any { return jsonField("", v) }
+
+// Body fields by what they hold (the kinds of ARCHITECTURE.md, Bodies).
+var (
+	identityFields = map[string]bool{"peer": true, "owner": true, "device": true, "to": true, "host": true, "author": true}
+	hashFields     = map[string]bool{"bundle": true, "card": true, "grant": true, "hash": true, "state": true,
+		"policy": true, "revoked": true, "content_hash": true, "policy_ref": true, "prev": true}
+	timeFields = map[string]bool{"until": true, "expires": true}
+)
+
+func jsonField(name string, v any) any {
 	switch t := v.(type) {
 	case map[any]any:
 		m := make(map[string]any, len(t))
 		for k, e := range t {
-			m[fmt.Sprint(jsonable(k))] = jsonable(e)
+			ks := fmt.Sprint(jsonField("", k))
+			m[ks] = jsonField(ks, e)
 		}
 		return m
 	case map[string]any:
 		m := make(map[string]any, len(t))
 		for k, e := range t {
-			m[k] = jsonable(e)
+			m[k] = jsonField(k, e)
 		}
 		return m
 	case []any:
 		out := make([]any, len(t))
 		for i, e := range t {
-			out[i] = jsonable(e)
+			out[i] = jsonField(name, e) // list elements hold what their field holds (crl revoked: [card IDs])
 		}
 		return out
 	case []byte:
+		if len(t) == 32 {
+			if identityFields[name] {
+				if id, err := key.IDFromBytes(t); err == nil {
+					return id.String()
+				}
+			}
+			if hashFields[name] {
+				return "sha256:" + hex.EncodeToString(t)
+			}
+		}
 		return "0x" + hex.EncodeToString(t)
+	case int64, uint64, int:
+		if timeFields[name] {
+			var n int64
+			switch x := t.(type) {
+			case int64:
+				n = x
+			case uint64:
+				n = int64(x)
+			case int:
+				n = int64(x)
+			}
+			return unixTime(n)
+		}
 	}
 	return v
 }
@@ -130,7 +165,8 @@ func newLogCmd(a *App) *cobra.Command {
 					return a.PrintJSON(hs)
 				}
 				tw := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "AUTHOR\tSEQ\tHEAD\tSTATE")
+				fmt.Fprintln(tw, "AUTHOR\tSEQ\tHEAD\tSTATE\tNAME")
+				nameOf := a.namesByID()
 				for _, h := range hs {
 					state, id := "ok", h.ID.String()
 					if h.Forked {
@@ -139,13 +175,13 @@ func newLogCmd(a *App) *cobra.Command {
 					if h.Seq == 0 {
 						state, id = "FORKED (proof only, no cards)", "-"
 					}
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", h.Author, h.Seq, id, state)
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", h.Author, h.Seq, id, state, orDash(nameOf[h.Author]))
 				}
 				return tw.Flush()
 			}
 			var who key.ID
 			if len(args) == 1 {
-				if who, err = parseIdentity(args[0]); err != nil {
+				if who, err = a.identityArg(args[0], anyID); err != nil {
 					return err
 				}
 			} else {
@@ -255,9 +291,9 @@ func newShowCmd(a *App) *cobra.Command {
 		Short: "Show one card",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := card.ParseID(args[0])
+			id, err := a.cardArg(args[0])
 			if err != nil {
-				return rejected(err, "card IDs look like sha256:<64 hex digits>, as printed by 'sublog log'")
+				return err
 			}
 			st, err := a.Store()
 			if err != nil {

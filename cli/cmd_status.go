@@ -110,7 +110,7 @@ func filterPlan(p *projections.Plan, svc string) *projections.Plan {
 	if svc == "" {
 		return p
 	}
-	out := &projections.Plan{At: p.At, Actions: []projections.Action{}}
+	out := &projections.Plan{At: p.At, AtTime: p.AtTime, Actions: []projections.Action{}}
 	for _, a := range p.Actions {
 		if a.Service == svc {
 			out.Actions = append(out.Actions, a)

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -514,7 +515,7 @@ receiving side) are written.`,
 			}
 			opt := lsync.ExportOptions{Secret: env.sk, Rand: a.Rand(), Created: a.Now().Unix(), Policy: env.pol}
 			if forID != "" {
-				id, err := parseIdentity(forID)
+				id, err := a.identityArg(forID, hostID)
 				if err != nil {
 					return err
 				}
@@ -721,7 +722,17 @@ func newHeadsCmd(a *App) *cobra.Command {
 	return c
 }
 
-func editList(a *App, id string, follow, remove bool) error {
+// listEntry is one identity of the trust or follow list, as --json prints
+// it, with its petname here (if any).
+type listEntry struct {
+	ID   key.ID `json:"id"`
+	Name string `json:"name,omitempty"`
+}
+
+// editList adds id to (or, with remove, takes it off) the trust or follow
+// list, gives it a petname when name is set, and says what it did; with no
+// id it lists the list.
+func editList(a *App, id string, follow, remove bool, name string) error {
 	h, err := a.Home()
 	if err != nil {
 		return rejected(err, "")
@@ -730,23 +741,47 @@ func editList(a *App, id string, follow, remove bool) error {
 	if err != nil {
 		return rejected(err, "")
 	}
+	pets, err := h.Names()
+	if err != nil {
+		return rejected(err, "fix or remove "+filepath.Join(h.Dir, home.NamesFile))
+	}
+	petOf := map[key.ID]string{}
+	for n, x := range pets {
+		petOf[x] = n
+	}
+	listName := "trust"
+	list := p.Trust
+	if follow {
+		listName, list = "follow", p.Follow
+	}
 	if id == "" {
-		list := p.Trust
-		if follow {
-			list = p.Follow
+		out := make([]listEntry, 0, len(list))
+		for _, x := range list {
+			out = append(out, listEntry{ID: x, Name: petOf[x]})
 		}
 		if a.JSON() {
-			return a.PrintJSON(list)
+			return a.PrintJSON(out)
 		}
-		for _, x := range list {
-			fmt.Fprintln(a.Out(), x)
+		for _, e := range out {
+			if e.Name != "" {
+				fmt.Fprintf(a.Out(), "%s  %s\n", e.ID, e.Name)
+			} else {
+				fmt.Fprintln(a.Out(), e.ID)
+			}
 		}
 		return nil
 	}
-	x, err := parseIdentity(id)
+	x, err := a.identityArg(id, anyID)
 	if err != nil {
 		return err
 	}
+	if name != "" {
+		if err := h.SetName(name, x); err != nil {
+			return rejected(err, "")
+		}
+		petOf[x] = name
+	}
+	was := slices.Contains(list, x)
 	_, err = h.EditPeers(func(p *home.Peers) {
 		l := &p.Trust
 		if follow {
@@ -766,6 +801,37 @@ func editList(a *App, id string, follow, remove bool) error {
 	if err != nil {
 		return rejected(err, "")
 	}
+	who := x.String()
+	if n := petOf[x]; n != "" {
+		who += " (" + n + ")"
+	}
+	var msg string
+	switch {
+	case remove && !was:
+		msg = fmt.Sprintf("%s was not on the %s list; nothing changed", who, listName)
+	case remove && follow:
+		msg = fmt.Sprintf("no longer following %s (its cards already stored stay)", who)
+	case remove:
+		msg = fmt.Sprintf("no longer trusting %s: it no longer sees this home's logs, and what it offers is no longer accepted (cards already stored stay)", who)
+	case was && name != "":
+		msg = fmt.Sprintf("already %s %s; named it %s", map[bool]string{true: "following", false: "trusting"}[follow], x, name)
+	case was:
+		msg = fmt.Sprintf("already %s %s; nothing changed", map[bool]string{true: "following", false: "trusting"}[follow], who)
+	case follow:
+		msg = fmt.Sprintf("following %s: its log is wanted from any peer (sync to fetch it)", who)
+	default:
+		msg = fmt.Sprintf("trusting %s: it may see this home's own and followed logs, and the logs it offers are accepted (sync to exchange them)", who)
+	}
+	if a.JSON() {
+		return a.PrintJSON(struct {
+			ID      key.ID `json:"id"`
+			Name    string `json:"name,omitempty"`
+			List    string `json:"list"`
+			Listed  bool   `json:"listed"`
+			Changed bool   `json:"changed"`
+		}{x, petOf[x], listName, !remove, was == remove || name != ""})
+	}
+	fmt.Fprintln(a.Out(), msg)
 	return nil
 }
 
@@ -779,7 +845,7 @@ func newFollowCmd(a *App) *cobra.Command {
 			if len(args) == 1 {
 				id = args[0]
 			}
-			return editList(a, id, true, false)
+			return editList(a, id, true, false, "")
 		},
 	}
 }
@@ -790,30 +856,37 @@ func newUnfollowCmd(a *App) *cobra.Command {
 		Short: "Stop wanting IDENTITY's log (cards already stored stay)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return editList(a, args[0], true, true)
+			return editList(a, args[0], true, true, "")
 		},
 	}
 }
 
 func newTrustCmd(a *App) *cobra.Command {
 	var remove bool
+	var name string
 	c := &cobra.Command{
-		Use:   "trust [IDENTITY]",
+		Use:   "trust [IDENTITY [--name NAME] | IDENTITY --remove]",
 		Short: "Share your own and followed logs with IDENTITY and accept what it vouches for (no argument: list)",
 		Long: `Trust a peer: it may see this home's own logs and the logs it follows, and the
 logs it offers are accepted. Your own identities and the devices they delegate
-to are always trusted. --remove takes a peer off the list.`,
+to are always trusted. --remove takes a peer off the list. --name gives the
+peer a petname: every command then takes the name wherever it takes an
+identity. Petnames live in this home (names.json), never in a signed card.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := ""
 			if len(args) == 1 {
 				id = args[0]
-			} else if remove {
-				return usage(errors.New("--remove needs an IDENTITY"))
+			} else if remove || name != "" {
+				return usage(errors.New("--remove and --name need an IDENTITY"))
 			}
-			return editList(a, id, false, remove)
+			if remove && name != "" {
+				return usage(errors.New("--remove takes no --name"))
+			}
+			return editList(a, id, false, remove, name)
 		},
 	}
 	c.Flags().BoolVar(&remove, "remove", false, "stop trusting IDENTITY")
+	c.Flags().StringVar(&name, "name", "", "also call IDENTITY by this petname here (kept in this home only, never in a card)")
 	return c
 }

@@ -33,7 +33,7 @@ func newVerifyCmd(a *App) *cobra.Command {
 			}
 			var only *key.ID
 			if len(args) == 1 {
-				id, err := parseIdentity(args[0])
+				id, err := a.identityArg(args[0], anyID)
 				if err != nil {
 					return err
 				}

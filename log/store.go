@@ -12,6 +12,7 @@ package log
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -959,6 +960,63 @@ func (s *Store) GetByID(id card.ID) (*card.Card, error) {
 		return nil, fmt.Errorf("%w: index for %s points at %s", ErrCorrupt, id, c.ID())
 	}
 	return c, nil
+}
+
+// IDsWithPrefix returns the IDs of stored (durable) cards whose hex form
+// starts with hexPrefix (lowercase hex digits, at most 64), in ID order, at
+// most max of them. It reads only the index entries under the prefix, so a
+// short-form lookup costs what its matches cost, not what the store holds.
+func (s *Store) IDsWithPrefix(hexPrefix string, max int) ([]card.ID, error) {
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	if len(hexPrefix) > 2*len(card.ID{}) {
+		return nil, nil
+	}
+	even := hexPrefix[:len(hexPrefix)&^1]
+	pb, err := hex.DecodeString(even)
+	if err != nil {
+		return nil, fmt.Errorf("log: %q is not hex", hexPrefix)
+	}
+	var odd byte
+	hasOdd := len(hexPrefix)%2 == 1
+	if hasOdd {
+		v, err := hex.DecodeString(hexPrefix[len(hexPrefix)-1:] + "0")
+		if err != nil {
+			return nil, fmt.Errorf("log: %q is not hex", hexPrefix)
+		}
+		odd = v[0] >> 4
+	}
+	lo := append([]byte{pfxIndex}, pb...)
+	hi := []byte{pfxIndex + 1}
+	for i := len(lo) - 1; i >= 1; i-- { // the smallest key after every key with prefix lo
+		if lo[i] != 0xff {
+			hi = append(bytes.Clone(lo[:i]), lo[i]+1)
+			break
+		}
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []card.ID
+	for it.First(); it.Valid() && len(out) < max; it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != 1+len(card.ID{}) || len(v) != key.IDSize+8 {
+			continue
+		}
+		if hasOdd && k[1+len(pb)]>>4 != odd {
+			continue
+		}
+		a, err := key.IDFromBytes(v[:key.IDSize])
+		if err != nil || binary.BigEndian.Uint64(v[key.IDSize:]) > s.durOf(a).seq {
+			continue // damaged, or not durable yet: invisible to readers
+		}
+		id, _ := card.IDFromBytes(k[1:])
+		out = append(out, id)
+	}
+	return out, it.Error()
 }
 
 // Head returns the head of author's log (ok false when the store has none).

@@ -328,9 +328,14 @@ func (lv *live) run(s *linkState) {
 		case err != nil:
 			lg.Debug("round failed", "initiated", initiated, "err", err)
 		case st.Received > 0 || st.Rejected > 0:
-			lg.Info("round stored cards", "received", st.Received, "logs", st.Logs, "rejected", st.Rejected, "sent", st.Sent)
+			lg.Info("round stored cards", "received", st.Received, "logs", st.Logs, "rejected", st.Rejected, "sent", st.Sent, "stubs_in", st.StubsIn)
 		case st.Sent > 0:
 			lg.Debug("round sent cards", "sent", st.Sent)
+		}
+		// A card that may not leave went as a stub: a decision, logged
+		// with the card and why (issue 12).
+		for _, w := range st.Withheld {
+			lg.Info("card withheld: sent as a stub", "author", w.Author, "seq", w.Seq, "card", w.ID, "reason", w.Reason)
 		}
 	})
 	lv.remove(s)

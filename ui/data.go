@@ -106,9 +106,10 @@ type status struct {
 }
 
 type write struct {
-	Value string `json:"value"`
-	Actor string `json:"actor"`
-	Tag   string `json:"tag"`
+	Value   any    `json:"value"` // the JSON value of its type (docs/json.md)
+	Deleted bool   `json:"deleted"`
+	Actor   string `json:"actor"`
+	Card    string `json:"card"`
 }
 
 type conflict struct {
@@ -147,23 +148,23 @@ type profileView struct {
 }
 
 type grantView struct {
-	Card      string `json:"card"`
-	Service   string `json:"service"`
-	Owner     string `json:"owner"`
-	Bundle    string `json:"bundle"`
-	Peer      string `json:"peer"`
-	Expires   int64  `json:"expires"`
-	RevokedBy string `json:"revoked_by"`
+	Card      string    `json:"card"`
+	Service   string    `json:"service"`
+	Owner     string    `json:"owner"`
+	Bundle    string    `json:"bundle"`
+	Peer      string    `json:"peer"`
+	Expires   time.Time `json:"expires"` // zero: none
+	RevokedBy string    `json:"revoked_by"`
 }
 
 type instance struct {
-	Owner   string `json:"owner"`
-	Service string `json:"service"`
-	Peer    string `json:"peer"`
-	State   string `json:"state"`
-	Reason  string `json:"reason"`
-	Card    string `json:"card"`
-	TS      int64  `json:"ts"`
+	Owner   string    `json:"owner"`
+	Service string    `json:"service"`
+	Peer    string    `json:"peer"`
+	State   string    `json:"state"`
+	Reason  string    `json:"reason"`
+	Card    string    `json:"card"`
+	Time    time.Time `json:"time"`
 }
 
 type hostView struct {
@@ -174,11 +175,11 @@ type hostView struct {
 }
 
 type cause struct {
-	Card      string `json:"card"`
-	Kind      string `json:"kind"`
-	Author    string `json:"author"`
-	TS        int64  `json:"ts"`
-	Authority string `json:"authority"`
+	Card      string    `json:"card"`
+	Kind      string    `json:"kind"`
+	Author    string    `json:"author"`
+	Time      time.Time `json:"time"`
+	Authority string    `json:"authority"`
 }
 
 type action struct {
@@ -199,9 +200,9 @@ type unmet struct {
 }
 
 type plan struct {
-	At      int64    `json:"at"`
-	Actions []action `json:"actions"`
-	Unmet   []unmet  `json:"unmet"`
+	At      time.Time `json:"at"`
+	Actions []action  `json:"actions"`
+	Unmet   []unmet   `json:"unmet"`
 }
 
 type hostInfo struct {

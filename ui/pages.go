@@ -205,7 +205,7 @@ func grantState(g grantView, now time.Time) string {
 	switch {
 	case g.RevokedBy != "":
 		return "revoked"
-	case g.Expires != 0 && now.Unix() >= g.Expires:
+	case !g.Expires.IsZero() && !now.Before(g.Expires):
 		return "expired"
 	}
 	return "live"
@@ -285,7 +285,7 @@ func overviewOf(st stateView, now time.Time) overview {
 }
 
 func replicaOf(host string, in instance) replicaRow {
-	return replicaRow{Host: host, Owner: in.Owner, Service: in.Service, State: in.State, Reason: in.Reason, Card: in.Card, TS: in.TS}
+	return replicaRow{Host: host, Owner: in.Owner, Service: in.Service, State: in.State, Reason: in.Reason, Card: in.Card, TS: in.Time.Unix()}
 }
 
 // auditPage is the Audit timeline page.
