@@ -402,7 +402,7 @@ func TestJSONOfHostCommands(t *testing.T) {
 	check("append", "grant", bundleFile, "--caps", "req,kv", "--memory", "64Mi")
 	check("peer_status", "deploy", bundleFile)
 	check("response", "call", "counter", "inc")
-	check("peer_status", "suspend", "counter")
+	check("peer_status", "suspend", "wjfoegbjdg") // the peer by the short form of its identity
 	check("peer_status", "resume", "counter")
 	check("peers", "peers")
 	check("removed", "remove", "counter")
