@@ -97,7 +97,11 @@ func startLive(n *Node) (*live, error) {
 	if err := lv.loadPolicy(); err != nil {
 		return nil, err
 	}
-	lv.opt = lsync.Options{Secret: n.sk, Rand: n.opt.Rand, Policy: lv.pol}
+	// One Guard for every link, accepted or dialled: a peer's backoff and
+	// its quota window (DefaultQuota, the same as 'sublog serve') hold
+	// across its links and reconnections; each round is one session of it.
+	lv.opt = lsync.Options{Secret: n.sk, Rand: n.opt.Rand, Policy: lv.pol,
+		Guard: lsync.NewGuard(lsync.Limits{}, lsync.DefaultQuota())}
 	if !n.cfg.Sync.Open {
 		lv.opt.Accept = func(p key.ID) error {
 			if !lv.pol.p.Load().Known(p) {

@@ -42,13 +42,7 @@ func Serve(ctx context.Context, l transport.Listener, st Store, opt Options, don
 func ServeWith(ctx context.Context, l transport.Listener, st Store, opt Options, done func(Stats, error), ev ServeEvents) error {
 	lim := opt.Limits.withDefaults()
 	opt.Limits = lim
-	if opt.Guard == nil {
-		q := DefaultQuota()
-		if opt.Quota != nil {
-			q = *opt.Quota
-		}
-		opt.Guard = NewGuard(lim, q)
-	}
+	opt.Guard = guardFor(opt, lim)
 	adm := newAdmission(lim)
 	var wg stdsync.WaitGroup
 	defer wg.Wait()
