@@ -5,7 +5,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1x
 export CGO_ENABLED := 1
 
-.PHONY: build test demo bench fuzz lint examples clean
+.PHONY: build test demo bench bench-hypercore fuzz lint examples clean
 
 build:
 	$(GO) build -o $(BIN) ./cli/sublog
@@ -23,6 +23,14 @@ demo: build examples
 # (see BENCHMARKS.md). BENCHTIME=3s for steadier figures.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./... | tee bench.out
+
+# Side by side with Hypercore (issue 17; not part of test or bench): npm
+# installs the pinned hypercore into bench/hypercore/node_modules (ignored by
+# git), then sublog's 100,000-card sync and Hypercore's two-process
+# replication of the same entries run interleaved, ROUNDS (5) rounds, medians.
+bench-hypercore:
+	cd bench/hypercore && npm ci --no-audit --no-fund
+	bash bench/hypercore/compare.sh
 
 # Every Fuzz target in the tree for FUZZTIME each, then the long crash test.
 fuzz:
