@@ -693,9 +693,20 @@ type ImportResult struct {
 	Errs     map[int]error
 }
 
+// importChunk is how many cards of an ImportBatch are verified before they
+// are placed and handed to the committer: the first chunks commit (and
+// sync) while the later ones are still being verified.
+const importChunk = 256
+
 // ImportBatch verifies cards in parallel and stores, in input order, those
-// that continue their logs, with one sync for the whole batch. Cards of one
-// author must come in chain order.
+// that continue their logs, and returns once all of them are durable. Cards
+// of one author must come in chain order.
+//
+// Verification runs on every core in input order; each chunk of
+// importChunk cards is placed as soon as it is verified, and its writes go
+// to the committer while the next chunks are verified, so the cores do not
+// wait for the commits. All stripes are locked from the first placement
+// until the batch is durable (the batch spans many authors).
 func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	res := ImportResult{Errs: map[int]error{}}
 	if err := s.usable(); err != nil {
@@ -703,86 +714,125 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	}
 	decoded := make([]*card.Card, len(raw))
 	errs := make([]error, len(raw))
-	workers := runtime.GOMAXPROCS(0)
+	nchunks := (len(raw) + importChunk - 1) / importChunk
+	left := make([]atomic.Int32, nchunks) // cards of each chunk not yet decoded
+	ready := make([]chan struct{}, nchunks)
+	for k := range ready {
+		left[k].Store(int32(min(importChunk, len(raw)-k*importChunk)))
+		ready[k] = make(chan struct{})
+	}
 	var wg stdsync.WaitGroup
 	next := make(chan int, len(raw))
 	for i := range raw {
 		next <- i
 	}
 	close(next)
-	for range workers {
+	stop := make(chan struct{}) // the batch failed: decode no more
+	// finish stops the workers and waits for them (before errs is read on
+	// a failure, and before returning).
+	finish := stdsync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer finish()
+	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				c, err := card.Decode(raw[i], s.Caps())
 				if err != nil {
 					errs[i] = fmt.Errorf("%w: %w", ErrInvalid, err)
-					continue
+				} else {
+					decoded[i] = c
 				}
-				decoded[i] = c
+				if k := i / importChunk; left[k].Add(-1) == 0 {
+					close(ready[k])
+				}
 			}
 		}()
 	}
-	wg.Wait()
 
-	// One import batch at a time: the batch spans many authors.
-	s.locksAll()
-	defer s.unlockAll()
 	pending := &batchState{heads: map[[key.IDSize]byte]head{}, cards: map[string][]byte{}}
-	var sets []kv
 	var accepted []int
-	for i, c := range decoded {
-		if c == nil {
-			continue
+	var dones []chan error
+	locked := false
+	for k := range nchunks {
+		<-ready[k]
+		if !locked {
+			s.locksAll()
+			defer s.unlockAll()
+			locked = true
 		}
-		w, proof, err := s.place(c, pending)
-		if proof != nil {
+		var sets []kv
+		touched := map[[key.IDSize]byte]bool{}
+		for i := k * importChunk; i < min((k+1)*importChunk, len(raw)); i++ {
+			c := decoded[i]
+			if c == nil {
+				continue
+			}
+			w, proof, err := s.place(c, pending)
+			if proof != nil {
+				sets = append(sets, w...)
+				h, ok := pending.head(c.Author())
+				if !ok {
+					h = s.tipOf(c.Author())
+				}
+				h.forkSeq = proof.Seq()
+				pending.heads[c.Author().Array()] = h
+				touched[c.Author().Array()] = true
+			}
+			if err != nil {
+				errs[i] = err
+				continue
+			}
 			sets = append(sets, w...)
 			h, ok := pending.head(c.Author())
 			if !ok {
 				h = s.tipOf(c.Author())
 			}
-			h.forkSeq = proof.Seq()
+			h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
 			pending.heads[c.Author().Array()] = h
+			touched[c.Author().Array()] = true
+			pending.cards[string(cardKey(c.Author(), c.Seq()))] = c.Bytes()
+			accepted = append(accepted, i)
 		}
-		if err != nil {
-			errs[i] = err
+		if len(sets) == 0 {
 			continue
 		}
-		sets = append(sets, w...)
-		h, ok := pending.head(c.Author())
-		if !ok {
-			h = s.tipOf(c.Author())
+		updates := make([]headUpdate, 0, len(touched))
+		for a := range touched {
+			updates = append(updates, headUpdate{a, pending.heads[a]})
 		}
-		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
-		pending.heads[c.Author().Array()] = h
-		pending.cards[string(cardKey(c.Author(), c.Seq()))] = c.Bytes()
-		accepted = append(accepted, i)
-	}
-	for i, e := range errs {
-		if e != nil {
-			res.Errs[i] = e
+		done, err := s.enqueue(sets, updates...)
+		if err != nil {
+			finish()
+			return s.importErrs(res, errs), err
 		}
+		dones = append(dones, done)
 	}
-	if len(sets) == 0 {
-		return res, nil
-	}
-	updates := make([]headUpdate, 0, len(pending.heads))
-	for a, h := range pending.heads {
-		updates = append(updates, headUpdate{a, h})
-	}
-	done, err := s.enqueue(sets, updates...)
-	if err != nil {
-		return res, err
-	}
-	if err := <-done; err != nil {
-		return ImportResult{Errs: res.Errs}, err
+	res = s.importErrs(res, errs)
+	for _, done := range dones {
+		if err := <-done; err != nil {
+			return ImportResult{Errs: res.Errs}, err
+		}
 	}
 	for _, i := range accepted {
 		res.Accepted = append(res.Accepted, decoded[i])
 	}
 	return res, nil
+}
+
+// importErrs adds the per-card errors to res.
+func (s *Store) importErrs(res ImportResult, errs []error) ImportResult {
+	for i, e := range errs {
+		if e != nil {
+			res.Errs[i] = e
+		}
+	}
+	return res
 }
 
 func (s *Store) locksAll() {
