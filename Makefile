@@ -4,6 +4,8 @@ BIN       := bin/sublog
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1x
 export CGO_ENABLED := 1
+# Race-built processes otherwise sleep 1 s at exit; tests start many of them.
+export GORACE ?= atexit_sleep_ms=0
 
 .PHONY: build test demo bench bench-hypercore fuzz lint examples clean
 

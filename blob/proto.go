@@ -40,8 +40,15 @@ const (
 	protoVersion = 1
 	maxFrame     = 1 + 4 + ChunkSize // the largest frame: a chunk
 	maxGet       = 64
-	window       = 8
-	maxRetries   = 3
+	// window is how many chunks the client keeps asked and not received
+	// (indices only: the bytes in flight are bounded by the stream's flow
+	// control); it asks again once half are in, so gets come in batches.
+	window     = 16
+	maxRetries = 3
+	// sendBatch is how many chunk frames the server writes at once (one
+	// write, so one multiplexer frame and one hand-off to its writer per
+	// batch rather than per chunk): its send buffer is this many frames.
+	sendBatch = 4
 	// IdleTimeout is how long either side waits for the other's next frame.
 	IdleTimeout = 30 * time.Second
 )
@@ -174,8 +181,12 @@ func Serve(ctx context.Context, rw io.ReadWriter, st *Store, entitled func(Hash)
 	if err := f.write(tManifest, m.Encode()); err != nil {
 		return ss, err
 	}
-	chunk := make([]byte, ChunkSize)
-	var idx [4]byte
+	// Chunk frames are written sendBatch at a time, each batch in one
+	// write (headers, indices and bytes in one buffer): every write on a
+	// stream is a multiplexer frame, a hand-off to its writer goroutine and
+	// channel frames of its own, so small writes cost as many of each.
+	const frameLen = 5 + 4 + ChunkSize
+	out := make([]byte, 0, sendBatch*frameLen)
 	for {
 		typ, b, err := f.read()
 		if errors.Is(err, io.EOF) {
@@ -199,17 +210,29 @@ func Serve(ctx context.Context, rw io.ReadWriter, st *Store, entitled func(Hash)
 			if i >= uint64(len(m.Chunks)) {
 				return ss, fmt.Errorf("%w: chunk %d of %d", ErrProtocol, i, len(m.Chunks))
 			}
-			lo, hi := m.span(int(i))
-			c := chunk[:hi-lo]
-			if _, err := file.ReadAt(c, lo); err != nil && !(errors.Is(err, io.EOF) && lo == hi) {
-				return ss, fmt.Errorf("blob: reading %s: %w", h, err)
+		}
+		for len(g.I) > 0 {
+			batch := g.I[:min(sendBatch, len(g.I))]
+			g.I = g.I[len(batch):]
+			out = out[:0]
+			for _, i := range batch {
+				lo, hi := m.span(int(i))
+				at := len(out)
+				out = out[:at+9+int(hi-lo)]
+				c := out[at+9:]
+				if _, err := file.ReadAt(c, lo); err != nil && !(errors.Is(err, io.EOF) && lo == hi) {
+					return ss, fmt.Errorf("blob: reading %s: %w", h, err)
+				}
+				binary.BigEndian.PutUint32(out[at:], uint32(1+4+len(c)))
+				out[at+4] = tChunk
+				binary.BigEndian.PutUint32(out[at+5:], uint32(i))
+				ss.Chunks++
+				ss.BytesSent += int64(len(c))
 			}
-			binary.BigEndian.PutUint32(idx[:], uint32(i))
-			if err := f.write(tChunk, idx[:], c); err != nil {
+			f.deadline()
+			if _, err := f.rw.Write(out); err != nil {
 				return ss, err
 			}
-			ss.Chunks++
-			ss.BytesSent += int64(len(c))
 		}
 	}
 }
@@ -311,7 +334,9 @@ func Fetch(ctx context.Context, rw io.ReadWriter, st *Store, h Hash, opt FetchOp
 		return stats, ctxErr(ctx, err)
 	}
 	for !p.Complete() {
-		if n := min(window-len(asked), len(queue), maxGet); n > 0 {
+		// Ask again once half the window is in (or when nothing is asked):
+		// gets in batches let the server write its chunks in batches.
+		if n := min(window-len(asked), len(queue), maxGet); n > 0 && (len(asked) <= window/2 || n == len(queue)) {
 			g := getMsg{}
 			for _, i := range queue[:n] {
 				g.I = append(g.I, uint64(i))

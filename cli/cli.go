@@ -62,6 +62,10 @@ type App struct {
 	node *node.Node
 	env  []string // the client's environment, for a forwarded command
 	ctx  context.Context
+
+	// force is append's --force: write what append would otherwise refuse
+	// (an unknown kind, intent for an owner that did not delegate here).
+	force bool
 }
 
 var constructors []func(*App) *cobra.Command
@@ -74,13 +78,21 @@ type exitError struct {
 	code int
 	err  error
 	hint string
+	// codeName is the stable code of --json errors ("" to derive it).
+	codeName   string
+	candidates []string // an ambiguous argument's candidates
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
-// rejected marks err as exit 1, with a hint ("" for none).
+// rejected marks err as exit 1, with a hint ("" for none). An error marked
+// already keeps its code and hint unless a hint is given here.
 func rejected(err error, hint string) error {
+	var inner *exitError
+	if hint == "" && errors.As(err, &inner) {
+		return err
+	}
 	return &exitError{code: ExitRejected, err: err, hint: hint}
 }
 
@@ -196,20 +208,32 @@ func (a *App) main(args []string) (code int) {
 	}
 	code = ExitRejected
 	var ee *exitError
-	hint := ""
+	hint, name := "", ""
+	var candidates []string
 	if errors.As(err, &ee) {
-		code, hint = ee.code, ee.hint
+		code, hint, name, candidates = ee.code, ee.hint, ee.codeName, ee.candidates
 	} else if !a.ran {
 		code = ExitUsage
 	}
 	if hint == "" {
 		hint = hintFor(err)
 	}
+	if hint == "" && code == ExitUsage {
+		hint = "see 'sublog --help'"
+	}
+	if a.jsonOut || jsonRequested(args) {
+		// The --json error contract (docs/json.md): one object on stderr.
+		if name == "" {
+			name = errorCode(err, code)
+		}
+		e := jsonError{Code: name, Exit: code, Error: err.Error(), Hint: hint, Candidates: candidates}
+		b, _ := json.Marshal(e)
+		stderr.Write(append(b, '\n'))
+		return code
+	}
 	fmt.Fprintf(stderr, "sublog: error: %v\n", err)
 	if hint != "" {
 		fmt.Fprintf(stderr, "sublog: hint: %s\n", hint)
-	} else if code == ExitUsage {
-		fmt.Fprintf(stderr, "sublog: hint: see 'sublog --help'\n")
 	}
 	return code
 }
@@ -241,10 +265,16 @@ func (a *App) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&a.asFlag, "as", "", "act as this named identity of the home (default: the home's default)")
 	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print JSON on stdout")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
-	root.CompletionOptions.DisableDefaultCmd = true
 	for _, f := range constructors {
 		root.AddCommand(a.wrap(f(a)))
 	}
+	if a.stdout != nil {
+		// Before applyHelp: cobra's completion commands keep the streams
+		// they see when they are made.
+		root.SetOut(a.stdout)
+		root.SetErr(cleanWriter{a.stderr})
+	}
+	applyHelp(root)
 	return root
 }
 
@@ -266,11 +296,53 @@ func (a *App) wrap(c *cobra.Command) *cobra.Command {
 	return c
 }
 
+// version is what --version prints: the module's version and the VCS
+// revision the binary was built from (runtime/debug.ReadBuildInfo), e.g.
+// "v0.3.0 (github.com/sublog/sublog, revision 1e32bcd0a1b2, 2026-12-03T07:20:00Z, modified)".
 func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev (no build information)"
 	}
-	return "dev"
+	return versionOf(bi)
+}
+
+func versionOf(bi *debug.BuildInfo) string {
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "dev"
+	}
+	rev, at, modified := "", "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	path := bi.Main.Path
+	if path == "" {
+		path = bi.Path
+	}
+	parts := []string{path}
+	if rev == "" {
+		parts = append(parts, "revision unknown (built without VCS information)")
+	} else {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		parts = append(parts, "revision "+rev)
+		if at != "" {
+			parts = append(parts, at)
+		}
+		if modified {
+			parts = append(parts, "modified")
+		}
+	}
+	return v + " (" + strings.Join(parts, ", ") + ", " + bi.GoVersion + ")"
 }
 
 // Out and Err are the command's human-readable output streams: what is
@@ -377,8 +449,12 @@ func (a *App) Secret() (*key.Secret, error) {
 func (a *App) AsName() string { return a.asFlag }
 
 // PrintJSON writes v as indented JSON and a newline.
-func (a *App) PrintJSON(v any) error {
-	enc := json.NewEncoder(a.Out())
+func (a *App) PrintJSON(v any) error { return printJSONTo(a.Out(), v) }
+
+// printJSONTo writes v as indented JSON to w (stderr when stdout carries
+// data: --out -).
+func printJSONTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
@@ -400,15 +476,6 @@ func (a *App) Progress(total int64, desc string) (update func(done int64), finis
 		progressbar.OptionClearOnFinish(),
 	)
 	return func(done int64) { _ = bar.Set64(done) }, func() { _ = bar.Finish() }
-}
-
-// parseIdentity parses an identity argument, as a usage-level error.
-func parseIdentity(s string) (key.ID, error) {
-	id, err := key.ParseID(s)
-	if err != nil {
-		return key.ID{}, rejected(fmt.Errorf("%q is not an identity: %w", s, err), "an identity is 52 z-base-32 characters, as printed by 'sublog id'")
-	}
-	return id, nil
 }
 
 // environ is the command's environment as KEY=VALUE (the client's, for a

@@ -11,6 +11,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// A race-built process sleeps a second at exit (GORACE's atexit_sleep_ms,
+	// default 1000) so that late race reports can be printed. The scripts
+	// start thousands of such processes; testscript passes GORACE on to them.
+	// Races are still reported (exit status 66) without the sleep.
+	if os.Getenv("GORACE") == "" {
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	testscript.Main(m, map[string]func(){
 		"sublog": func() {
 			if os.Getenv("SUBLOG_INSTANCE_MODE") != "" && os.Getenv("SUBLOG_TESTSCRIPT_INSTANCE") == "" {

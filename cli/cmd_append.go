@@ -15,7 +15,9 @@ import (
 	"github.com/goccy/go-yaml/parser"
 	"github.com/spf13/cobra"
 
+	"github.com/sublog/sublog/crdt"
 	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/kinds"
 )
 
 func init() { register(newAppendCmd) }
@@ -86,13 +88,19 @@ var controlKinds = map[string]bool{
 var kindRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
 func newAppendCmd(a *App) *cobra.Command {
-	return &cobra.Command{
+	var dryRun, force bool
+	c := &cobra.Command{
 		Use:   "append FILE|-",
 		Short: "Append one card from a YAML or JSON document; its kind: field picks the card kind",
 		Long: "Append one card to this identity's log. The document's kind: field picks the card kind;\n" +
-			"reqs: lists required capability IDs; every other field forms the body. Prints AUTHOR@SEQ CARD-ID.",
+			"reqs: lists required capability IDs; every other field forms the body. Prints AUTHOR@SEQ CARD-ID.\n\n" +
+			"An intent manifest is merged three ways ('sublog intent --help'): fields other identities set\n" +
+			"stay, a manifest that changes nothing prints \"unchanged\" and appends nothing, and --dry-run\n" +
+			"prints what it would change. A kind sublog gives no meaning to is refused unless --force\n" +
+			"(a card is stored, and replicated, for good).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			a.force = force
 			src, name, err := a.readInput(args[0])
 			if err != nil {
 				return rejected(err, "")
@@ -101,7 +109,42 @@ func newAppendCmd(a *App) *cobra.Command {
 			if err != nil {
 				return rejected(err, "")
 			}
+			if !knownKind(d.Kind) {
+				msg := fmt.Sprintf("kind %q is not one sublog gives meaning to (%s, %s)", d.Kind, strings.Join(card.Kinds, ", "), kinds.KindHandoff)
+				if s := closestKind(d.Kind); s != "" {
+					msg += fmt.Sprintf("; did you mean %s?", s)
+				}
+				if !force {
+					return rejected(fmt.Errorf("%w: %s", errUnknownKind, msg),
+						"a card is stored and replicated for good, and nothing reads an unknown kind: fix the kind: field, or append it anyway with --force")
+				}
+				fmt.Fprintf(a.Err(), "sublog: warning: %s; it is stored and replicated for good, and ignored by every projection\n", msg)
+			}
+			if dryRun {
+				if d.Kind == card.KindIntent {
+					p, err := a.planIntent(d)
+					if err != nil {
+						return rejected(err, "")
+					}
+					return a.printDelta(p)
+				}
+				if _, err := a.draftFor(d); err != nil {
+					return rejected(err, "")
+				}
+				if a.JSON() {
+					return a.PrintJSON(map[string]any{"dry_run": true, "kind": d.Kind})
+				}
+				fmt.Fprintf(a.Out(), "would append a %s card (dry run: nothing appended)\n", d.Kind)
+				return nil
+			}
 			dr, err := a.draftFor(d)
+			if errors.Is(err, crdt.ErrUnchanged) {
+				if a.JSON() {
+					return a.PrintJSON(map[string]any{"unchanged": true})
+				}
+				fmt.Fprintln(a.Out(), "unchanged: the intent already says this (nothing appended)")
+				return nil
+			}
 			if err != nil {
 				return rejected(err, "")
 			}
@@ -126,6 +169,9 @@ func newAppendCmd(a *App) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what appending would do (for intent: the fields it changes) and append nothing")
+	c.Flags().BoolVar(&force, "force", false, "append a kind sublog does not know, or intent for an owner that has not delegated to this identity")
+	return c
 }
 
 func (a *App) readInput(arg string) ([]byte, string, error) {

@@ -22,8 +22,12 @@ import (
 
 func init() { register(newBlobCmd) }
 
-// openBlobs opens the home's blob store (HOME/blobs).
+// openBlobs opens the home's blob store (HOME/blobs); through an instance,
+// the instance's own.
 func openBlobs(a *App) (*blob.Store, error) {
+	if a.node != nil && a.node.Blobs() != nil {
+		return a.node.Blobs(), nil
+	}
 	h, err := a.Home()
 	if err != nil {
 		return nil, rejected(err, "create a home with: sublog init")
@@ -105,7 +109,13 @@ func fetchBlob(a *App, h blob.Hash, from []string) (blob.Stats, error) {
 		return blob.Stats{}, err
 	}
 	addrs := blobAddrs(a, env, from)
-	if len(addrs) == 0 {
+	// Through an instance, the peers it is connected to are asked first,
+	// over their live links: a blob reaches this home by its hash alone.
+	var links []blob.Opener
+	if a.node != nil && len(from) == 0 {
+		links = a.node.BlobSources()
+	}
+	if len(addrs) == 0 && len(links) == 0 {
 		return blob.Stats{}, rejected(fmt.Errorf("%w: %s is not held here and no peer to ask", blob.ErrNotFound, h),
 			"name a peer that has it: --from HOST:PORT")
 	}
@@ -114,6 +124,16 @@ func fetchBlob(a *App, h blob.Hash, from []string) (blob.Stats, error) {
 	fo := blob.FetchOptions{Size: blobSize(env.st, h)}
 	total := blob.Stats{Hash: h}
 	var errs []error
+	if len(links) > 0 {
+		st, err := blob.FetchAny(ctx, blobs, h, fo, links)
+		total = st
+		if err == nil {
+			fmt.Fprintf(a.Err(), "sublog: fetched %s from a connected peer: %d of %d chunks (%d bytes, %d already here, %d refused and fetched again)\n",
+				h, st.Fetched, st.Chunks, st.BytesFetched, st.Reused, st.Refused)
+			return total, nil
+		}
+		errs = append(errs, err)
+	}
 	for _, addr := range addrs {
 		c, err := lsync.DialStreams(ctx, transport.TCP{}, addr, opt)
 		if err != nil {
@@ -186,7 +206,7 @@ func newBlobCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fi, err := os.Stat(args[0])
+			fi, err := os.Stat(a.Path(args[0]))
 			if err != nil {
 				return rejected(err, "")
 			}
@@ -200,6 +220,12 @@ func newBlobCmd(a *App) *cobra.Command {
 			h, err := blobs.Put(b)
 			if err != nil {
 				return rejected(err, "")
+			}
+			if a.JSON() {
+				return a.PrintJSON(struct {
+					Hash string `json:"hash"`
+					Size int    `json:"size"`
+				}{h.String(), len(b)})
 			}
 			fmt.Fprintln(a.Out(), h)
 			return nil

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/hex"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -118,7 +119,14 @@ func newCapspecCmd(a *App) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var d *caps.Doc
-			if id, err := card.ParseID(args[0]); err == nil {
+			cardID, err := card.ParseID(args[0])
+			if _, serr := os.Stat(a.Path(args[0])); err != nil && serr != nil && args[0] != "-" {
+				// Not a file: a card's short form (prefix, AUTHOR@SEQ)?
+				if cid, cerr := a.resolver(nil).Card(args[0]); cerr == nil {
+					cardID, err = cid, nil
+				}
+			}
+			if id := cardID; err == nil {
 				// a capspec card already in the store (e.g. received by sync)
 				st, err := a.Store()
 				if err != nil {
@@ -261,7 +269,7 @@ func newTrustsetCmd(a *App) *cobra.Command {
 			}
 			var ids []key.ID
 			for _, s := range args[1:] {
-				id, err := parseIdentity(s)
+				id, err := a.identityArg(s, anyID)
 				if err != nil {
 					return err
 				}
@@ -270,6 +278,17 @@ func newTrustsetCmd(a *App) *cobra.Command {
 			if err := h.SetTrustSet(args[0], ids); err != nil {
 				return rejected(err, "")
 			}
+			set, err := h.TrustSet(args[0])
+			if err != nil {
+				return rejected(err, "")
+			}
+			if a.JSON() {
+				return a.PrintJSON(struct {
+					Name    string   `json:"name"`
+					Members []key.ID `json:"members"`
+				}{args[0], set})
+			}
+			fmt.Fprintf(a.Out(), "trust set %s: %d members\n", args[0], len(set))
 			return nil
 		},
 	})
@@ -285,6 +304,13 @@ func newTrustsetCmd(a *App) *cobra.Command {
 			if err := h.SetTrustSet(args[0], nil); err != nil {
 				return rejected(err, "")
 			}
+			if a.JSON() {
+				return a.PrintJSON(struct {
+					Name    string `json:"name"`
+					Removed bool   `json:"removed"`
+				}{args[0], true})
+			}
+			fmt.Fprintf(a.Out(), "trust set %s removed\n", args[0])
 			return nil
 		},
 	})

@@ -107,7 +107,7 @@ record at _sublog.<your domain>, is a DNS hint.`,
 					Issued   time.Time `json:"issued"`
 					Expires  time.Time `json:"expires"`
 					Profile  string    `json:"profile,omitempty"`
-				}{tok.String(), tok.ID(), tok.Addrs(), tok.Issued(), tok.Expires(), ""}
+				}{tok.String(), tok.ID(), tok.Addrs(), tok.Issued().UTC(), tok.Expires().UTC(), ""}
 				if !tok.Profile().IsZero() {
 					out.Profile = tok.Profile().String()
 				}
@@ -218,9 +218,12 @@ or rejected. Results are cached in the home with their expiry; the newest PKARR 
 seen is kept so a relay cannot roll an identity back.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			want, err := key.ParseID(args[0])
+			want, err := a.identityArg(args[0], hostID)
 			if err != nil {
-				return usage(fmt.Errorf("IDENTITY: %w", err))
+				if isMalformed(err) {
+					return usage(fmt.Errorf("IDENTITY: %w", err))
+				}
+				return err
 			}
 			for _, u := range relays {
 				if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
@@ -253,6 +256,12 @@ seen is kept so a relay cannot roll an identity back.`,
 				return rejected(rerr, "")
 			}
 			if a.JSON() {
+				res.Expires = res.Expires.UTC() // the JSON contract: times in UTC
+				for _, at := range res.Attempts {
+					if at.Gave != nil {
+						at.Gave.Expires, at.Gave.Timestamp = at.Gave.Expires.UTC(), at.Gave.Timestamp.UTC()
+					}
+				}
 				if err := a.PrintJSON(res); err != nil {
 					return err
 				}
@@ -361,7 +370,7 @@ may keep copies; a newer packet replaces it. --dry-run prints that and sends not
 				Relays []outcome `json:"relays"`
 			}{DryRun: dryRun, Relays: []outcome{}}
 			pub := &report.Public
-			pub.Identity, pub.Addrs, pub.TTL, pub.Timestamp, pub.Bytes = sk.ID(), addrs, rec.TTL, p.Time(), len(p.Packet())
+			pub.Identity, pub.Addrs, pub.TTL, pub.Timestamp, pub.Bytes = sk.ID(), addrs, rec.TTL, p.Time().UTC(), len(p.Packet())
 			if pub.Addrs == nil {
 				pub.Addrs = []string{}
 			}

@@ -26,6 +26,7 @@ import (
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/log/units"
+	"github.com/sublog/sublog/names"
 	"github.com/sublog/sublog/node"
 )
 
@@ -199,22 +200,29 @@ func newBundleCmd(a *App) *cobra.Command {
 			if out == "" {
 				out = filepath.Join(dir, m.Name+".bundle")
 			}
-			if err := os.WriteFile(a.Path(out), raw, 0o644); err != nil {
+			// --out - writes the bundle on stdout; what is said goes to stderr.
+			say := a.Out()
+			if out == "-" {
+				if _, err := a.RawOut().Write(raw); err != nil {
+					return rejected(err, "")
+				}
+				say = a.Err()
+			} else if err := os.WriteFile(a.Path(out), raw, 0o644); err != nil {
 				return rejected(err, "")
 			}
 			b, _ := bundle.Decode(raw)
 			if a.JSON() {
 				j := describe(b)
-				return a.PrintJSON(struct {
+				return printJSONTo(say, struct {
 					File string `json:"file"`
 					manifestJSON
 				}{out, j})
 			}
-			fmt.Fprintf(a.Out(), "%s %s\n", out, b.Hash())
+			fmt.Fprintf(say, "%s %s\n", out, b.Hash())
 			return nil
 		},
 	}
-	build.Flags().StringVar(&out, "out", "", "bundle file to write (default DIR/NAME.bundle)")
+	build.Flags().StringVar(&out, "out", "", "bundle file to write (default DIR/NAME.bundle; - for standard output)")
 
 	inspect := &cobra.Command{
 		Use:   "inspect FILE",
@@ -323,7 +331,9 @@ func newGrantCmd(a *App) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var g exec.GrantBody
+			var manifest *bundle.Manifest // the bundle's, when known
 			target := args[0]
+			_, statErr := os.Stat(a.Path(target))
 			switch {
 			case strings.HasPrefix(target, "sha256:"):
 				h, err := bundle.ParseHash(target)
@@ -343,10 +353,15 @@ func newGrantCmd(a *App) *cobra.Command {
 						return rejected(err, "")
 					}
 					g.Peer = b.Manifest.Peer
+					manifest = &b.Manifest
 				}
-			case len(target) == 52 && !strings.ContainsAny(target, "/."):
-				id, err := parseIdentity(target)
+			case target != "-" && statErr != nil:
+				// Not a file: a peer identity, in any form names takes.
+				id, err := a.identityArg(target, peerID)
 				if err != nil {
+					if isMalformed(err) || errors.Is(err, names.ErrUnknown) {
+						return rejected(fmt.Errorf("%q is neither a peer identity, a content hash nor a readable bundle file (%w)", target, err), peerID.hint())
+					}
 					return err
 				}
 				g.Peer = id.Bytes()
@@ -361,6 +376,13 @@ func newGrantCmd(a *App) *cobra.Command {
 				}
 				h := b.Hash()
 				g.Bundle, g.Peer = h[:], b.Manifest.Peer
+				manifest = &b.Manifest
+			}
+			if manifest != nil && !anyChanged(cmd, "memory", "cpu", "cpu-total", "instances", "disk", "caps") {
+				if flags := asksBeyondDefaults(manifest); flags != "" {
+					return rejected(fmt.Errorf("a grant with no limits gives the host defaults and no host functions, less than bundle %s asks for", manifest.Name),
+						"grant what the bundle asks: sublog grant "+target+" "+flags)
+				}
 			}
 			var err error
 			if memory != "" {
@@ -405,7 +427,7 @@ func newGrantCmd(a *App) *cobra.Command {
 				}
 			}
 			if owner != "" {
-				id, err := parseIdentity(owner)
+				id, err := a.identityArg(owner, ownerID)
 				if err != nil {
 					return err
 				}
@@ -430,6 +452,45 @@ func newGrantCmd(a *App) *cobra.Command {
 	f.StringVar(&service, "service", "", "the service the peer belongs to")
 	f.StringSliceVar(&from, "from", nil, "with a hash: a peer's sync address to fetch the bundle from (repeatable; trusted peers at their cached addresses are asked too)")
 	return c
+}
+
+// anyChanged reports whether any of the flags was given.
+func anyChanged(cmd *cobra.Command, flags ...string) bool {
+	for _, f := range flags {
+		if cmd.Flags().Changed(f) {
+			return true
+		}
+	}
+	return false
+}
+
+// asksBeyondDefaults gives the grant flags that cover what a manifest asks
+// beyond the host defaults (exec.Defaults, no host functions), or "" when
+// the defaults cover it.
+func asksBeyondDefaults(m *bundle.Manifest) string {
+	var out []string
+	l, d := m.Limits, exec.Defaults
+	if l.Memory > d.Memory {
+		out = append(out, "--memory "+units.FormatBytes(l.Memory))
+	}
+	if l.CPUReqMS > d.CPUReqMS {
+		out = append(out, "--cpu "+ms(l.CPUReqMS))
+	}
+	if l.CPUTotalMS > 0 {
+		out = append(out, "--cpu-total "+ms(l.CPUTotalMS))
+	}
+	if l.Instances > d.Instances {
+		out = append(out, fmt.Sprintf("--instances %d", l.Instances))
+	}
+	if l.Disk > d.Disk {
+		out = append(out, "--disk "+units.FormatBytes(l.Disk))
+	}
+	if len(m.Caps) > 0 {
+		cs := slices.Clone(m.Caps)
+		slices.Sort(cs)
+		out = append(out, "--caps "+strings.Join(cs, ","))
+	}
+	return strings.Join(out, " ")
 }
 
 // readRequest takes the request from the argument, or stdin for "-".
@@ -499,10 +560,6 @@ func newCallCmd(a *App) *cobra.Command {
 		Short: "Send one request to a peer running on this host and print its response",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseIdentity(args[0])
-			if err != nil {
-				return err
-			}
 			req, err := readRequest(a, args[1:])
 			if err != nil {
 				return err
@@ -512,6 +569,10 @@ func newCallCmd(a *App) *cobra.Command {
 				return err
 			}
 			defer a.closeHost(host)
+			id, err := a.identityArg(args[0], peerID, peersKnown(host)...)
+			if err != nil {
+				return err
+			}
 			resp, err := host.Call(context.Background(), id, req)
 			if err != nil {
 				return execErr(err)
@@ -563,13 +624,22 @@ func newDeployCmd(a *App) *cobra.Command {
 	var handoff bool
 	var from []string
 	c := &cobra.Command{
-		Use:   "deploy BUNDLE [--hash sha256:...] | deploy sha256:HASH [--from HOST:PORT] | deploy --handoff FILE",
+		Use:   "deploy BUNDLE [--hash sha256:...] | deploy sha256:HASH [--from HOST:PORT] | deploy --handoff FILE|sha256:CARD",
 		Short: "Deploy a bundle (or a moved peer's handoff) on this host under a live grant of this host (recorded)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if handoff {
-				hb, err := os.ReadFile(a.Path(args[0]))
-				if err != nil {
+				var hb []byte
+				var err error
+				_, statErr := os.Stat(a.Path(args[0]))
+				if strings.HasPrefix(args[0], "sha256:") || statErr != nil && isCardForm(args[0]) {
+					// By the handoff card alone (it arrived by sync): the
+					// state and the bundle it names are blobs, fetched. Any
+					// card form names it (a prefix, AUTHOR@SEQ).
+					if hb, err = handoffByCard(a, args[0], from); err != nil {
+						return err
+					}
+				} else if hb, err = os.ReadFile(a.Path(args[0])); err != nil {
 					return rejected(err, "")
 				}
 				host, err := openHost(a)
@@ -617,7 +687,7 @@ func newDeployCmd(a *App) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&hash, "hash", "", "the content hash the bundle must have (as named by its bundle card)")
-	c.Flags().BoolVar(&handoff, "handoff", false, "the argument is a handoff file written by 'sublog move --out'")
+	c.Flags().BoolVar(&handoff, "handoff", false, "the argument is a handoff file written by 'sublog move --out', or the ID of a handoff card this home holds ('sublog move --for' without --out)")
 	c.Flags().StringSliceVar(&from, "from", nil, "with a hash: a peer's sync address to fetch the bundle from (repeatable; trusted peers at their cached addresses are asked too)")
 	return c
 }
@@ -629,15 +699,15 @@ func peerStep(a *App, use, short string, step func(*exec.Host, context.Context, 
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseIdentity(args[0])
-			if err != nil {
-				return err
-			}
 			host, err := openHost(a)
 			if err != nil {
 				return err
 			}
 			defer a.closeHost(host)
+			id, err := a.identityArg(args[0], peerID, peersKnown(host)...)
+			if err != nil {
+				return err
+			}
 			if err := step(host, context.Background(), id); err != nil {
 				return execErr(err)
 			}
@@ -780,32 +850,33 @@ func (r *homeReceiver) viaInstance(cl *node.Client) error {
 func newMoveCmd(a *App) *cobra.Command {
 	var to, toAs, out, forHost string
 	c := &cobra.Command{
-		Use:   "move PEER (--to HOME [--to-as NAME] | --out FILE --for HOST)",
+		Use:   "move PEER (--to HOME [--to-as NAME] | --for HOST [--out FILE])",
 		Short: "Suspend a peer here and hand its bundle and state to another host (recorded on both)",
 		Long: "With --to, the peer moves to another home on this machine, which needs its own live grant;\n" +
 			"nothing of the peer is left here. With --out, a handoff is written to FILE for host HOST's\n" +
 			"'sublog deploy --handoff FILE': a handoff card signed by this host, the peer's state encrypted to\n" +
-			"HOST, and the bundle. The peer is handed over at once: this host keeps no state of it and can never\n" +
-			"resume it; HOST takes the handoff once.",
+			"HOST, and the bundle. With --for alone, nothing is written: the handoff card travels to HOST by sync\n" +
+			"and its state and bundle as blobs ('sublog deploy --handoff CARD-ID' there). The peer is handed\n" +
+			"over at once: this host keeps no state of it and can never resume it; HOST takes the handoff once.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseIdentity(args[0])
-			if err != nil {
-				return err
-			}
-			if (to == "") == (out == "") {
-				return usage(errors.New("move needs exactly one of --to HOME and --out FILE"))
+			if (to == "") == (out == "" && forHost == "") {
+				return usage(errors.New("move needs exactly one of --to HOME and --for HOST [--out FILE]"))
 			}
 			host, err := openHost(a)
 			if err != nil {
 				return err
 			}
 			defer a.closeHost(host)
-			if out != "" {
+			id, err := a.identityArg(args[0], peerID, peersKnown(host)...)
+			if err != nil {
+				return err
+			}
+			if out != "" || forHost != "" {
 				if forHost == "" {
 					return usage(errors.New("move --out needs --for HOST: the identity of the host that will receive the peer (its state is encrypted to it)"))
 				}
-				to, err := parseIdentity(forHost)
+				to, err := a.identityArg(forHost, hostID)
 				if err != nil {
 					return err
 				}
@@ -821,18 +892,36 @@ func newMoveCmd(a *App) *cobra.Command {
 				if err := keepBlob(a, ho.Bundle); err != nil {
 					return err
 				}
-				if err := writeFileNew(a.Path(out), ho.Encode()); err != nil {
+				if out == "" {
+					if a.JSON() {
+						return a.PrintJSON(struct {
+							Peer    key.ID `json:"peer"`
+							To      key.ID `json:"to"`
+							Handoff string `json:"handoff"`
+						}{id, to, ho.ID().String()})
+					}
+					fmt.Fprintf(a.Out(), "%s handed over to %s by handoff %s (its state and bundle travel as blobs: 'sublog deploy --handoff %s' on %s)\n",
+						id, to, ho.ID(), ho.ID(), to)
+					return nil
+				}
+				say := a.Out()
+				if out == "-" { // the handoff on stdout; what is said on stderr
+					if _, err := a.RawOut().Write(ho.Encode()); err != nil {
+						return rejected(err, "")
+					}
+					say = a.Err()
+				} else if err := writeFileNew(a.Path(out), ho.Encode()); err != nil {
 					return rejected(err, "")
 				}
 				if a.JSON() {
-					return a.PrintJSON(struct {
+					return printJSONTo(say, struct {
 						Peer    key.ID `json:"peer"`
 						To      key.ID `json:"to"`
 						Handoff string `json:"handoff"`
 						File    string `json:"file"`
 					}{id, to, ho.ID().String(), out})
 				}
-				fmt.Fprintf(a.Out(), "%s handed over to %s by handoff %s, written to %s\n", id, to, ho.ID(), out)
+				fmt.Fprintf(say, "%s handed over to %s by handoff %s, written to %s\n", id, to, ho.ID(), out)
 				return nil
 			}
 			r := &homeReceiver{a: a, dir: a.Path(to), as: toAs}
@@ -855,8 +944,8 @@ func newMoveCmd(a *App) *cobra.Command {
 	}
 	c.Flags().StringVar(&to, "to", "", "the receiving home's directory")
 	c.Flags().StringVar(&toAs, "to-as", "", "the receiving home's host identity (default: its default)")
-	c.Flags().StringVar(&out, "out", "", "write the handoff to FILE instead (with --for)")
-	c.Flags().StringVar(&forHost, "for", "", "with --out: the identity of the receiving host")
+	c.Flags().StringVar(&out, "out", "", "with --for: also write the handoff to FILE (- for standard output)")
+	c.Flags().StringVar(&forHost, "for", "", "the identity of the receiving host (the handoff card names it; its state is encrypted to it)")
 	return c
 }
 
@@ -918,7 +1007,7 @@ func bundleByHash(a *App, h bundle.Hash, from []string, must bool) ([]byte, erro
 			if err != nil {
 				return nil, err
 			}
-			if len(blobAddrs(a, env, from)) == 0 {
+			if len(blobAddrs(a, env, from)) == 0 && (a.node == nil || len(a.node.BlobSources()) == 0) {
 				return nil, nil
 			}
 		}
@@ -931,6 +1020,70 @@ func bundleByHash(a *App, h bundle.Hash, from []string, must bool) ([]byte, erro
 		return nil, rejected(err, "")
 	}
 	return raw, nil
+}
+
+// handoffByCard assembles the handoff named by a handoff card this home
+// holds (synced from the source host): the card, and the state and bundle
+// blobs it names, read from this home's blobs or fetched from peers (each
+// chunk verified, only from peers entitled to give them). The executor then
+// checks it as it checks a handoff file.
+func handoffByCard(a *App, arg string, from []string) ([]byte, error) {
+	id, err := a.cardArg(arg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.Store()
+	if err != nil {
+		return nil, rejected(err, "create a home with: sublog init")
+	}
+	c, err := st.GetByID(id)
+	if err != nil {
+		return nil, rejected(fmt.Errorf("handoff card %s: %w", id, err), "sync with the source host first: the handoff card travels in its log")
+	}
+	if c.Kind() != kinds.KindHandoff {
+		return nil, rejected(fmt.Errorf("%w: card %s is a %s card", exec.ErrBadHandoff, id, c.Kind()), "")
+	}
+	var body kinds.HandoffBody
+	if err := c.DecodeBody(&body); err != nil {
+		return nil, rejected(fmt.Errorf("%w: card body: %w", exec.ErrBadHandoff, err), "")
+	}
+	// Not for this host: refused before anything is fetched.
+	sk, err := a.Secret()
+	if err != nil {
+		return nil, rejected(err, "")
+	}
+	if string(body.To) != string(sk.ID().Bytes()) {
+		return nil, execErr(fmt.Errorf("%w: handoff %s is not for this host %s", exec.ErrNotAddressed, id, sk.ID()))
+	}
+	get := func(what string, b []byte) ([]byte, error) {
+		h, err := blob.HashFromBytes(b)
+		if err != nil {
+			return nil, rejected(fmt.Errorf("%w: %s: %w", exec.ErrBadHandoff, what, err), "")
+		}
+		blobs, err := openBlobs(a)
+		if err != nil {
+			return nil, err
+		}
+		if !blobs.Has(h) {
+			if _, err := fetchBlob(a, h, from); err != nil {
+				return nil, err
+			}
+		}
+		raw, err := blobs.Get(h)
+		if err != nil {
+			return nil, rejected(err, "")
+		}
+		return raw, nil
+	}
+	state, err := get("state", body.State)
+	if err != nil {
+		return nil, err
+	}
+	bundleRaw, err := get("bundle", body.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	return (&exec.Handoff{Card: c, State: state, Bundle: bundleRaw}).Encode(), nil
 }
 
 // writeFileNew writes a file that must not exist yet (a handoff is never

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +25,8 @@ func newInitCmd(a *App) *cobra.Command {
 			if err != nil {
 				return rejected(err, "")
 			}
+			_, oerr := home.Open(dir)
+			created := errors.Is(oerr, home.ErrNoHome)
 			h, sk, err := home.Init(dir, name, a.Rand())
 			if err != nil {
 				return rejected(err, "")
@@ -31,9 +35,22 @@ func newInitCmd(a *App) *cobra.Command {
 				name = h.DefaultIdentity()
 			}
 			if a.JSON() {
-				return a.PrintJSON(home.Named{Name: name, ID: sk.ID(), Default: name == h.DefaultIdentity()})
+				return a.PrintJSON(struct {
+					home.Named
+					Home    string `json:"home"`
+					Created bool   `json:"created"`
+				}{home.Named{Name: name, ID: sk.ID(), Default: name == h.DefaultIdentity()}, dir, created})
 			}
 			fmt.Fprintln(a.Out(), sk.ID())
+			// Where and what next, on stderr: stdout is the identity alone,
+			// for scripts.
+			if created {
+				fmt.Fprintf(a.Err(), "sublog: created the home %s with the identity %q (printed above; its secret key is in %s)\n", dir, name, filepath.Join(dir, "keys", name+".key"))
+			} else {
+				fmt.Fprintf(a.Err(), "sublog: added the identity %q to the home %s (use it with --as %s)\n", name, dir, name)
+			}
+			fmt.Fprintln(a.Err(), "sublog: next: give your identity to the peers you sync with; 'sublog trust THEIR-ID --name NAME' trusts one of theirs,")
+			fmt.Fprintln(a.Err(), "sublog:       'sublog append FILE' writes a card, 'sublog up' runs this home as an instance, 'sublog --help' lists the rest")
 			return nil
 		},
 	}

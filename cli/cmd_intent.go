@@ -3,7 +3,10 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,8 +17,11 @@ import (
 	"github.com/sublog/sublog/crdt"
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
 	"github.com/sublog/sublog/projections"
+	lsync "github.com/sublog/sublog/sync"
+	"github.com/sublog/sublog/sync/discovery"
 )
 
 func init() {
@@ -55,9 +61,18 @@ func yamlPath(p string) string {
 	return p
 }
 
-// intentDraft builds an intent card: the manifest becomes the minimal
-// Automerge changes against this identity's current view of the document.
-func intentDraft(a *App, d *Doc) (card.Draft, error) {
+// intentPlan is what applying one intent manifest would do: the author,
+// the owner it writes for, the author's current view of the document and
+// the three-way merge of the manifest into it.
+type intentPlan struct {
+	m         *crdt.Manifest
+	me, owner key.ID
+	doc       *crdt.Doc
+	delta     crdt.Delta
+}
+
+// parseIntent validates an intent document as a manifest.
+func parseIntent(d *Doc) (*crdt.Manifest, error) {
 	fields := map[string]any{"kind": "intent"}
 	for k, v := range d.Fields {
 		fields[k] = v
@@ -70,30 +85,52 @@ func intentDraft(a *App, d *Doc) (card.Draft, error) {
 			if fe.Line > 0 {
 				where = fmt.Sprintf("%s:%d", d.Name, fe.Line)
 			}
-			return card.Draft{}, fmt.Errorf("%w: %s: field %s: %s", ErrInput, where, fe.Field, fe.Msg)
+			return nil, fmt.Errorf("%w: %s: field %s: %s", ErrInput, where, fe.Field, fe.Msg)
 		}
-		return card.Draft{}, err
+		return nil, err
+	}
+	return m, nil
+}
+
+// planIntent parses an intent document and merges it into this identity's
+// current view of the service's document. It says (on stderr) when the
+// intent will be owned by an identity that is nobody's device, and refuses
+// intent for an owner that has not delegated to this identity unless
+// a.force (it would count nowhere).
+func (a *App) planIntent(d *Doc) (*intentPlan, error) {
+	m, err := parseIntent(d)
+	if err != nil {
+		return nil, err
 	}
 	sk, err := a.Secret()
 	if err != nil {
-		return card.Draft{}, err
+		return nil, err
 	}
 	st, err := a.Store()
 	if err != nil {
-		return card.Draft{}, err
+		return nil, err
 	}
 	ps, err := foldStore(a, st)
 	if err != nil {
-		return card.Draft{}, err
+		return nil, err
 	}
 	me := sk.ID()
+	owners, err := ownersOf(a, st, me)
+	if err != nil {
+		return nil, err
+	}
 	owner := me
-	if m.Owner != nil {
+	switch {
+	case m.Owner != nil:
 		owner = *m.Owner
-	} else if o, ok, err := speaksFor(st, me); err != nil {
-		return card.Draft{}, err
-	} else if ok {
-		owner = o
+		if owner != me && !slices.Contains(owners, owner) && !a.force {
+			return nil, rejected(fmt.Errorf("this identity (%s) is not a device of %s: no live delegation from %s to it is known here, so this intent would count nowhere", me, owner, owner),
+				fmt.Sprintf("on %s's home run 'sublog delegate %s' and here 'sublog pair TOKEN' with the token it prints (or --force to write it anyway)", owner.Short(), me))
+		}
+	case len(owners) == 1:
+		owner = owners[0]
+	case len(owners) > 1:
+		return nil, fmt.Errorf("%w: this identity speaks for %d owners (%s, ...): name one with owner:", ErrInput, len(owners), owners[0])
 	}
 	// The author's own earlier intent for this service must count, or the
 	// new changes would not continue its Automerge sequence.
@@ -111,40 +148,78 @@ func intentDraft(a *App, d *Doc) (card.Draft, error) {
 		}
 		return nil
 	}); err != nil {
-		return card.Draft{}, err
+		return nil, err
 	}
 	doc := ps.Doc(owner, m.Service)
 	if doc == nil {
 		doc = crdt.New(owner, m.Service)
+		if owner == me && m.Owner == nil && len(owners) == 0 && !delegatesAny(st, me) {
+			fmt.Fprintf(a.Err(), "sublog: note: %s is a new service owned by this identity (%s), which is nobody's device; if this home is a device of another owner, pair it first ('sublog delegate %s' on the owner's home prints the token for 'sublog pair TOKEN' here)\n",
+				m.Service, me.Short(), me)
+		}
 	}
-	ch, err := doc.Build(me, m, a.Now())
+	return &intentPlan{m: m, me: me, owner: owner, doc: doc, delta: doc.Diff(me, m)}, nil
+}
+
+// intentDraft builds an intent card: the manifest becomes the minimal
+// Automerge changes against this identity's current view of the document.
+func intentDraft(a *App, d *Doc) (card.Draft, error) {
+	p, err := a.planIntent(d)
 	if err != nil {
 		return card.Draft{}, err
 	}
-	return card.Draft{Body: projections.IntentBody{Service: m.Service, Owner: owner.Bytes(), Changes: ch}}, nil
+	ch, err := p.doc.Build(p.me, p.m, a.Now())
+	if err != nil {
+		return card.Draft{}, err
+	}
+	return card.Draft{Body: projections.IntentBody{Service: p.m.Service, Owner: p.owner.Bytes(), Changes: ch}}, nil
 }
 
-// speaksFor finds the one owner that delegated to id (never revoked it).
-func speaksFor(st *sublog.Store, id key.ID) (key.ID, bool, error) {
+// delegatesAny reports whether id's log holds a delegate card (it is an
+// owner of devices).
+func delegatesAny(st *sublog.Store, id key.ID) bool {
+	found := false
+	_ = st.Scan(id, 1, func(c *card.Card) error {
+		if c.Kind() == card.KindDelegate {
+			found = true
+			return io.EOF
+		}
+		return nil
+	})
+	return found
+}
+
+// ownersOf lists, sorted, the owners that delegate to id and never revoked
+// it: from the delegate cards the store holds and the delegations this home
+// was handed at pairing (owners.json).
+func ownersOf(a *App, st *sublog.Store, id key.ID) ([]key.ID, error) {
 	owners := map[key.ID]bool{}
 	revoked := map[key.ID]bool{}
-	err := st.All(func(c *card.Card) error {
+	note := func(c *card.Card) {
 		if c.Kind() != card.KindDelegate {
-			return nil
+			return
 		}
 		var b projections.DelegateBody
 		if c.DecodeBody(&b) != nil || string(b.Device) != string(id.Bytes()) {
-			return nil
+			return
 		}
 		if b.Revoked {
 			revoked[c.Author()] = true
 		} else {
 			owners[c.Author()] = true
 		}
-		return nil
-	})
-	if err != nil {
-		return key.ID{}, false, err
+	}
+	if err := st.All(func(c *card.Card) error { note(c); return nil }); err != nil {
+		return nil, err
+	}
+	if h, err := a.Home(); err == nil {
+		paired, err := h.PairedDelegations()
+		if err != nil {
+			return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.OwnersFile)+" (then pair again)")
+		}
+		for _, c := range paired {
+			note(c)
+		}
 	}
 	var list []key.ID
 	for o := range owners {
@@ -152,14 +227,8 @@ func speaksFor(st *sublog.Store, id key.ID) (key.ID, bool, error) {
 			list = append(list, o)
 		}
 	}
-	switch len(list) {
-	case 0:
-		return key.ID{}, false, nil
-	case 1:
-		return list[0], true, nil
-	}
-	sort.Slice(list, func(i, j int) bool { return list[i].Compare(list[j]) < 0 })
-	return key.ID{}, false, fmt.Errorf("%w: this identity speaks for %d owners (%s, ...): name one with owner:", ErrInput, len(list), list[0])
+	slices.SortFunc(list, key.ID.Compare)
+	return list, nil
 }
 
 func parseTime(s string) (time.Time, error) {
@@ -200,16 +269,24 @@ func (a *App) appendCard(kind string, body any) error {
 
 func newDelegateCmd(a *App) *cobra.Command {
 	var services, until string
+	ttl := 24 * time.Hour
 	c := &cobra.Command{
 		Use:   "delegate DEVICE [--services S,...] [--until TIME]",
-		Short: "Let a device identity speak for this owner's service intent",
+		Short: "Let a device identity speak for this owner, and print the pairing token the device takes once",
 		Long: "Append a delegate card: intent cards from DEVICE count as this identity's, for the listed\n" +
-			"services (default all) and, if --until is given, for cards the device dates up to that time.",
+			"services (default all) and, if --until is given, for cards the device dates up to that time.\n" +
+			"Then print a pairing token (signed by this identity, bound to DEVICE, valid for --token-ttl)\n" +
+			"to run on the device once: 'sublog pair TOKEN'. After it each side takes the other's cards,\n" +
+			"and the device's intent is written for this owner. Delegating again with the same scope\n" +
+			"appends nothing and prints a fresh token.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dev, err := parseIdentity(args[0])
+			dev, err := a.identityArg(args[0], deviceID)
 			if err != nil {
 				return err
+			}
+			if ttl <= 0 {
+				return usage(errors.New("--token-ttl must be positive"))
 			}
 			b := projections.DelegateBody{Device: dev.Bytes()}
 			if services != "" {
@@ -237,12 +314,77 @@ func newDelegateCmd(a *App) *cobra.Command {
 			if sk.ID() == dev {
 				return rejected(errors.New("an identity cannot delegate to itself"), "")
 			}
-			return a.appendCard(card.KindDelegate, b)
+			st, err := a.Store()
+			if err != nil {
+				return rejected(err, "")
+			}
+			c, reused, err := a.delegation(st, sk, b)
+			if err != nil {
+				return err
+			}
+			now := a.Now()
+			tok, err := discovery.NewPairToken(sk, c, now, now.Add(ttl))
+			if err != nil {
+				return rejected(err, "")
+			}
+			if a.JSON() {
+				return a.PrintJSON(map[string]any{"author": c.Author(), "seq": c.Seq(), "id": c.ID(), "kind": c.Kind(),
+					"device": dev, "reused": reused, "pairing_token": tok.String(), "expires": tok.Expires.UTC().Format(time.RFC3339)})
+			}
+			w := a.Out()
+			if reused {
+				fmt.Fprintf(w, "%s is already delegated by %s@%d %s (nothing appended)\n", dev, c.Author(), c.Seq(), c.ID())
+			} else {
+				fmt.Fprintf(w, "%s@%d %s\n", c.Author(), c.Seq(), c.ID())
+			}
+			fmt.Fprintf(w, "on the device, run once (the token is valid until %s):\n", tok.Expires.Format(time.RFC3339))
+			fmt.Fprintf(w, "  sublog pair %s\n", tok)
+			return nil
 		},
 	}
 	c.Flags().StringVar(&services, "services", "", "comma-separated services the device may change (default: all)")
 	c.Flags().StringVar(&until, "until", "", "the device's intent counts only if dated up to this time (RFC 3339, Unix seconds or a duration)")
+	c.Flags().DurationVar(&ttl, "token-ttl", ttl, "how long the printed pairing token stays valid")
 	return c
+}
+
+// delegation appends the delegate card b, or finds this identity's live one
+// with the same scope (reused). A revoked device is refused: a revoked
+// identity stays revoked (ARCHITECTURE.md, Delegation).
+func (a *App) delegation(st *sublog.Store, sk *key.Secret, b projections.DelegateBody) (*card.Card, bool, error) {
+	dev, _ := key.IDFromBytes(b.Device)
+	var same *card.Card
+	revoked := false
+	if err := st.Scan(sk.ID(), 1, func(c *card.Card) error {
+		if c.Kind() != card.KindDelegate {
+			return nil
+		}
+		var x projections.DelegateBody
+		if c.DecodeBody(&x) != nil || string(x.Device) != string(b.Device) {
+			return nil
+		}
+		if x.Revoked {
+			revoked = true
+		} else if slices.Equal(x.Services, b.Services) && x.Until == b.Until {
+			same = c
+		}
+		return nil
+	}); err != nil {
+		return nil, false, rejected(err, "")
+	}
+	if revoked {
+		return nil, false, rejected(fmt.Errorf("%s was revoked by this identity, and a revoked device stays revoked", dev),
+			"make a new identity on the device ('sublog init --name NAME' there) and delegate to that")
+	}
+	if same != nil && slices.Contains(lsync.Devices(st, sk.ID(), a.Now().Unix()), dev) {
+		return same, true, nil
+	}
+	h, _ := a.Home()
+	c, err := st.Append(sk, card.Draft{Kind: card.KindDelegate, Net: h.Net(), TS: a.Now().Unix(), Body: b})
+	if err != nil {
+		return nil, false, rejected(err, "")
+	}
+	return c, false, nil
 }
 
 func newUndelegateCmd(a *App) *cobra.Command {
@@ -254,7 +396,7 @@ func newUndelegateCmd(a *App) *cobra.Command {
 			"signs after it does, whatever time it claims. Sync the device's log first to keep its latest work.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dev, err := parseIdentity(args[0])
+			dev, err := a.identityArg(args[0], deviceID)
 			if err != nil {
 				return err
 			}

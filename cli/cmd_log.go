@@ -1,16 +1,18 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
 
+	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
@@ -24,15 +26,14 @@ func init() {
 
 // cardView is the JSON shape of a card (stable: scripts rely on it).
 type cardView struct {
-	ID          card.ID  `json:"id"`
+	ID          card.ID  `json:"id,omitzero"` // zero only for a stub whose ID is unproven
 	Author      key.ID   `json:"author"`
 	Seq         uint64   `json:"seq"`
 	Prev        *card.ID `json:"prev,omitempty"`
 	Kind        string   `json:"kind"`
-	Time        string   `json:"time"`
-	TS          int64    `json:"ts"`
-	Net         string   `json:"net"`
-	RID         string   `json:"rid"`
+	Time        string   `json:"time,omitempty"` // the author's claimed time (the card's ts), RFC 3339 UTC; "" only for a stub
+	Net         string   `json:"net,omitempty"`  // "" only for a stub
+	RID         string   `json:"rid,omitempty"`
 	Reqs        []string `json:"reqs,omitempty"`
 	Prov        []string `json:"prov,omitempty"`
 	PolicyRef   string   `json:"policy_ref,omitempty"`
@@ -42,11 +43,21 @@ type cardView struct {
 	Size        int      `json:"size"`
 	Body        any      `json:"body,omitempty"`
 	CRL         *card.ID `json:"crl,omitempty"` // with --all: the author's CRL card listing this one
+	// Withheld marks a stub: a card the home it came from withheld, of
+	// which this home holds only the position and (when proven) the ID.
+	// Kind is then "withheld" and no other card field is set.
+	Withheld bool `json:"withheld,omitempty"`
+	Proven   bool `json:"proven,omitempty"` // with withheld: the next card's signed prev proves the ID
+}
+
+// stubView is how a stub is listed: withheld, never as a card.
+func stubView(st sublog.Stub) cardView {
+	return cardView{ID: st.ID, Author: st.Author, Seq: st.Seq, Kind: "withheld", Withheld: true, Proven: st.Proven}
 }
 
 func viewOf(c *card.Card, withBody bool) cardView {
 	v := cardView{ID: c.ID(), Author: c.Author(), Seq: c.Seq(), Kind: c.Kind(),
-		Time: c.Time().Format(time.RFC3339), TS: c.TS(), Net: c.Net(), RID: hex.EncodeToString(c.RID()),
+		Time: unixTime(c.TS()), Net: c.Net(), RID: hex.EncodeToString(c.RID()),
 		Reqs: c.Reqs(), ContentURI: c.ContentURI(), Size: len(c.Bytes())}
 	if p, ok := c.Prev(); ok {
 		v.Prev = &p
@@ -72,30 +83,67 @@ func viewOf(c *card.Card, withBody bool) cardView {
 	return v
 }
 
-// jsonable turns decoded CBOR into values JSON and YAML can print: maps get
-// string keys, byte strings become hex strings.
-func jsonable(v any) any {
+// jsonable turns a decoded CBOR body into values JSON and YAML can print,
+// by the JSON contract (docs/json.md): maps get string keys; a 32-byte byte
+// string under a field that names an identity is its z-base-32 form, under
+// one that names a card or a content hash sha256:<hex>; a time field is
+// RFC 3339 UTC; any other byte string is 0x<hex>.
+func jsonable(v any) any { return jsonField("", v) }
+
+// Body fields by what they hold (the kinds of ARCHITECTURE.md, Bodies).
+var (
+	identityFields = map[string]bool{"peer": true, "owner": true, "device": true, "to": true, "host": true, "author": true}
+	hashFields     = map[string]bool{"bundle": true, "card": true, "grant": true, "hash": true, "state": true,
+		"policy": true, "revoked": true, "content_hash": true, "policy_ref": true, "prev": true}
+	timeFields = map[string]bool{"until": true, "expires": true}
+)
+
+func jsonField(name string, v any) any {
 	switch t := v.(type) {
 	case map[any]any:
 		m := make(map[string]any, len(t))
 		for k, e := range t {
-			m[fmt.Sprint(jsonable(k))] = jsonable(e)
+			ks := fmt.Sprint(jsonField("", k))
+			m[ks] = jsonField(ks, e)
 		}
 		return m
 	case map[string]any:
 		m := make(map[string]any, len(t))
 		for k, e := range t {
-			m[k] = jsonable(e)
+			m[k] = jsonField(k, e)
 		}
 		return m
 	case []any:
 		out := make([]any, len(t))
 		for i, e := range t {
-			out[i] = jsonable(e)
+			out[i] = jsonField(name, e) // list elements hold what their field holds (crl revoked: [card IDs])
 		}
 		return out
 	case []byte:
+		if len(t) == 32 {
+			if identityFields[name] {
+				if id, err := key.IDFromBytes(t); err == nil {
+					return id.String()
+				}
+			}
+			if hashFields[name] {
+				return "sha256:" + hex.EncodeToString(t)
+			}
+		}
 		return "0x" + hex.EncodeToString(t)
+	case int64, uint64, int:
+		if timeFields[name] {
+			var n int64
+			switch x := t.(type) {
+			case int64:
+				n = x
+			case uint64:
+				n = int64(x)
+			case int:
+				n = int64(x)
+			}
+			return unixTime(n)
+		}
 	}
 	return v
 }
@@ -132,7 +180,7 @@ func newLogCmd(a *App) *cobra.Command {
 			}
 			var who key.ID
 			if len(args) == 1 {
-				if who, err = parseIdentity(args[0]); err != nil {
+				if who, err = a.identityArg(args[0], anyID); err != nil {
 					return err
 				}
 			} else {
@@ -147,6 +195,10 @@ func newLogCmd(a *App) *cobra.Command {
 				cards = append(cards, c)
 				return nil
 			})
+			if err != nil {
+				return rejected(err, "")
+			}
+			stubs, err := st.Stubs(who, 1)
 			if err != nil {
 				return rejected(err, "")
 			}
@@ -179,6 +231,11 @@ func newLogCmd(a *App) *cobra.Command {
 				}
 			}
 			slices.Reverse(views)
+			// Stubs in their place in the chain, shown as withheld.
+			for _, stub := range stubs {
+				i, _ := slices.BinarySearchFunc(views, stub.Seq, func(v cardView, seq uint64) int { return cmp.Compare(v.Seq, seq) })
+				views = slices.Insert(views, i, stubView(stub))
+			}
 			if a.JSON() {
 				if views == nil {
 					views = []cardView{}
@@ -192,6 +249,14 @@ func newLogCmd(a *App) *cobra.Command {
 				if v.CRL != nil {
 					mark = "\t(revoked by CRL " + v.CRL.String() + ")"
 				}
+				if v.Withheld {
+					id := "(ID unproven)"
+					if v.Proven {
+						id = v.ID.String()
+					}
+					fmt.Fprintf(tw, "%d\t-\twithheld\t%s\t(a stub: the home it came from may not pass this card on)\n", v.Seq, id)
+					continue
+				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s%s\n", v.Seq, v.Time, v.Kind, v.ID, mark)
 			}
 			if err := tw.Flush(); err != nil {
@@ -199,6 +264,9 @@ func newLogCmd(a *App) *cobra.Command {
 			}
 			if hidden > 0 {
 				fmt.Fprintf(a.Err(), "sublog: %d cards not shown: their author revoked them in a CRL (--all shows them)\n", hidden)
+			}
+			if len(stubs) > 0 {
+				fmt.Fprintf(a.Err(), "sublog: %d cards of this log are withheld: the homes they came from may not pass them on; only their place in the chain is held\n", len(stubs))
 			}
 			if len(views) == 0 && hidden == 0 {
 				fmt.Fprintf(a.Err(), "sublog: no cards in the log of %s\n", who)
@@ -222,15 +290,26 @@ func newShowCmd(a *App) *cobra.Command {
 		Short: "Show one card",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := card.ParseID(args[0])
+			id, err := a.cardArg(args[0])
 			if err != nil {
-				return rejected(err, "card IDs look like sha256:<64 hex digits>, as printed by 'sublog log'")
+				return err
 			}
 			st, err := a.Store()
 			if err != nil {
 				return rejected(err, "")
 			}
 			c, err := st.GetByID(id)
+			if errors.Is(err, sublog.ErrNotFound) {
+				if stub, ok, serr := st.StubByID(id); serr == nil && ok {
+					if a.JSON() {
+						if err := a.PrintJSON(stubView(stub)); err != nil {
+							return err
+						}
+					}
+					return rejected(fmt.Errorf("%s is withheld: this home holds only its ID, %s@%d (proven by the next card's prev), not the card", id, stub.Author, stub.Seq),
+						"the home it came from may not pass it on; it comes in full once that home may share it with you")
+				}
+			}
 			if err != nil {
 				return rejected(err, "")
 			}

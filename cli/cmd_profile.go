@@ -48,11 +48,12 @@ stored and nothing about this node is sent but the card ID. Needs no home.`,
 					addr = tok.Addrs()[0]
 				}
 			case token == "" && len(args) == 2:
-				if who, err = parseIdentity(args[0]); err != nil {
+				if who, err = a.identityArg(args[0], hostID); err != nil {
 					return err
 				}
 				if id, err = card.ParseID(args[1]); err != nil {
-					return usage(err)
+					// Not stored here: only the full form names it.
+					return usage(fmt.Errorf("%w (the profile card is fetched by its full ID, as a token names it)", err))
 				}
 				if addr == "" {
 					return usage(errors.New("--addr HOST:PORT is required (or --token)"))

@@ -46,9 +46,9 @@ func newRevokeCmd(a *App) *cobra.Command {
 			"itself stays and still verifies. Permanent public cards cannot be shredded.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := card.ParseID(args[0])
+			id, err := a.cardArg(args[0])
 			if err != nil {
-				return rejected(err, "card IDs look like sha256:<64 hex digits>, as printed by 'sublog log'")
+				return err
 			}
 			sk, err := a.Secret()
 			if err != nil {
@@ -95,7 +95,7 @@ func newRevokeCmd(a *App) *cobra.Command {
 				}
 			}
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "revoked": id, "shredded": shredded})
+				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "kind": rc.Kind(), "revoked": id, "shredded": shredded})
 			}
 			fmt.Fprintf(a.Out(), "%s@%d %s\n", rc.Author(), rc.Seq(), rc.ID())
 			if shred && !shredded {
@@ -177,9 +177,9 @@ func newCRLCmd(a *App) *cobra.Command {
 			var ids []card.ID
 			seen := map[card.ID]bool{}
 			for _, s := range args {
-				id, err := card.ParseID(s)
+				id, err := a.cardArg(s)
 				if err != nil {
-					return rejected(err, "card IDs look like sha256:<64 hex digits>")
+					return err
 				}
 				x, err := st.GetByID(id)
 				if err != nil {
@@ -203,7 +203,7 @@ func newCRLCmd(a *App) *cobra.Command {
 				return rejected(err, "")
 			}
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "revoked": len(ids)})
+				return a.PrintJSON(map[string]any{"author": rc.Author(), "seq": rc.Seq(), "id": rc.ID(), "kind": rc.Kind(), "revoked": ids})
 			}
 			fmt.Fprintf(a.Out(), "%s@%d %s\n", rc.Author(), rc.Seq(), rc.ID())
 			return nil

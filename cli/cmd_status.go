@@ -50,6 +50,18 @@ func newStatusCmd(a *App) *cobra.Command {
 				return a.PrintJSON(map[string]any{"desired": desired, "observed": observed, "plan": plan})
 			}
 			printDesired(a.Out(), desired)
+			for _, d := range desired {
+				// A device that wrote intent before it knew its owner made
+				// a service of its own: say so, once per service.
+				o, err := key.ParseID(d.Owner)
+				if err != nil {
+					continue
+				}
+				if owners, err := ownersOf(a, st, o); err == nil && len(owners) > 0 {
+					fmt.Fprintf(a.Err(), "sublog: note: service %s is owned by %s, which is a device of %s: its intent there is a service of its own, not %s's (written before it was paired?); on that device, after 'sublog pair', append the manifest again (it is written for %s) and remove this one (remove: true with owner: %s)\n",
+						d.Service, o.Short(), owners[0].Short(), owners[0].Short(), owners[0].Short(), o)
+				}
+			}
 			printObserved(a.Out(), observed)
 			printPlan(a.Out(), plan)
 			return nil
@@ -98,7 +110,7 @@ func filterPlan(p *projections.Plan, svc string) *projections.Plan {
 	if svc == "" {
 		return p
 	}
-	out := &projections.Plan{At: p.At, Actions: []projections.Action{}}
+	out := &projections.Plan{At: p.At, AtTime: p.AtTime, Actions: []projections.Action{}}
 	for _, a := range p.Actions {
 		if a.Service == svc {
 			out.Actions = append(out.Actions, a)

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -76,7 +77,11 @@ func (a *App) syncEnv() (*syncEnv, error) {
 	if err != nil {
 		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.PeersFile))
 	}
-	pol := lsync.TrustFor(st, self, peers.Trust, peers.Follow, a.Now().Unix())
+	paired, err := h.PairedDelegations()
+	if err != nil {
+		return nil, rejected(err, "fix or remove "+filepath.Join(h.Dir, home.OwnersFile)+" (then pair again)")
+	}
+	pol := lsync.TrustFor(st, self, peers.Trust, peers.Follow, a.Now().Unix(), paired...)
 	return &syncEnv{home: h, st: st, sk: sk, pol: pol}, nil
 }
 
@@ -97,17 +102,52 @@ func (a *App) tellRefusals(s lsync.Stats) {
 	if more := s.Rejected - len(s.Refused); len(s.Refused) > 0 && more > 0 {
 		fmt.Fprintf(a.Err(), "sublog: ... and %d more rejected\n", more)
 	}
+	a.tellDropped(s)
 	a.tellForks(s)
 }
 
-// tellWithheld says on stderr which logs stopped at a card that may not
-// leave, so "0 cards" is never a silent surprise.
+// tellDropped says on stderr how many received cards were not taken
+// (the trust rule), whose, and why: a sync never drops cards silently.
+func (a *App) tellDropped(s lsync.Stats) {
+	if s.Dropped == 0 {
+		return
+	}
+	who := "the peer"
+	if !s.Peer.IsZero() {
+		who = s.Peer.String()
+	}
+	items := make([]string, 0, len(s.DroppedLogs))
+	for _, d := range s.DroppedLogs {
+		items = append(items, fmt.Sprintf("%s: %d cards, %s", d.Author, d.Cards, d.Reason))
+	}
+	summarizeN(a.Err(), fmt.Sprintf("sublog: dropped %d cards of %d logs from %s unread (the trust rule does not take them from it):", s.Dropped, len(s.DroppedLogs), who), items, len(items))
+	fmt.Fprintf(a.Err(), "sublog: hint: if %s is this device's owner, pair once ('sublog delegate %s' on its home prints the token for 'sublog pair TOKEN' here); 'sublog trust %s' takes what it vouches for; 'sublog follow AUTHOR' takes one log from anyone\n",
+		who, a.selfID(), who)
+}
+
+// selfID is this command's identity as text ("ID" when there is none).
+func (a *App) selfID() string {
+	if sk, err := a.Secret(); err == nil {
+		return sk.ID().String()
+	}
+	return "ID"
+}
+
+// tellWithheld says on stderr which cards went as stubs because they may
+// not leave, and how many came as stubs, so a peer is always told what it
+// does not receive.
 func (a *App) tellWithheld(s lsync.Stats, unaddressed bool) {
 	for _, w := range s.Withheld {
-		fmt.Fprintf(a.Err(), "sublog: withheld %s from seq %d on: that card may not leave (%s), and a log is a chain, so its later cards wait behind it\n", w.Author, w.From, w.Reason)
+		fmt.Fprintf(a.Err(), "sublog: withheld %s@%d: that card may not leave (%s); it went as a stub (its ID only) and the later cards of its log went on\n", w.Author, w.Seq, w.Reason)
+	}
+	if relayed := s.StubsOut - len(s.Withheld); relayed > 0 {
+		fmt.Fprintf(a.Err(), "sublog: withheld %d cards this home holds only as stubs: passed on as stubs\n", relayed)
 	}
 	if unaddressed && len(s.Withheld) > 0 {
-		fmt.Fprintln(a.Err(), "sublog: hint: an unaddressed bundle carries only what may go to anyone; 'sublog export --for ID' carries what that identity may receive")
+		fmt.Fprintln(a.Err(), "sublog: hint: an unaddressed bundle carries in full only what may go to anyone; 'sublog export --for ID' carries what that identity may receive")
+	}
+	if s.StubsIn > 0 {
+		fmt.Fprintf(a.Err(), "sublog: withheld %d: the sender may not pass those cards on; they came as stubs (their IDs only, proven by the next card's prev) and the later cards came in full\n", s.StubsIn)
 	}
 }
 
@@ -123,7 +163,11 @@ func (a *App) report(w io.Writer, s lsync.Stats) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(s)
 	}
-	_, err := fmt.Fprintln(w, s.String())
+	line := s.String()
+	if s.Dropped > 0 {
+		line += fmt.Sprintf(", dropped %d (not taken from this peer, see above)", s.Dropped)
+	}
+	_, err := fmt.Fprintln(w, line)
 	return err
 }
 
@@ -341,12 +385,23 @@ of a command this one starts (--command). Prints a one-line summary.`,
 			if modes != 1 {
 				return usage(errors.New("give exactly one of ADDR, --stdio or --command"))
 			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// The peer command starts first, so that its start (a process,
+			// a store to open) overlaps this side's.
+			var peer *peerCommand
+			if command != "" {
+				p, err := a.startCommand(ctx, command)
+				if err != nil {
+					return rejected(fmt.Errorf("sync: starting %s: %w", command, err), "")
+				}
+				peer = p
+				defer peer.abandon()
+			}
 			env, err := a.syncEnv()
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			opt := a.sessionOptions(env, open || !stdio)
 			out := a.Out()
 			var stats lsync.Stats
@@ -355,7 +410,7 @@ of a command this one starts (--command). Prints a one-line summary.`,
 				out = a.Err() // stdout carries the session
 				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.RawOut()), false, env.st, opt)
 			case command != "":
-				stats, err = a.syncCommand(ctx, command, env, opt)
+				stats, err = a.syncCommand(ctx, peer, env, opt)
 			default:
 				update, finish := a.syncProgress("syncing")
 				opt.Progress = update
@@ -389,7 +444,16 @@ of a command this one starts (--command). Prints a one-line summary.`,
 	return c
 }
 
-func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt lsync.Options) (lsync.Stats, error) {
+// peerCommand is the command a sync --command runs, with its pipes.
+type peerCommand struct {
+	p       *exec.Cmd
+	command string
+	in      io.WriteCloser
+	out     io.ReadCloser
+	waited  bool
+}
+
+func (a *App) startCommand(ctx context.Context, command string) (*peerCommand, error) {
 	p := exec.CommandContext(ctx, "sh", "-c", command)
 	p.Stderr = a.Err()
 	p.Dir = a.cwd
@@ -398,22 +462,35 @@ func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt
 	}
 	in, err := p.StdinPipe()
 	if err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
 	outp, err := p.StdoutPipe()
 	if err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
 	if err := p.Start(); err != nil {
-		return lsync.Stats{}, err
+		return nil, err
 	}
+	return &peerCommand{p: p, command: command, in: in, out: outp}, nil
+}
+
+// abandon ends a command whose session never ran (this side failed first).
+func (c *peerCommand) abandon() {
+	if !c.waited {
+		c.p.Process.Kill()
+		c.p.Wait()
+	}
+}
+
+func (a *App) syncCommand(ctx context.Context, c *peerCommand, env *syncEnv, opt lsync.Options) (lsync.Stats, error) {
 	update, finish := a.syncProgress("syncing")
 	opt.Progress = update
-	stats, err := lsync.Run(ctx, transport.Stdio(outp, in), true, env.st, opt)
+	stats, err := lsync.Run(ctx, transport.Stdio(c.out, c.in), true, env.st, opt)
 	finish()
-	werr := p.Wait()
+	werr := c.p.Wait()
+	c.waited = true
 	if err == nil && werr != nil {
-		err = fmt.Errorf("%s: %w", command, werr)
+		err = fmt.Errorf("%s: %w", c.command, werr)
 	}
 	return stats, err
 }
@@ -421,7 +498,7 @@ func (a *App) syncCommand(ctx context.Context, command string, env *syncEnv, opt
 func newExportCmd(a *App) *cobra.Command {
 	var outPath, forID, since string
 	c := &cobra.Command{
-		Use:   "export --out FILE [--for IDENTITY] [--since HEADS-FILE]",
+		Use:   "export --out FILE|- [--for IDENTITY] [--since HEADS-FILE]",
 		Short: "Write a signed bundle of logs to a file (store and forward)",
 		Long: `Write the logs to FILE as a bundle signed by this identity. With --for, the
 bundle is encrypted to IDENTITY and holds only the logs it may see. With
@@ -438,7 +515,7 @@ receiving side) are written.`,
 			}
 			opt := lsync.ExportOptions{Secret: env.sk, Rand: a.Rand(), Created: a.Now().Unix(), Policy: env.pol}
 			if forID != "" {
-				id, err := parseIdentity(forID)
+				id, err := a.identityArg(forID, hostID)
 				if err != nil {
 					return err
 				}
@@ -458,43 +535,81 @@ receiving side) are written.`,
 					return rejected(fmt.Errorf("%s: not a heads file: %w", since, err), "make one with 'sublog heads --out FILE' on the receiving side")
 				}
 			}
-			tmp, err := os.CreateTemp(filepath.Dir(a.Path(outPath)), ".sublog-export-*")
-			if err != nil {
-				return rejected(err, "")
-			}
-			defer os.Remove(tmp.Name())
 			update, finish := a.syncProgress("exporting")
 			opt.Progress = update
-			stats, err := lsync.Export(tmp, env.st, opt)
-			finish()
-			if err == nil {
-				err = tmp.Sync()
-			}
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Rename(tmp.Name(), a.Path(outPath))
+			var stats lsync.Stats
+			say := a.Out()
+			if outPath == "-" {
+				// The bundle on stdout; what is said goes to stderr.
+				say = a.Err()
+				stats, err = lsync.Export(a.RawOut(), env.st, opt)
+				finish()
+			} else {
+				tmp, terr := os.CreateTemp(filepath.Dir(a.Path(outPath)), ".sublog-export-*")
+				if terr != nil {
+					finish()
+					return rejected(terr, "")
+				}
+				defer os.Remove(tmp.Name())
+				stats, err = lsync.Export(tmp, env.st, opt)
+				finish()
+				if err == nil {
+					err = tmp.Sync()
+				}
+				if cerr := tmp.Close(); err == nil {
+					err = cerr
+				}
+				if err == nil {
+					err = os.Rename(tmp.Name(), a.Path(outPath))
+				}
 			}
 			if err != nil {
 				return rejected(err, "")
 			}
 			a.tellWithheld(stats, forID == "")
+			if stats.Sent == 0 && forID == "" {
+				a.tellEmptyExport(env, since, stats)
+			}
 			if a.JSON() {
 				out := map[string]any{"file": outPath, "cards": stats.Sent, "logs": stats.Logs}
 				if len(stats.Withheld) > 0 {
 					out["withheld"] = stats.Withheld
 				}
-				return a.PrintJSON(out)
+				if stats.StubsOut > 0 {
+					out["stubs"] = stats.StubsOut
+				}
+				return printJSONTo(say, out)
 			}
-			fmt.Fprintf(a.Out(), "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
+			if stats.StubsOut > 0 {
+				fmt.Fprintf(say, "exported %d cards in %d logs to %s, and %d withheld cards as stubs (IDs only)\n", stats.Sent, stats.Logs, outPath, stats.StubsOut)
+				return nil
+			}
+			fmt.Fprintf(say, "exported %d cards in %d logs to %s\n", stats.Sent, stats.Logs, outPath)
 			return nil
 		},
 	}
-	c.Flags().StringVar(&outPath, "out", "", "bundle file to write")
+	c.Flags().StringVar(&outPath, "out", "", "bundle file to write (- for standard output)")
 	c.Flags().StringVar(&forID, "for", "", "encrypt to this identity and export only what it may see")
 	c.Flags().StringVar(&since, "since", "", "heads file of the receiver: export only what it lacks")
 	return c
+}
+
+// tellEmptyExport says why an export without --for holds no card, and what
+// to do (withheld logs have been named already).
+func (a *App) tellEmptyExport(env *syncEnv, since string, s lsync.Stats) {
+	switch {
+	case len(s.Withheld) > 0:
+		// tellWithheld named each log and the hint.
+	case len(env.st.Heads()) == 0:
+		fmt.Fprintln(a.Err(), "sublog: the bundle holds no cards: this home's store is empty")
+		fmt.Fprintln(a.Err(), "sublog: hint: append cards ('sublog append FILE') or sync with a peer first, then export")
+	case since != "":
+		fmt.Fprintf(a.Err(), "sublog: the bundle holds no cards: the heads in %s already cover every log this home holds, so the receiver lacks nothing\n", since)
+		fmt.Fprintln(a.Err(), "sublog: hint: export without --since to send everything again, or take fresh heads from the receiver ('sublog heads --out FILE' there)")
+	default:
+		fmt.Fprintln(a.Err(), "sublog: the bundle holds no cards: every log here is forked or starts at a card that cannot be read")
+		fmt.Fprintln(a.Err(), "sublog: hint: 'sublog verify' names damaged cards; 'sublog log --heads' shows forked logs")
+	}
 }
 
 func newImportCmd(a *App) *cobra.Command {
@@ -556,6 +671,7 @@ func newImportCmd(a *App) *cobra.Command {
 				}
 				summarizeN(a.Err(), fmt.Sprintf("sublog: %d cards in %s were refused:", stats.Rejected, name), items, stats.Rejected)
 			}
+			a.tellWithheld(stats, false)
 			a.tellForks(stats)
 			if err := a.report(a.Out(), stats); err != nil {
 				return err
@@ -592,7 +708,7 @@ func newHeadsCmd(a *App) *cobra.Command {
 				return err
 			}
 			b = append(b, '\n')
-			if outPath != "" {
+			if outPath != "" && outPath != "-" {
 				if err := os.WriteFile(a.Path(outPath), b, 0o600); err != nil {
 					return rejected(err, "")
 				}
@@ -602,11 +718,21 @@ func newHeadsCmd(a *App) *cobra.Command {
 			return err
 		},
 	}
-	c.Flags().StringVar(&outPath, "out", "", "write to FILE instead of stdout")
+	c.Flags().StringVar(&outPath, "out", "", "write to FILE instead of stdout (- is stdout)")
 	return c
 }
 
-func editList(a *App, id string, follow, remove bool) error {
+// listEntry is one identity of the trust or follow list, as --json prints
+// it, with its petname here (if any).
+type listEntry struct {
+	ID   key.ID `json:"id"`
+	Name string `json:"name,omitempty"`
+}
+
+// editList adds id to (or, with remove, takes it off) the trust or follow
+// list, gives it a petname when name is set, and says what it did; with no
+// id it lists the list.
+func editList(a *App, id string, follow, remove bool, name string) error {
 	h, err := a.Home()
 	if err != nil {
 		return rejected(err, "")
@@ -615,23 +741,47 @@ func editList(a *App, id string, follow, remove bool) error {
 	if err != nil {
 		return rejected(err, "")
 	}
+	pets, err := h.Names()
+	if err != nil {
+		return rejected(err, "fix or remove "+filepath.Join(h.Dir, home.NamesFile))
+	}
+	petOf := map[key.ID]string{}
+	for n, x := range pets {
+		petOf[x] = n
+	}
+	listName := "trust"
+	list := p.Trust
+	if follow {
+		listName, list = "follow", p.Follow
+	}
 	if id == "" {
-		list := p.Trust
-		if follow {
-			list = p.Follow
+		out := make([]listEntry, 0, len(list))
+		for _, x := range list {
+			out = append(out, listEntry{ID: x, Name: petOf[x]})
 		}
 		if a.JSON() {
-			return a.PrintJSON(list)
+			return a.PrintJSON(out)
 		}
-		for _, x := range list {
-			fmt.Fprintln(a.Out(), x)
+		for _, e := range out {
+			if e.Name != "" {
+				fmt.Fprintf(a.Out(), "%s  %s\n", e.ID, e.Name)
+			} else {
+				fmt.Fprintln(a.Out(), e.ID)
+			}
 		}
 		return nil
 	}
-	x, err := parseIdentity(id)
+	x, err := a.identityArg(id, anyID)
 	if err != nil {
 		return err
 	}
+	if name != "" {
+		if err := h.SetName(name, x); err != nil {
+			return rejected(err, "")
+		}
+		petOf[x] = name
+	}
+	was := slices.Contains(list, x)
 	_, err = h.EditPeers(func(p *home.Peers) {
 		l := &p.Trust
 		if follow {
@@ -651,6 +801,37 @@ func editList(a *App, id string, follow, remove bool) error {
 	if err != nil {
 		return rejected(err, "")
 	}
+	who := x.String()
+	if n := petOf[x]; n != "" {
+		who += " (" + n + ")"
+	}
+	var msg string
+	switch {
+	case remove && !was:
+		msg = fmt.Sprintf("%s was not on the %s list; nothing changed", who, listName)
+	case remove && follow:
+		msg = fmt.Sprintf("no longer following %s (its cards already stored stay)", who)
+	case remove:
+		msg = fmt.Sprintf("no longer trusting %s: it no longer sees this home's logs, and what it offers is no longer accepted (cards already stored stay)", who)
+	case was && name != "":
+		msg = fmt.Sprintf("already %s %s; named it %s", map[bool]string{true: "following", false: "trusting"}[follow], x, name)
+	case was:
+		msg = fmt.Sprintf("already %s %s; nothing changed", map[bool]string{true: "following", false: "trusting"}[follow], who)
+	case follow:
+		msg = fmt.Sprintf("following %s: its log is wanted from any peer (sync to fetch it)", who)
+	default:
+		msg = fmt.Sprintf("trusting %s: it may see this home's own and followed logs, and the logs it offers are accepted (sync to exchange them)", who)
+	}
+	if a.JSON() {
+		return a.PrintJSON(struct {
+			ID      key.ID `json:"id"`
+			Name    string `json:"name,omitempty"`
+			List    string `json:"list"`
+			Listed  bool   `json:"listed"`
+			Changed bool   `json:"changed"`
+		}{x, petOf[x], listName, !remove, was == remove || name != ""})
+	}
+	fmt.Fprintln(a.Out(), msg)
 	return nil
 }
 
@@ -664,7 +845,7 @@ func newFollowCmd(a *App) *cobra.Command {
 			if len(args) == 1 {
 				id = args[0]
 			}
-			return editList(a, id, true, false)
+			return editList(a, id, true, false, "")
 		},
 	}
 }
@@ -675,30 +856,37 @@ func newUnfollowCmd(a *App) *cobra.Command {
 		Short: "Stop wanting IDENTITY's log (cards already stored stay)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return editList(a, args[0], true, true)
+			return editList(a, args[0], true, true, "")
 		},
 	}
 }
 
 func newTrustCmd(a *App) *cobra.Command {
 	var remove bool
+	var name string
 	c := &cobra.Command{
-		Use:   "trust [IDENTITY]",
+		Use:   "trust [IDENTITY [--name NAME] | IDENTITY --remove]",
 		Short: "Share your own and followed logs with IDENTITY and accept what it vouches for (no argument: list)",
 		Long: `Trust a peer: it may see this home's own logs and the logs it follows, and the
 logs it offers are accepted. Your own identities and the devices they delegate
-to are always trusted. --remove takes a peer off the list.`,
+to are always trusted. --remove takes a peer off the list. --name gives the
+peer a petname: every command then takes the name wherever it takes an
+identity. Petnames live in this home (names.json), never in a signed card.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := ""
 			if len(args) == 1 {
 				id = args[0]
-			} else if remove {
-				return usage(errors.New("--remove needs an IDENTITY"))
+			} else if remove || name != "" {
+				return usage(errors.New("--remove and --name need an IDENTITY"))
 			}
-			return editList(a, id, false, remove)
+			if remove && name != "" {
+				return usage(errors.New("--remove takes no --name"))
+			}
+			return editList(a, id, false, remove, name)
 		},
 	}
 	c.Flags().BoolVar(&remove, "remove", false, "stop trusting IDENTITY")
+	c.Flags().StringVar(&name, "name", "", "also call IDENTITY by this petname here (kept in this home only, never in a card)")
 	return c
 }

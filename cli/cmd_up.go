@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -39,10 +40,17 @@ func splitList(vs []string) []string {
 }
 
 // upConfig is the home's config file with the flags of `up` over it.
-func upConfig(a *App, cmd *cobra.Command, listen, roles []string, logFormat, logLevel string) (node.Config, error) {
+func upConfig(a *App, cmd *cobra.Command, listen, roles []string, logFormat, logLevel string, uiListen string) (node.Config, error) {
 	dir, err := a.HomeDir()
 	if err != nil {
 		return node.Config{}, rejected(err, "")
+	}
+	// A home with no configuration gets the commented defaults, so every
+	// key is there to read and edit.
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
+		if _, err := node.WriteDefaultConfig(dir); err != nil {
+			return node.Config{}, rejected(fmt.Errorf("writing the default %s: %w", node.ConfigFile, err), "")
+		}
 	}
 	cfg, err := node.LoadConfig(dir)
 	if err != nil {
@@ -61,6 +69,9 @@ func upConfig(a *App, cmd *cobra.Command, listen, roles []string, logFormat, log
 	if f.Changed("log-level") {
 		cfg.Log.Level = logLevel
 	}
+	if f.Changed("ui") {
+		cfg.UI.Listen = uiListen
+	}
 	if err := cfg.Validate(); err != nil {
 		if errors.Is(err, node.ErrBadRole) {
 			return cfg, usage(err)
@@ -72,9 +83,9 @@ func upConfig(a *App, cmd *cobra.Command, listen, roles []string, logFormat, log
 
 func newUpCmd(a *App) *cobra.Command {
 	var listen, roles []string
-	var logFormat, logLevel string
+	var logFormat, logLevel, uiListen string
 	c := &cobra.Command{
-		Use:   "up [--listen ADDR] [--roles host,service,signal,relay,proxy] [--log-format text|json]",
+		Use:   "up [--listen ADDR] [--roles host,service,signal,relay,proxy] [--log-format text|json] [--ui 127.0.0.1:PORT]",
 		Short: "Run this home as one long-lived instance (foreground) until 'sublog down' or a signal",
 		Long: `Run the home as one long-lived process: the only holder of its store while it
 runs. Every other sublog command keeps working, through the instance's control
@@ -87,10 +98,14 @@ deployed peers running, stopping one as soon as a revoke of its grant is stored.
 Settings come from HOME/` + node.ConfigFile + ` ('sublog config --default' shows every key
 and its default), then these flags. Roles that serve strangers (signal, relay)
 run only when listed. Logs are log/slog lines on stderr. SIGINT and SIGTERM stop
-it cleanly, like 'sublog down'.`,
+it cleanly, like 'sublog down'.
+
+The instance serves a status page on a loopback address (--ui, ui.listen; ''
+for none) and prints its link with a fresh access token ('sublog ui' prints it
+again); without the token the page answers 401.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := upConfig(a, cmd, listen, roles, logFormat, logLevel)
+			cfg, err := upConfig(a, cmd, listen, roles, logFormat, logLevel, uiListen)
 			if err != nil {
 				return err
 			}
@@ -111,10 +126,14 @@ it cleanly, like 'sublog down'.`,
 						fmt.Fprintf(w, "listening: %s\n", l)
 					}
 					fmt.Fprintf(w, "socket:    %s\n", inf.Socket)
+					fmt.Fprintf(w, "config:    %s\n", filepath.Join(inf.Home, node.ConfigFile))
 					if len(inf.Roles) == 0 {
 						fmt.Fprintf(w, "roles:     none\n")
 					} else {
 						fmt.Fprintf(w, "roles:     %s\n", strings.Join(inf.Roles, ","))
+					}
+					if l := inf.UILink(); l != "" {
+						fmt.Fprintf(w, "status:    %s\n", l)
 					}
 				}})
 			if err != nil {
@@ -136,6 +155,7 @@ it cleanly, like 'sublog down'.`,
 	f.StringSliceVar(&roles, "roles", nil, "roles: host, service, signal, relay, proxy (comma-separated; '' for none)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&uiListen, "ui", "127.0.0.1:0", "the status page's loopback address ('' for none)")
 	return c
 }
 

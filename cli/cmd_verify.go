@@ -33,7 +33,7 @@ func newVerifyCmd(a *App) *cobra.Command {
 			}
 			var only *key.ID
 			if len(args) == 1 {
-				id, err := parseIdentity(args[0])
+				id, err := a.identityArg(args[0], anyID)
 				if err != nil {
 					return err
 				}
@@ -78,6 +78,9 @@ func newVerifyCmd(a *App) *cobra.Command {
 					state = fmt.Sprintf("%d bad", len(rep.Problems))
 				}
 				fmt.Fprintf(a.Out(), "verified %d cards in %d logs: %s\n", rep.Cards, rep.Logs, state)
+				if rep.Withheld > 0 {
+					fmt.Fprintf(a.Out(), "withheld: %d cards held as stubs (%d IDs proven by the next card's prev); the chains verify across them\n", rep.Withheld, rep.Proven)
+				}
 				if rep.Forked > 0 {
 					fmt.Fprintf(a.Out(), "forked logs: %d ('sublog log --heads' names them)\n", rep.Forked)
 				}

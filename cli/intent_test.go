@@ -103,7 +103,11 @@ func TestDelegateStatusPlanAudit(t *testing.T) {
 	}
 	// Revoke the laptop: its later intent does not count.
 	e.ok("", "undelegate", laptop)
-	e.ok(manifestYAML(owner, 3, "9.9.9"), "append", "-", "--as", "laptop")
+	// Refused as written nowhere-counting intent; forced, it is stored and ignored.
+	if _, errs, code := e.run(manifestYAML(owner, 3, "9.9.9"), "append", "-", "--as", "laptop"); code != 1 || !strings.Contains(errs, "is not a device of") {
+		t.Fatalf("a revoked device's intent: exit %d: %s", code, errs)
+	}
+	e.ok(manifestYAML(owner, 3, "9.9.9"), "append", "-", "--as", "laptop", "--force")
 	if err := json.Unmarshal([]byte(e.ok("", "status", "--json")), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -121,9 +125,9 @@ func TestDelegateStatusPlanAudit(t *testing.T) {
 	if !strings.Contains(plan, "deploy") {
 		t.Errorf("plan:\n%s", plan)
 	}
-	// An unchanged manifest is refused (nothing to change).
-	if _, errs, code := e.run(manifestYAML(owner, 1, "1.0.0"), "append", "-"); code != 1 || !strings.Contains(errs, "nothing to change") {
-		t.Errorf("unchanged: %d %s", code, errs)
+	// An unchanged manifest appends nothing and says so (exit 0).
+	if out, errs, code := e.run(manifestYAML(owner, 1, "1.0.0"), "append", "-"); code != 0 || !strings.HasPrefix(out, "unchanged") {
+		t.Errorf("unchanged: %d %q %s", code, out, errs)
 	}
 	if _, _, code := e.run("", "status", "nosuch"); code != 1 {
 		t.Errorf("status of unknown service: exit %d", code)

@@ -7,8 +7,10 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	stdsync "sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,16 +26,120 @@ func TestInstanceScripts(t *testing.T) {
 	p.Cmds["instcfg"] = cmdInstCfg
 	p.Cmds["killcycle"] = cmdKillCycle
 	p.Cmds["waitheads"] = cmdWaitHeads
+	p.Cmds["waitup"] = func(ts *testscript.TestScript, neg bool, args []string) { waitUp(ts, ts.MkAbs(args[0])) }
+	p.Cmds["blobgc"] = cmdBlobGC
+	p.Cmds["waitgone"] = cmdWaitGone
+	p.Cmds["termcycle"] = cmdTermCycle
+	// waitcard HOME ID: wait (up to 30 s) until HOME's instance holds card ID.
+	p.Cmds["waitcard"] = func(ts *testscript.TestScript, neg bool, args []string) {
+		for range 600 {
+			if _, err := forward(ts, ts.MkAbs(args[0]), "", "show", args[1]); err == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		ts.Fatalf("card %s never reached %s", args[1], args[0])
+	}
+	p.Setup = execParams(t).Setup // builds the example bundles, sets EXAMPLES
+
 	testscript.Run(t, p)
 }
 
-// instcfg HOME PORT HINT: the instance config of a test home: listen on
-// loopback PORT, keep a session with HINT (IDENTITY@ADDR), short backoff.
-func cmdInstCfg(ts *testscript.TestScript, neg bool, args []string) {
+// blobgc HOME INTERVAL GRACE: add automatic blob collection settings to
+// HOME's instance config.
+func cmdBlobGC(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 3 {
-		ts.Fatalf("usage: instcfg HOME PORT HINT")
+		ts.Fatalf("usage: blobgc HOME INTERVAL GRACE")
 	}
-	cfg := fmt.Sprintf("listen: [127.0.0.1:%s]\nroles: []\nlog: {level: debug}\nsync:\n  peers: [%q]\n  backoff_min: 50ms\n  backoff_max: 400ms\n", args[1], args[2])
+	p := filepath.Join(ts.MkAbs(args[0]), node.ConfigFile)
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+	ts.Check(err)
+	_, err = fmt.Fprintf(f, "blobs:\n  gc_interval: %s\n  gc_grace: %s\n", args[1], args[2])
+	ts.Check(err)
+	ts.Check(f.Close())
+}
+
+// waitgone HOME HASH: wait (up to 30 s) until HOME's instance no longer
+// lists blob HASH.
+func cmdWaitGone(ts *testscript.TestScript, neg bool, args []string) {
+	dir := ts.MkAbs(args[0])
+	for range 600 {
+		out, err := forward(ts, dir, "", "blob", "ls")
+		ts.Check(err)
+		if !strings.Contains(out, args[1]) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ts.Fatalf("blob %s still in %s after 30 s", args[1], args[0])
+}
+
+// termcycle HOME: with HOME's instance running, append cards through its
+// socket from two clients and, after a random moment, send the instance
+// SIGTERM; wait for it to end. Every append that was acknowledged must then
+// be in the home (read without an instance).
+func cmdTermCycle(ts *testscript.TestScript, neg bool, args []string) {
+	dir := ts.MkAbs(args[0])
+	waitUp(ts, dir)
+	inf, err := node.ReadInfo(dir)
+	ts.Check(err)
+	proc, err := os.FindProcess(inf.PID)
+	ts.Check(err)
+	var acked []string
+	var mu stdsync.Mutex
+	var wg stdsync.WaitGroup
+	for c := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; ; j++ {
+				out, err := forward(ts, dir, fmt.Sprintf("kind: note\nclient: %d\nn: %d\n", c, j), "append", "-")
+				if err != nil {
+					return // the instance is going away: unacknowledged
+				}
+				f := strings.Fields(out)
+				mu.Lock()
+				acked = append(acked, f[len(f)-1])
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(time.Duration(100+rand.IntN(200)) * time.Millisecond)
+	ts.Check(proc.Signal(syscall.SIGTERM))
+	wg.Wait()
+	for range 1200 {
+		if _, err := node.Dial(dir); err != nil && !fileExists(filepath.Join(dir, node.RunDir, "instance.json")) {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if len(acked) == 0 {
+		ts.Fatalf("no append was acknowledged before SIGTERM")
+	}
+	bin := sublogPath(ts)
+	for _, id := range acked {
+		cmd := osexec.Command(bin, "--home", dir, "show", id)
+		cmd.Env = append(os.Environ(), "SUBLOG_HOME="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			ts.Fatalf("acknowledged card %s missing after SIGTERM: %v\n%s", id, err, out)
+		}
+	}
+	ts.Logf("%d acknowledged cards before SIGTERM, all stored", len(acked))
+}
+
+// instcfg HOME PORT HINT...: the instance config of a test home: listen on
+// loopback PORT, keep sessions with each HINT (IDENTITY@ADDR), short
+// backoff; roles from $ROLES (none when unset).
+func cmdInstCfg(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 3 {
+		ts.Fatalf("usage: instcfg HOME PORT HINT...")
+	}
+	var hints []string
+	for _, h := range args[2:] {
+		hints = append(hints, strconv.Quote(h))
+	}
+	cfg := fmt.Sprintf("listen: [127.0.0.1:%s]\nroles: [%s]\nlog: {level: debug}\nsync:\n  peers: [%s]\n  backoff_min: 50ms\n  backoff_max: 400ms\n",
+		args[1], ts.Getenv("ROLES"), strings.Join(hints, ", "))
 	ts.Check(os.WriteFile(filepath.Join(ts.MkAbs(args[0]), node.ConfigFile), []byte(cfg), 0o600))
 }
 
@@ -141,6 +247,16 @@ func cmdKillCycle(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	up := start()
 	go up.Wait()
+	// The test means something only if both homes acknowledged cards.
+	onB := 0
+	for _, e := range acked {
+		if strings.HasPrefix(e, b+" ") {
+			onB++
+		}
+	}
+	if onB == 0 || onB == len(acked) {
+		ts.Fatalf("%d cards acknowledged, %d of them by the killed instance: want both homes to acknowledge some", len(acked), onB)
+	}
 	// Every acknowledged card is on the home that acknowledged it, and, once
 	// the instances have reconnected by themselves, on the other one too.
 	deadline := time.Now().Add(60 * time.Second)

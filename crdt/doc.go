@@ -25,8 +25,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -604,6 +606,52 @@ type Write struct {
 	Value string `cbor:"value" json:"value"` // encoded as in Flat; "" = deleted
 	Actor string `cbor:"actor" json:"actor"`
 	Tag   string `cbor:"tag" json:"tag"` // the carrying card
+}
+
+// MarshalJSON writes a write as the JSON contract does: the value as a
+// JSON value of its type (string, number, boolean, null; a time as RFC 3339
+// UTC, bytes as 0x<hex>), deleted: true for a removal, the Automerge actor
+// (hex) and the card that carried it.
+func (w Write) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Value   any    `json:"value"`
+		Deleted bool   `json:"deleted,omitempty"`
+		Actor   string `json:"actor"`
+		Card    string `json:"card"`
+	}{JSONValue(w.Value), w.Value == "", w.Actor, w.Tag})
+}
+
+// JSONValue turns a value encoded as in Flat into the JSON value it is.
+func JSONValue(v string) any {
+	t, s, _ := strings.Cut(v, ":")
+	switch t {
+	case "s":
+		return s
+	case "i", "c":
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return n
+		}
+	case "u":
+		if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+			return n
+		}
+	case "f":
+		if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
+			return f
+		}
+		return s // JSON has no NaN or infinity
+	case "b":
+		return s == "true"
+	case "x":
+		return "0x" + s
+	case "t":
+		if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+		}
+	case "l":
+		return []any{}
+	}
+	return nil
 }
 
 // Conflicts lists fields whose maximal writers (writes no later write has

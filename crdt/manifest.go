@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/automerge/automerge-go"
 
@@ -17,12 +18,21 @@ import (
 )
 
 // Manifest is an intent manifest (kind: intent) after validation. Absent
-// optional fields are nil: the manifest is the author's whole wish for the
-// service, so a field it leaves out is removed from the document.
+// optional fields are nil. Applying it is a three-way merge (see Diff): a
+// field it leaves out is removed only if this author set the value the
+// document holds now (the author's last applied manifest had it), or if
+// Delete names it; fields other identities set stay.
 type Manifest struct {
 	Service string
 	Owner   *key.ID // nil: the owner the author speaks for
 	Remove  bool    // remove the service
+
+	// Delete lists flat paths (Sep-joined) removed whoever set them; a
+	// container path ("spec.policy") stands for every field under it but
+	// those the manifest sets. Patch: the manifest has no spec, only
+	// Delete, and touches nothing else (no three-way removal).
+	Delete []string
+	Patch  bool
 
 	Bundle    string // "sha256:<64 hex>" or ""
 	Replicas  *int64
@@ -67,7 +77,7 @@ var (
 func ParseManifest(doc map[string]any, lineOf func(path string) int) (*Manifest, error) {
 	p := &mparser{lineOf: lineOf}
 	m := &Manifest{}
-	p.known("", doc, "kind", "service", "owner", "spec", "remove")
+	p.known("", doc, "kind", "service", "owner", "spec", "remove", "delete")
 	if k, ok := doc["kind"]; ok {
 		if s, _ := k.(string); s != "intent" {
 			p.fail("kind", "must be intent")
@@ -93,15 +103,29 @@ func ParseManifest(doc map[string]any, lineOf func(path string) int) (*Manifest,
 		m.Remove = b
 	}
 	spec, hasSpec := doc["spec"]
+	dels, hasDel := doc["delete"]
 	if m.Remove {
 		if hasSpec {
 			p.fail("spec", "a removal (remove: true) carries no spec")
 		}
+		if hasDel {
+			p.fail("delete", "a removal (remove: true) carries no delete list")
+		}
 		return m, p.err
 	}
+	if hasDel {
+		m.Delete = p.deletions(dels)
+	}
 	if !hasSpec {
-		p.fail("spec", "missing (or say remove: true)")
-		return nil, p.err
+		if !hasDel {
+			p.fail("spec", "missing (or say remove: true, or list fields under delete:)")
+			return nil, p.err
+		}
+		m.Patch = true
+		if p.err != nil {
+			return nil, p.err
+		}
+		return m, nil
 	}
 	sm := p.mapOf("spec", spec)
 	p.known("spec", sm, "bundle", "replicas", "resources", "placement", "policy", "version")
@@ -118,8 +142,8 @@ func ParseManifest(doc map[string]any, lineOf func(path string) int) (*Manifest,
 	if v, ok := sm["version"]; ok {
 		switch v := v.(type) {
 		case string:
-			if v == "" || len(v) > 64 {
-				p.fail("spec.version", "must be 1 to 64 characters")
+			if v == "" || len(v) > 64 || !utf8.ValidString(v) {
+				p.fail("spec.version", "must be 1 to 64 characters of UTF-8")
 			}
 			m.Version = v
 		default:
@@ -211,7 +235,12 @@ func ParseManifest(doc map[string]any, lineOf func(path string) int) (*Manifest,
 				p.fail(f, "policy names are 1 to 63 of A-Z a-z 0-9 _ . - /")
 			}
 			switch v := v.(type) {
-			case string, bool:
+			case string:
+				if !utf8.ValidString(v) {
+					p.fail(f, "is not valid UTF-8")
+				}
+				m.Policy[k] = v
+			case bool:
 				m.Policy[k] = v
 			default:
 				if n, ok := asInt(v); ok {
@@ -222,10 +251,88 @@ func ParseManifest(doc map[string]any, lineOf func(path string) int) (*Manifest,
 			}
 		}
 	}
+	if p.err == nil {
+		t := m.target()
+		for i, d := range m.Delete {
+			if _, ok := t[d]; ok {
+				p.fail(fmt.Sprintf("delete.%d", i), fmt.Sprintf("%s is both set by this manifest and listed for deletion", DisplayPath(d)))
+			}
+		}
+	}
 	if p.err != nil {
 		return nil, p.err
 	}
 	return m, nil
+}
+
+// deletions parses the delete: list, dotted field paths of the schema
+// (spec.version, spec.placement.hosts.ID, spec.policy.KEY, or a container
+// such as spec.policy), into flat paths, sorted and without repeats.
+func (p *mparser) deletions(v any) []string {
+	l, ok := v.([]any)
+	if !ok {
+		p.fail("delete", "must be a list of field paths (like spec.version or spec.policy.tier)")
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for i, e := range l {
+		f := fmt.Sprintf("delete.%d", i)
+		s, ok := e.(string)
+		if !ok {
+			p.fail(f, "must be a field path (like spec.version)")
+			continue
+		}
+		flat, err := deletePath(s)
+		if err != nil {
+			p.fail(f, err.Error())
+			continue
+		}
+		if !seen[flat] {
+			seen[flat] = true
+			out = append(out, flat)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// deletePath checks one dotted path of the delete: list and returns it flat.
+// Label and policy names may hold dots, so everything after
+// "spec.placement.labels." or "spec.policy." is the name.
+func deletePath(s string) (string, error) {
+	flat := func(seg ...string) string { return strings.Join(seg, Sep) }
+	bad := fmt.Errorf("%q is not a field of the intent schema (spec.bundle, spec.replicas, spec.version, spec.resources.cpu|memory|disk|gpu, spec.resources.network.bandwidth|egress, spec.placement.hosts.ID, spec.placement.avoid.ID, spec.placement.labels.NAME, spec.policy.NAME, or one of their maps)", s)
+	name := func(prefix string) (string, bool) {
+		k, ok := strings.CutPrefix(s, prefix)
+		return k, ok && policyRE.MatchString(k)
+	}
+	switch s {
+	case "spec", "spec.bundle", "spec.replicas", "spec.version", "spec.resources", "spec.resources.cpu",
+		"spec.resources.memory", "spec.resources.disk", "spec.resources.gpu", "spec.resources.network",
+		"spec.resources.network.bandwidth", "spec.resources.network.egress", "spec.placement",
+		"spec.placement.hosts", "spec.placement.avoid", "spec.placement.labels", "spec.policy":
+		return strings.ReplaceAll(s, ".", Sep), nil
+	}
+	for _, set := range []string{"hosts", "avoid"} {
+		if id, ok := strings.CutPrefix(s, "spec.placement."+set+"."); ok {
+			x, err := key.ParseID(id)
+			if err != nil {
+				return "", fmt.Errorf("%s: %v", s, err)
+			}
+			return flat("spec", "placement", set, x.String()), nil
+		}
+	}
+	if k, ok := name("spec.placement.labels."); ok {
+		return flat("spec", "placement", "labels", k), nil
+	}
+	if k, ok := name("spec.policy."); ok {
+		return flat("spec", "policy", k), nil
+	}
+	if k, ok := name("spec.placement."); ok { // label shorthand
+		return flat("spec", "placement", "labels", k), nil
+	}
+	return "", bad
 }
 
 type mparser struct {
@@ -275,6 +382,9 @@ func (p *mparser) str(field string, v any, required bool) string {
 	s, ok := v.(string)
 	if !ok {
 		p.fail(field, "must be a string")
+	}
+	if !utf8.ValidString(s) {
+		p.fail(field, "is not valid UTF-8")
 	}
 	return s
 }
@@ -457,53 +567,60 @@ func managed(path string) bool {
 // ErrUnchanged: the manifest asks for what the document already says.
 var ErrUnchanged = fmt.Errorf("%w: the intent already says this (nothing to change)", ErrManifest)
 
-// Build returns the minimal Automerge changes (encoded, ready for an intent
-// card) that move the author's current view d to manifest m, made as the
-// author's actor, timestamped at ts. When d is empty the genesis change
-// comes first. Fields in conflict are written even when the winning value
-// already matches, so the author's choice settles the conflict.
-func (d *Doc) Build(author key.ID, m *Manifest, ts time.Time) (b []byte, err error) {
-	defer safe(&err)
-	var f *automerge.Doc
-	var gen []byte
-	if len(d.changes) == 0 {
-		if gen, err = Genesis(d.owner, d.service); err != nil {
-			return nil, err
-		}
-		f = automerge.New()
-		if err := f.LoadIncremental(gen); err != nil {
-			return nil, err
-		}
-	} else if f, err = d.am.Fork(); err != nil {
-		return nil, err
-	}
-	conflicted := map[string]bool{}
-	for _, c := range d.Conflicts() {
-		conflicted[strings.ReplaceAll(c.Path, ".", Sep)] = true
-	}
-	return buildOn(f, author, m, ts, conflicted, d.heads)
+// FieldChange is one field a manifest changes, with encoded values (as in
+// Flat; "" is absent).
+type FieldChange struct {
+	Path string // flat path
+	From string // the value now ("" absent)
+	To   string // the value after ("" deleted)
 }
 
-// buildOn makes the changes in f itself and returns those made since the
-// heads since (genesis included when since is empty).
-func buildOn(f *automerge.Doc, author key.ID, m *Manifest, ts time.Time, conflicted map[string]bool, since []Hash) ([]byte, error) {
-	if err := f.SetActorID(ActorOf(author)); err != nil {
-		return nil, err
+// Op names the change: add, change, delete, or settle (the same value
+// written again over a conflict, which settles it).
+func (c FieldChange) Op() string {
+	switch {
+	case c.To == "":
+		return "delete"
+	case c.From == "":
+		return "add"
+	case c.From == c.To:
+		return "settle"
 	}
-	cur, err := flatten(f)
-	if err != nil {
-		return nil, err
-	}
-	want := map[string]string{}
+	return "change"
+}
+
+// Delta is what applying a manifest does to a document: the fields it
+// changes (sorted by path) and the fields it leaves out that stay because
+// another identity set their current values (Kept, sorted; empty for a
+// delete-only manifest, which speaks of nothing but what it deletes).
+type Delta struct {
+	Changes []FieldChange
+	Kept    []string
+}
+
+// plan is the three-way merge of manifest m into the current document cur
+// (flat): every field m sets is written where its value differs (or is in
+// conflict); a field m leaves out is deleted when owned says this author
+// wrote its current value (its last applied manifest set it), or when m's
+// delete list names it; any other field stays. A removal only sets the
+// removed flag; a manifest with a spec brings a removed service back; a
+// delete-only manifest (Patch) touches nothing but what it names.
+func plan(cur map[string]string, m *Manifest, owned func(string) bool, conflicted map[string]bool) Delta {
+	var out Delta
 	if m.Remove {
-		for k, v := range cur {
-			if managed(k) && k != "removed" {
-				want[k] = v // a removal touches nothing but the flag
+		if cur["removed"] != "b:true" || conflicted["removed"] {
+			out.Changes = append(out.Changes, FieldChange{Path: "removed", From: cur["removed"], To: "b:true"})
+		}
+		return out
+	}
+	want := m.target()
+	dels := map[string]bool{}
+	for _, d := range m.Delete {
+		for k := range cur {
+			if managed(k) && (k == d || strings.HasPrefix(k, d+Sep)) {
+				dels[k] = true
 			}
 		}
-		want["removed"] = "b:true"
-	} else {
-		want = m.target()
 	}
 	var paths []string
 	for k := range want {
@@ -515,27 +632,107 @@ func buildOn(f *automerge.Doc, author key.ID, m *Manifest, ts time.Time, conflic
 		}
 	}
 	sort.Strings(paths)
+	for _, k := range paths {
+		w, has := want[k]
+		c, had := cur[k]
+		switch {
+		case has:
+			if had && w == c && !conflicted[k] {
+				continue
+			}
+			out.Changes = append(out.Changes, FieldChange{Path: k, From: c, To: w})
+		case !had:
+		case dels[k]:
+			out.Changes = append(out.Changes, FieldChange{Path: k, From: c})
+		case k == "removed":
+			if !m.Patch {
+				out.Changes = append(out.Changes, FieldChange{Path: k, From: c})
+			}
+		case m.Patch:
+			// A delete-only manifest speaks of nothing else.
+		case owned(k):
+			out.Changes = append(out.Changes, FieldChange{Path: k, From: c})
+		default:
+			out.Kept = append(out.Kept, k)
+		}
+	}
+	return out
+}
+
+// Owns reports whether author wrote the current value of the flat path: one
+// of the field's maximal writers (writes no later write has seen) is a
+// change by author that set this value. That is the document's record of
+// the author's last applied manifest: Build writes what a manifest sets and
+// deletes what this author set and a later manifest leaves out.
+func (d *Doc) Owns(author key.ID, path string) bool {
+	cur, ok := d.current()[path]
+	if !ok {
+		return false
+	}
+	actor := ActorOf(author)
+	for _, w := range d.writers[path] {
+		if w.Actor == actor && w.Writes[path] == cur {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Doc) conflicted() map[string]bool {
+	out := map[string]bool{}
+	for _, c := range d.Conflicts() {
+		out[strings.ReplaceAll(c.Path, ".", Sep)] = true
+	}
+	return out
+}
+
+// Diff is what Build(author, m) would change, without changing anything.
+func (d *Doc) Diff(author key.ID, m *Manifest) Delta {
+	return plan(d.current(), m, func(p string) bool { return d.Owns(author, p) }, d.conflicted())
+}
+
+// Build returns the minimal Automerge changes (encoded, ready for an intent
+// card) that apply manifest m to the author's current view d (the three-way
+// merge of plan), made as the author's actor, timestamped at ts. When d is
+// empty the genesis change comes first. Fields in conflict that m sets are
+// written even when the winning value already matches, so the author's
+// choice settles the conflict. ErrUnchanged: m changes nothing.
+func (d *Doc) Build(author key.ID, m *Manifest, ts time.Time) (b []byte, err error) {
+	defer safe(&err)
+	var f *automerge.Doc
+	if len(d.changes) == 0 {
+		gen, err := Genesis(d.owner, d.service)
+		if err != nil {
+			return nil, err
+		}
+		f = automerge.New()
+		if err := f.LoadIncremental(gen); err != nil {
+			return nil, err
+		}
+	} else if f, err = d.am.Fork(); err != nil {
+		return nil, err
+	}
+	delta := d.Diff(author, m)
+	return buildOn(f, author, delta, ts, d.heads)
+}
+
+// buildOn makes delta's changes in f itself and returns those made since
+// the heads since (genesis included when since is empty).
+func buildOn(f *automerge.Doc, author key.ID, delta Delta, ts time.Time, since []Hash) ([]byte, error) {
+	if len(delta.Changes) == 0 {
+		return nil, ErrUnchanged
+	}
+	if err := f.SetActorID(ActorOf(author)); err != nil {
+		return nil, err
+	}
 	t := ts
 	if t.IsZero() {
 		t = zeroTime
 	}
-	// A field in conflict is written even when the author keeps the
-	// winning value: the write has seen every conflicting value, so it
-	// settles the conflict.
-	ops := 0
-	for _, k := range paths {
-		w, has := want[k]
-		c, had := cur[k]
-		if has && had && w == c && !conflicted[k] {
-			continue
-		}
-		if err := setPath(f, k, w, has); err != nil {
+	for _, c := range delta.Changes {
+		if err := setPath(f, c.Path, c.To, c.To != ""); err != nil {
 			return nil, err
 		}
-		ops++
-	}
-	if ops == 0 {
-		return nil, ErrUnchanged
 	}
 	if _, err := f.Commit("", automerge.CommitOptions{Time: &t}); err != nil {
 		return nil, err
@@ -594,16 +791,18 @@ func decodeScalar(v string) any {
 // Writer is one device's own copy of a document for making changes in a
 // long-running process: changes are made in place, with no copy of the
 // document per change. Feed it every change of the document (Receive) and
-// publish what Write returns.
+// publish what Write returns. It remembers the values its own manifests
+// wrote (its last applied manifest) for the three-way merge.
 type Writer struct {
 	am      *automerge.Doc
 	owner   key.ID
 	service string
+	mine    map[string]string // flat path -> value this writer last wrote
 }
 
 // NewWriter returns a writer for (owner, service) with an empty document.
 func NewWriter(owner key.ID, service string) *Writer {
-	return &Writer{am: automerge.New(), owner: owner, service: service}
+	return &Writer{am: automerge.New(), owner: owner, service: service, mine: map[string]string{}}
 }
 
 // Receive applies changes made elsewhere (any order; Automerge queues
@@ -623,7 +822,8 @@ func (w *Writer) Receive(changes []byte) (err error) {
 	return w.am.LoadIncremental(changes)
 }
 
-// Write makes the minimal changes to reach m as author.
+// Write makes the minimal changes to apply m as author (the three-way
+// merge of Doc.Build, against the values this writer wrote).
 func (w *Writer) Write(author key.ID, m *Manifest, ts time.Time) (b []byte, err error) {
 	defer safe(&err)
 	var since []Hash
@@ -638,5 +838,141 @@ func (w *Writer) Write(author key.ID, m *Manifest, ts time.Time) (b []byte, err 
 	} else {
 		since = w.am.Heads()
 	}
-	return buildOn(w.am, author, m, ts, nil, since)
+	cur, err := flatten(w.am)
+	if err != nil {
+		return nil, err
+	}
+	delta := plan(cur, m, func(p string) bool { v, ok := w.mine[p]; return ok && v == cur[p] }, nil)
+	if b, err = buildOn(w.am, author, delta, ts, since); err != nil {
+		return nil, err
+	}
+	for _, c := range delta.Changes {
+		if c.To == "" {
+			delete(w.mine, c.Path)
+		} else {
+			w.mine[c.Path] = c.To
+		}
+	}
+	return b, nil
+}
+
+// Manifest is the current document as a manifest (the whole merged intent,
+// ready to edit and apply again: applied as it is, it changes nothing).
+// Remove is set when the service is removed; the spec is filled in either
+// way. Values the schema cannot read (another implementation wrote a string
+// where a number belongs, say) are left out and described in problems.
+func (d *Doc) Manifest() (m *Manifest, problems []string) {
+	m = &Manifest{Service: d.service}
+	o := d.owner
+	m.Owner = &o
+	flat := d.current()
+	var keys []string
+	for k := range flat {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	bad := func(k, v, want string) {
+		problems = append(problems, fmt.Sprintf("%s: %s is not %s", DisplayPath(k), ShowValue(v), want))
+	}
+	num := func(k, v string) *int64 {
+		t, s, _ := strings.Cut(v, ":")
+		var n int64
+		var err error
+		switch t {
+		case "i":
+			n, err = strconv.ParseInt(s, 10, 64)
+		case "u":
+			var u uint64
+			u, err = strconv.ParseUint(s, 10, 63)
+			n = int64(u)
+		default:
+			err = fmt.Errorf("type")
+		}
+		if err != nil || n < 0 {
+			bad(k, v, "a whole number")
+			return nil
+		}
+		return &n
+	}
+	str := func(k, v string) (string, bool) {
+		if !strings.HasPrefix(v, "s:") {
+			bad(k, v, "a string")
+			return "", false
+		}
+		return v[2:], true
+	}
+	for _, k := range keys {
+		v := flat[k]
+		seg := strings.Split(k, Sep)
+		switch {
+		case k == "removed":
+			m.Remove = v == "b:true"
+		case !managed(k):
+		case v == "{}":
+			bad(k, v, "part of the schema")
+		case len(seg) == 2 && seg[1] == "bundle":
+			if s, ok := str(k, v); ok && bundleRE.MatchString(s) {
+				m.Bundle = s
+			} else if ok {
+				bad(k, v, "a content hash")
+			}
+		case len(seg) == 2 && seg[1] == "version":
+			if s, ok := str(k, v); ok {
+				m.Version = s
+			}
+		case len(seg) == 2 && seg[1] == "replicas":
+			m.Replicas = num(k, v)
+		case len(seg) == 3 && seg[1] == "resources" && seg[2] == "cpu":
+			m.CPU = num(k, v)
+		case len(seg) == 3 && seg[1] == "resources" && seg[2] == "memory":
+			m.Memory = num(k, v)
+		case len(seg) == 3 && seg[1] == "resources" && seg[2] == "disk":
+			m.Disk = num(k, v)
+		case len(seg) == 3 && seg[1] == "resources" && seg[2] == "gpu":
+			m.GPU = num(k, v)
+		case len(seg) == 4 && seg[1] == "resources" && seg[2] == "network" && seg[3] == "bandwidth":
+			m.Bandwidth = num(k, v)
+		case len(seg) == 4 && seg[1] == "resources" && seg[2] == "network" && seg[3] == "egress" && strings.HasPrefix(v, "b:"):
+			b := v == "b:true"
+			m.Egress = &b
+		case len(seg) == 4 && seg[1] == "placement" && (seg[2] == "hosts" || seg[2] == "avoid") && v == "b:true":
+			id, err := key.ParseID(seg[3])
+			if err != nil {
+				bad(k, "s:"+seg[3], "an identity")
+				continue
+			}
+			if seg[2] == "hosts" {
+				m.Hosts = append(m.Hosts, id)
+			} else {
+				m.Avoid = append(m.Avoid, id)
+			}
+		case len(seg) == 4 && seg[1] == "placement" && seg[2] == "labels":
+			if s, ok := str(k, v); ok {
+				if m.Labels == nil {
+					m.Labels = map[string]string{}
+				}
+				m.Labels[seg[3]] = s
+			}
+		case len(seg) == 3 && seg[1] == "policy":
+			t, s, _ := strings.Cut(v, ":")
+			if m.Policy == nil {
+				m.Policy = map[string]any{}
+			}
+			switch t {
+			case "s":
+				m.Policy[seg[2]] = s
+			case "b":
+				m.Policy[seg[2]] = s == "true"
+			case "i":
+				if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+					m.Policy[seg[2]] = n
+				}
+			default:
+				bad(k, v, "a string, integer or boolean")
+			}
+		default:
+			bad(k, v, "part of the schema")
+		}
+	}
+	return m, problems
 }

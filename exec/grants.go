@@ -109,7 +109,10 @@ func (x *grantIndex) add(c *card.Card) {
 		if reason == "" {
 			reason = "no reason given"
 		}
-		x.revoked[id] = reason
+		// The reason names the revoke card: the decision and its card
+		// travel together (the stopped peer's reason, its observe card,
+		// the instance's log line, a refused call).
+		x.revoked[id] = fmt.Sprintf("%s (revoke card %s)", reason, c.ID())
 	case card.KindCRL:
 		// A revocation list of the host's own cards withdraws them too.
 		var b struct {
@@ -121,7 +124,7 @@ func (x *grantIndex) add(c *card.Card) {
 		for _, r := range b.Revoked {
 			if id, err := card.IDFromBytes(r); err == nil {
 				if _, ok := x.revoked[id]; !ok {
-					x.revoked[id] = "listed in a revocation list (crl)"
+					x.revoked[id] = fmt.Sprintf("listed in revocation list (crl) card %s", c.ID())
 				}
 			}
 		}

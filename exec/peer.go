@@ -471,6 +471,13 @@ func (p *peer) stopFor(reason string) {
 	p.state, p.reason = kinds.StateStopped, reason
 	g := p.grant
 	p.mu.Unlock()
+	// The decision, logged once where it is made, naming the card behind
+	// it (the reason names the revoke, crl or expired grant).
+	attrs := []any{"peer", p.id.String(), "name", p.b.Manifest.Name, "reason", reason}
+	if g != nil {
+		attrs = append(attrs, "grant", g.id.String())
+	}
+	p.h.cfg.Logger.Info("peer stopped", attrs...)
 	if err := p.h.record(p.b, g, kinds.StateStopped, reason, nil, p.usage()); err != nil {
 		p.h.cfg.Logger.Error("exec: recording", "err", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/sync/proto"
 )
 
 // The forging toolkit builds real bad bytes for negative vectors and tests:
@@ -148,6 +149,10 @@ var reasons = []struct {
 	{"fork", sublog.ErrFork},
 	{"forked", sublog.ErrForked},
 	{"bad-proof", sublog.ErrBadProof},
+	{"stub-contradicted", sublog.ErrStubContradicted},
+	{"stub-conflict", sublog.ErrStubConflict},
+	{"stub-unproven", sublog.ErrStubUnproven},
+	{"malformed-message", proto.ErrMalformed},
 }
 
 // expectReject checks that err is the rejection the vector names.

@@ -148,7 +148,7 @@ func (s *Store) ImportForkProof(b []byte) (*ForkProof, error) {
 		return p, nil // one proof per author is enough
 	}
 	h.forkSeq = p.Seq()
-	done, err := s.enqueue([]kv{{forkKey(a), p.Encode()}}, headUpdate{a.Array(), h})
+	done, err := s.enqueue([]kv{{k: forkKey(a), v: p.Encode()}}, headUpdate{a.Array(), h})
 	if err != nil {
 		return nil, err
 	}

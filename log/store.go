@@ -12,6 +12,7 @@ package log
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,7 @@ const (
 	pfxHead  = 'h' // h author(32)             -> seq(8) cardID(32)
 	pfxFork  = 'f' // f author(32)             -> fork proof (canonical CBOR)
 	pfxMeta  = 'm' // m name                   -> value
+	// 'w' author(32) seq(8) -> a stub (stub.go)
 )
 
 var metaFormat = []byte("mformat")
@@ -166,7 +168,10 @@ func (s *Store) notify() {
 	s.subMu.Unlock()
 }
 
-type kv struct{ k, v []byte }
+type kv struct {
+	k, v []byte
+	del  bool // delete k (a stub replaced by its card)
+}
 
 type write struct {
 	sets    []kv
@@ -411,6 +416,10 @@ func (s *Store) apply(group []*write) applied {
 	b := s.db.NewBatch()
 	for _, w := range group {
 		for _, p := range w.sets {
+			if p.del {
+				_ = b.Delete(p.k, nil)
+				continue
+			}
 			_ = b.Set(p.k, p.v, nil) // Set on an in-memory batch only fails on misuse
 		}
 	}
@@ -562,9 +571,9 @@ func cardSets(c *card.Card) []kv {
 	binary.BigEndian.PutUint64(hv, c.Seq())
 	copy(hv[8:], id[:])
 	return []kv{
-		{cardKey(c.Author(), c.Seq()), c.Bytes()},
-		{indexKey(id), cardKey(c.Author(), c.Seq())[1:]},
-		{headKey(c.Author()), hv},
+		{k: cardKey(c.Author(), c.Seq()), v: c.Bytes()},
+		{k: indexKey(id), v: cardKey(c.Author(), c.Seq())[1:]},
+		{k: headKey(c.Author()), v: hv},
 	}
 }
 
@@ -589,6 +598,9 @@ func forkKey(a key.ID) []byte    { return append([]byte{pfxFork}, a.Bytes()...) 
 // ErrBadChain, ErrForked, or ErrFork after storing a fork proof. The store
 // is unchanged by every error but ErrFork (which adds the proof).
 func (s *Store) Import(b []byte) (*card.Card, error) {
+	if IsStub(b) {
+		return nil, fmt.Errorf("%w: a stub alone", ErrStubUnproven)
+	}
 	c, err := card.Decode(b, s.Caps())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -603,7 +615,7 @@ func (s *Store) Import(b []byte) (*card.Card, error) {
 	h := s.tipOf(c.Author())
 	if proof != nil {
 		h.forkSeq = proof.Seq()
-	} else {
+	} else if c.Seq() > h.seq { // (a card that replaces a stub leaves the head)
 		h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
 	}
 	done, qerr := s.enqueue(sets, headUpdate{c.Author().Array(), h})
@@ -637,6 +649,16 @@ func (s *Store) place(c *card.Card, pending *batchState) ([]kv, *ForkProof, erro
 	}
 	if c.Seq() <= h.seq {
 		stored, err := s.rawAtPending(a, c.Seq(), pending)
+		if errors.Is(err, ErrNotFound) {
+			st, ok, serr := s.stubAt(a, c.Seq(), pending)
+			if serr != nil {
+				return nil, nil, serr
+			}
+			if ok {
+				sets, err := s.placeAtStub(c, st, pending)
+				return sets, nil, err
+			}
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -658,6 +680,24 @@ func (s *Store) place(c *card.Card, pending *batchState) ([]kv, *ForkProof, erro
 type batchState struct {
 	heads map[[key.IDSize]byte]head
 	cards map[string][]byte // cardKey -> bytes
+	stubs map[string]*Stub  // stubKey -> stub, nil once replaced by its card
+}
+
+// record notes a placement's card and stub writes, so later cards of the
+// batch see them.
+func (b *batchState) record(sets []kv) {
+	for _, p := range sets {
+		switch p.k[0] {
+		case pfxCard:
+			b.cards[string(p.k)] = p.v
+		case pfxStub:
+			if p.del {
+				b.stubs[string(p.k)] = nil
+			} else if st, err := parseStub(p.k, p.v); err == nil {
+				b.stubs[string(p.k)] = &st
+			}
+		}
+	}
 }
 
 func (b *batchState) head(a key.ID) (head, bool) {
@@ -682,7 +722,7 @@ func (s *Store) forkWrites(stored []byte, c *card.Card) ([]kv, *ForkProof, error
 	if err != nil {
 		return nil, nil, err
 	}
-	return []kv{{forkKey(c.Author()), p.Encode()}}, p,
+	return []kv{{k: forkKey(c.Author()), v: p.Encode()}}, p,
 		fmt.Errorf("%w: %s at seq %d (proof stored)", ErrFork, c.Author(), p.Seq())
 }
 
@@ -690,6 +730,7 @@ func (s *Store) forkWrites(stored []byte, c *card.Card) ([]kv, *ForkProof, error
 // input index that was not accepted, why.
 type ImportResult struct {
 	Accepted []*card.Card
+	Stubs    []Stub // stubs stored (each with the card after it)
 	Errs     map[int]error
 }
 
@@ -700,12 +741,15 @@ const importChunk = 256
 
 // ImportBatch verifies cards in parallel and stores, in input order, those
 // that continue their logs, and returns once all of them are durable. Cards
-// of one author must come in chain order.
+// of one author must come in chain order. An element of StubSize bytes is a
+// stub (stub.go): a run of stubs is placed with the card after it, which
+// proves the last one; a run no card follows is not stored
+// (ErrStubUnproven).
 //
 // Verification runs on every core in input order; each chunk of
-// importChunk cards is placed as soon as it is verified, and its writes go
-// to the committer while the next chunks are verified, so the cores do not
-// wait for the commits. All stripes are locked from the first placement
+// importChunk elements is placed as soon as it is verified, and its writes
+// go to the committer while the next chunks are verified, so the cores do
+// not wait for the commits. All stripes are locked from the first placement
 // until the batch is durable (the batch spans many authors).
 func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	res := ImportResult{Errs: map[int]error{}}
@@ -715,7 +759,7 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	decoded := make([]*card.Card, len(raw))
 	errs := make([]error, len(raw))
 	nchunks := (len(raw) + importChunk - 1) / importChunk
-	left := make([]atomic.Int32, nchunks) // cards of each chunk not yet decoded
+	left := make([]atomic.Int32, nchunks) // elements of each chunk not yet decoded
 	ready := make([]chan struct{}, nchunks)
 	for k := range ready {
 		left[k].Store(int32(min(importChunk, len(raw)-k*importChunk)))
@@ -742,11 +786,13 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 					return
 				default:
 				}
-				c, err := card.Decode(raw[i], s.Caps())
-				if err != nil {
-					errs[i] = fmt.Errorf("%w: %w", ErrInvalid, err)
-				} else {
-					decoded[i] = c
+				if !IsStub(raw[i]) { // (a stub is placed with the card after it)
+					c, err := card.Decode(raw[i], s.Caps())
+					if err != nil {
+						errs[i] = fmt.Errorf("%w: %w", ErrInvalid, err)
+					} else {
+						decoded[i] = c
+					}
 				}
 				if k := i / importChunk; left[k].Add(-1) == 0 {
 					close(ready[k])
@@ -755,8 +801,10 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 		}()
 	}
 
-	pending := &batchState{heads: map[[key.IDSize]byte]head{}, cards: map[string][]byte{}}
+	pending := &batchState{heads: map[[key.IDSize]byte]head{}, cards: map[string][]byte{}, stubs: map[string]*Stub{}}
 	var accepted []int
+	var stubs []Stub
+	var run []int // stubs waiting for the card that proves them
 	var dones []chan error
 	locked := false
 	for k := range nchunks {
@@ -770,10 +818,32 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 		touched := map[[key.IDSize]byte]bool{}
 		for i := k * importChunk; i < min((k+1)*importChunk, len(raw)); i++ {
 			c := decoded[i]
-			if c == nil {
+			if IsStub(raw[i]) {
+				run = append(run, i)
 				continue
 			}
-			w, proof, err := s.place(c, pending)
+			if c == nil {
+				for _, j := range run {
+					errs[j] = fmt.Errorf("%w: the card after it was refused", ErrStubUnproven)
+				}
+				run = nil
+				continue
+			}
+			var (
+				w     []kv
+				news  []Stub
+				proof *ForkProof
+				err   error
+			)
+			if len(run) > 0 {
+				ids := make([]card.ID, len(run))
+				for n, j := range run {
+					copy(ids[n][:], raw[j])
+				}
+				w, news, proof, err = s.placeRun(ids, c, pending)
+			} else {
+				w, proof, err = s.place(c, pending)
+			}
 			if proof != nil {
 				sets = append(sets, w...)
 				h, ok := pending.head(c.Author())
@@ -786,18 +856,26 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 			}
 			if err != nil {
 				errs[i] = err
+				for _, j := range run {
+					errs[j] = err // the card refused its stubs, or they it
+				}
+				run = nil
 				continue
 			}
+			run = nil
 			sets = append(sets, w...)
+			pending.record(w)
 			h, ok := pending.head(c.Author())
 			if !ok {
 				h = s.tipOf(c.Author())
 			}
-			h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
+			if c.Seq() > h.seq { // (a card that replaces a stub leaves the head)
+				h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
+			}
 			pending.heads[c.Author().Array()] = h
 			touched[c.Author().Array()] = true
-			pending.cards[string(cardKey(c.Author(), c.Seq()))] = c.Bytes()
 			accepted = append(accepted, i)
+			stubs = append(stubs, news...)
 		}
 		if len(sets) == 0 {
 			continue
@@ -813,6 +891,9 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 		}
 		dones = append(dones, done)
 	}
+	for _, j := range run {
+		errs[j] = ErrStubUnproven
+	}
 	res = s.importErrs(res, errs)
 	for _, done := range dones {
 		if err := <-done; err != nil {
@@ -822,10 +903,11 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	for _, i := range accepted {
 		res.Accepted = append(res.Accepted, decoded[i])
 	}
+	res.Stubs = stubs
 	return res, nil
 }
 
-// importErrs adds the per-card errors to res.
+// importErrs adds the per-element errors to res.
 func (s *Store) importErrs(res ImportResult, errs []error) ImportResult {
 	for i, e := range errs {
 		if e != nil {
@@ -884,6 +966,14 @@ func (s *Store) Get(a key.ID, seq uint64) (*card.Card, error) {
 		return nil, fmt.Errorf("%w: %s@%d", ErrNotFound, a, seq)
 	}
 	b, err := s.rawAt(a, seq)
+	if errors.Is(err, ErrNotFound) {
+		if st, ok, serr := s.stubAt(a, seq, nil); serr == nil && ok {
+			if st.Proven {
+				return nil, fmt.Errorf("%w: %s@%d is %s", ErrWithheld, a, seq, st.ID)
+			}
+			return nil, fmt.Errorf("%w: %s@%d (ID unproven)", ErrWithheld, a, seq)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -920,6 +1010,63 @@ func (s *Store) GetByID(id card.ID) (*card.Card, error) {
 		return nil, fmt.Errorf("%w: index for %s points at %s", ErrCorrupt, id, c.ID())
 	}
 	return c, nil
+}
+
+// IDsWithPrefix returns the IDs of stored (durable) cards whose hex form
+// starts with hexPrefix (lowercase hex digits, at most 64), in ID order, at
+// most max of them. It reads only the index entries under the prefix, so a
+// short-form lookup costs what its matches cost, not what the store holds.
+func (s *Store) IDsWithPrefix(hexPrefix string, max int) ([]card.ID, error) {
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	if len(hexPrefix) > 2*len(card.ID{}) {
+		return nil, nil
+	}
+	even := hexPrefix[:len(hexPrefix)&^1]
+	pb, err := hex.DecodeString(even)
+	if err != nil {
+		return nil, fmt.Errorf("log: %q is not hex", hexPrefix)
+	}
+	var odd byte
+	hasOdd := len(hexPrefix)%2 == 1
+	if hasOdd {
+		v, err := hex.DecodeString(hexPrefix[len(hexPrefix)-1:] + "0")
+		if err != nil {
+			return nil, fmt.Errorf("log: %q is not hex", hexPrefix)
+		}
+		odd = v[0] >> 4
+	}
+	lo := append([]byte{pfxIndex}, pb...)
+	hi := []byte{pfxIndex + 1}
+	for i := len(lo) - 1; i >= 1; i-- { // the smallest key after every key with prefix lo
+		if lo[i] != 0xff {
+			hi = append(bytes.Clone(lo[:i]), lo[i]+1)
+			break
+		}
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []card.ID
+	for it.First(); it.Valid() && len(out) < max; it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != 1+len(card.ID{}) || len(v) != key.IDSize+8 {
+			continue
+		}
+		if hasOdd && k[1+len(pb)]>>4 != odd {
+			continue
+		}
+		a, err := key.IDFromBytes(v[:key.IDSize])
+		if err != nil || binary.BigEndian.Uint64(v[key.IDSize:]) > s.durOf(a).seq {
+			continue // damaged, or not durable yet: invisible to readers
+		}
+		id, _ := card.IDFromBytes(k[1:])
+		out = append(out, id)
+	}
+	return out, it.Error()
 }
 
 // Head returns the head of author's log (ok false when the store has none).
@@ -1044,13 +1191,16 @@ func walkCards(it *pebble.Iterator, fn func(a key.ID, seq uint64, first bool) er
 	return it.Error()
 }
 
-// Count returns the number of stored cards and logs.
+// Count returns the number of stored cards and logs (stubs are not cards).
 func (s *Store) Count() (cards uint64, logs int) {
 	for _, h := range s.Heads() {
 		if h.Seq > 0 {
 			cards += h.Seq
 			logs++
 		}
+	}
+	if stubs, err := s.AllStubs(); err == nil {
+		cards -= min(cards, uint64(len(stubs)))
 	}
 	return cards, logs
 }

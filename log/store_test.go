@@ -50,6 +50,13 @@ func snapshot(t *testing.T, st *sublog.Store) string {
 	for _, p := range ps {
 		fmt.Fprintf(&b, "fork %x\n", p.Encode())
 	}
+	stubs, err := st.AllStubs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stubs {
+		fmt.Fprintf(&b, "stub %s %d %s %v\n", s.Author, s.Seq, s.ID, s.Proven)
+	}
 	return b.String()
 }
 

@@ -86,7 +86,7 @@ func (s *Store) PlantRawForTest(author key.ID, seq uint64, b []byte) error {
 	hv := make([]byte, 8+32)
 	binary.BigEndian.PutUint64(hv, seq)
 	copy(hv[8:], id[:])
-	done, err := s.enqueue([]kv{{cardKey(author, seq), bytes.Clone(b)}, {indexKey(id), cardKey(author, seq)[1:]}, {headKey(author), hv}},
+	done, err := s.enqueue([]kv{{k: cardKey(author, seq), v: bytes.Clone(b)}, {k: indexKey(id), v: cardKey(author, seq)[1:]}, {k: headKey(author), v: hv}},
 		headUpdate{author.Array(), head{seq: seq, id: id}})
 	l.Unlock()
 	if err != nil {

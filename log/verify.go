@@ -32,6 +32,8 @@ type VerifyReport struct {
 	Cards    int       `json:"cards"`
 	Logs     int       `json:"logs"`
 	Forked   int       `json:"forked"`
+	Withheld int       `json:"withheld"` // stubs the chains were checked across
+	Proven   int       `json:"withheld_proven"`
 	Problems []Problem `json:"problems"`
 }
 
@@ -64,6 +66,8 @@ type view struct {
 	tips  map[[key.IDSize]byte]uint64
 	cards *pebble.Iterator
 	index *pebble.Iterator // nil when verifying one log
+	stubs map[cardLoc]Stub // stubs, read under the same lock
+	bad   []Problem        // stub records that do not parse
 }
 
 func (s *Store) view(only *key.ID) (*view, error) {
@@ -80,10 +84,32 @@ func (s *Store) view(only *key.ID) (*view, error) {
 		v.dur[a], v.tips[a] = e.dur, e.tip.seq
 	}
 	o := prefixBounds(pfxCard)
+	so := prefixBounds(pfxStub)
 	if only != nil {
 		o = &pebble.IterOptions{LowerBound: cardKey(*only, 0), UpperBound: append(cardKey(*only, ^uint64(0)), 0)}
+		so = &pebble.IterOptions{LowerBound: stubKey(*only, 0), UpperBound: append(stubKey(*only, ^uint64(0)), 0)}
 	}
-	var err error
+	v.stubs = map[cardLoc]Stub{}
+	sit, err := s.db.NewIter(so)
+	if err != nil {
+		return nil, err
+	}
+	for sit.First(); sit.Valid(); sit.Next() {
+		st, err := parseStub(sit.Key(), sit.Value())
+		if err != nil {
+			v.bad = append(v.bad, Problem{Err: err, Reason: err.Error()})
+			continue
+		}
+		if in, _ := v.place(st.Author.Array(), st.Seq); in {
+			v.stubs[cardLoc{st.Author.Array(), st.Seq}] = st
+		} else if st.Seq > v.tips[st.Author.Array()] {
+			err := fmt.Errorf("%w: stub past its log's head", ErrCorrupt)
+			v.bad = append(v.bad, Problem{Author: st.Author, Seq: st.Seq, Err: err, Reason: err.Error()})
+		}
+	}
+	if err := sit.Close(); err != nil {
+		return nil, err
+	}
 	if v.cards, err = s.db.NewIter(o); err != nil {
 		return nil, err
 	}
@@ -162,9 +188,27 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 		haveCur bool
 		nextSeq uint64
 		lastID  card.ID
+		known   bool // lastID is known (a card's, or a proven stub's)
 		seen    = map[[key.IDSize]byte]bool{}
 		bad     = map[cardLoc]bool{} // cards with a problem already reported
+		used    = map[cardLoc]bool{} // stubs a chain crossed
 	)
+	// bridge crosses the stubs between the last card and the card at seq:
+	// a chain goes on across stubs, a missing seq is a gap.
+	bridge := func(a key.ID, seq uint64) {
+		for q := nextSeq; q < seq; q++ {
+			st, ok := v.stubs[cardLoc{a.Array(), q}]
+			if !ok {
+				return
+			}
+			used[cardLoc{a.Array(), q}] = true
+			rep.Withheld++
+			if st.Proven {
+				rep.Proven++
+			}
+			nextSeq, lastID, known = q+1, st.ID, st.Proven
+		}
+	}
 	problem := func(it verifyItem, err error) {
 		p := Problem{Author: it.author, Seq: it.seq, Err: err, Reason: err.Error()}
 		if it.raw != nil {
@@ -205,7 +249,10 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			}
 			if !haveCur || it.author != cur {
 				endLog()
-				cur, haveCur, nextSeq, lastID = it.author, true, 1, card.ID{}
+				cur, haveCur, nextSeq, lastID, known = it.author, true, 1, card.ID{}, true
+			}
+			if it.seq > nextSeq {
+				bridge(it.author, it.seq) // stops at a seq with no stub: the gap is reported below
 			}
 			switch {
 			case it.err != nil:
@@ -215,13 +262,13 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 			case it.seq != nextSeq:
 				problem(it, fmt.Errorf("%w: expected seq %d", ErrGap, nextSeq))
 			default:
-				if prev, _ := it.card.Prev(); it.seq > 1 && prev != lastID {
+				if prev, _ := it.card.Prev(); it.seq > 1 && known && prev != lastID {
 					problem(it, fmt.Errorf("%w: prev %s, previous card is %s", ErrBadChain, prev, lastID))
 				} else if it.idxErr != nil {
 					problem(it, it.idxErr)
 				}
 			}
-			nextSeq = it.seq + 1
+			nextSeq, known = it.seq+1, true
 			if it.card != nil {
 				lastID = it.card.ID() // hashed once already, by the decoder
 			} else {
@@ -304,6 +351,13 @@ func (s *Store) Verify(only *key.ID, progress func(done int)) (VerifyReport, err
 		return rep, scanErr
 	}
 	endLog()
+	rep.Problems = append(rep.Problems, v.bad...)
+	for loc, st := range v.stubs {
+		if !used[loc] {
+			err := fmt.Errorf("%w: stub at a seq that holds a card, or of a log with no card after it", ErrCorrupt)
+			rep.Problems = append(rep.Problems, Problem{Author: st.Author, Seq: st.Seq, ID: st.ID, Err: err, Reason: err.Error()})
+		}
+	}
 	if only != nil {
 		return rep, nil
 	}
@@ -580,11 +634,27 @@ func (s *Store) CheckChains() (cards int, problems []Problem, err error) {
 		have    bool
 		nextSeq uint64
 		lastID  card.ID
+		known   bool
 	)
+	all, err := s.AllStubs()
+	if err != nil {
+		return 0, nil, err
+	}
+	stubs := make(map[cardLoc]Stub, len(all))
+	for _, st := range all {
+		stubs[cardLoc{st.Author.Array(), st.Seq}] = st
+	}
 	err = s.ScanRaw(func(a key.ID, seq uint64, b []byte) error {
 		cards++
 		if !have || a != cur {
-			cur, have, nextSeq, lastID = a, true, 1, card.ID{}
+			cur, have, nextSeq, lastID, known = a, true, 1, card.ID{}, true
+		}
+		for ; nextSeq < seq; nextSeq++ { // across stubs
+			st, ok := stubs[cardLoc{a.Array(), nextSeq}]
+			if !ok {
+				break
+			}
+			lastID, known = st.ID, st.Proven
 		}
 		id := card.IDOf(b)
 		author, cseq, prev, lerr := card.Links(b)
@@ -598,10 +668,10 @@ func (s *Store) CheckChains() (cards int, problems []Problem, err error) {
 			bad(fmt.Errorf("%w: stored under %s@%d", ErrCorrupt, a, seq))
 		case seq != nextSeq:
 			bad(fmt.Errorf("%w: expected seq %d", ErrGap, nextSeq))
-		case seq > 1 && prev != lastID:
+		case seq > 1 && known && prev != lastID:
 			bad(fmt.Errorf("%w: prev %s, previous card is %s", ErrBadChain, prev, lastID))
 		}
-		nextSeq, lastID = seq+1, id
+		nextSeq, lastID, known = seq+1, id, true
 		return nil
 	})
 	return cards, problems, err

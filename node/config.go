@@ -17,7 +17,9 @@ import (
 
 	"github.com/sublog/sublog/log/caps"
 	"github.com/sublog/sublog/log/key"
+	lsync "github.com/sublog/sublog/sync"
 	"github.com/sublog/sublog/sync/discovery"
+	"github.com/sublog/sublog/ui"
 )
 
 // ConfigFile is the instance's settings file in the home.
@@ -59,6 +61,29 @@ type Config struct {
 		Relays []string `yaml:"relays" json:"relays"` // PKARR relay base URLs
 		DNS    []string `yaml:"dns" json:"dns"`       // domains with _sublog TXT hints
 	} `yaml:"discovery" json:"discovery"`
+	// Limits bound what sync peers may cost the instance: the listener's
+	// admission (as `sublog serve`'s flags of the same names), the live
+	// links' lifetime and idle rounds, the backoff after a forged card.
+	Limits struct {
+		MaxConns             int      `yaml:"max_conns" json:"max_conns"` // 0: the fd limit less 48, at most 64
+		MaxConnsPerSource    int      `yaml:"max_conns_per_source" json:"max_conns_per_source"`
+		MaxHalfOpen          int      `yaml:"max_half_open" json:"max_half_open"`
+		MaxHalfOpenPerSource int      `yaml:"max_half_open_per_source" json:"max_half_open_per_source"`
+		HandshakeTimeout     Duration `yaml:"handshake_timeout" json:"handshake_timeout"`
+		IdleTimeout          Duration `yaml:"idle_timeout" json:"idle_timeout"`
+		MaxLifetime          Duration `yaml:"max_lifetime" json:"max_lifetime"`
+		ForgedBackoffMin     Duration `yaml:"forged_backoff_min" json:"forged_backoff_min"`
+		ForgedBackoffMax     Duration `yaml:"forged_backoff_max" json:"forged_backoff_max"`
+	} `yaml:"limits" json:"limits"`
+	// Blobs: automatic collection of blobs no stored card names.
+	Blobs struct {
+		GCInterval Duration `yaml:"gc_interval" json:"gc_interval"`
+		GCGrace    Duration `yaml:"gc_grace" json:"gc_grace"`
+	} `yaml:"blobs" json:"blobs"`
+	UI struct {
+		// Listen is the status page's loopback address ("" = off).
+		Listen string `yaml:"listen" json:"listen"`
+	} `yaml:"ui" json:"ui"`
 }
 
 // Duration is a time.Duration written as "500ms", "1m".
@@ -83,7 +108,8 @@ func (d *Duration) UnmarshalText(b []byte) error {
 }
 
 // DefaultYAML is the commented default configuration: every key with its
-// default. `sublog config --default` prints it and `sublog init` writes it.
+// default. `sublog config --default` prints it, and `sublog up` writes it to
+// the home when the home has no configuration file.
 const DefaultYAML = `# sublog instance configuration (sublog up). Every key is shown with its
 # default; flags of 'sublog up' override the file. 'sublog config' prints the
 # effective configuration.
@@ -117,6 +143,29 @@ sync:
 discovery:
   relays: []   # PKARR relay base URLs peers are resolved through
   dns: []      # domains with _sublog TXT hints
+
+# What sync peers may cost this instance (the listener admits like
+# 'sublog serve'; see ARCHITECTURE.md, Sync, "Bounds").
+limits:
+  max_conns: 0                  # accepted connections in all; 0 = fd limit less 48, at most 64
+  max_conns_per_source: 8       # accepted connections from one source address
+  max_half_open: 32             # connections still in the handshake, in all
+  max_half_open_per_source: 4   # the same from one source
+  handshake_timeout: 10s        # a peer not through the handshake by then is dropped
+  idle_timeout: 30s             # a round making no progress this long drops the link
+  max_lifetime: 1h0m0s          # a live link this old is closed (the dialling side reconnects)
+  forged_backoff_min: 1s        # a peer that sent a forged card is refused this long,
+  forged_backoff_max: 10m0s     #   doubling with each one up to this
+
+blobs:
+  gc_interval: 1h0m0s   # how often blobs no stored card names are collected (0s = never)
+  gc_grace: 1h0m0s      # an unnamed blob younger than this stays (a fetch before its grant)
+
+ui:
+  # The status page: a loopback address only (127.0.0.1, [::1] or localhost;
+  # port 0 picks a free one); "" = off. 'sublog up' prints its link with a
+  # fresh access token, 'sublog ui' prints it again.
+  listen: 127.0.0.1:0
 `
 
 // Default is the configuration with no file and no flags.
@@ -143,6 +192,31 @@ func LoadConfig(homeDir string) (Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// WriteDefaultConfig writes the commented default configuration
+// (DefaultYAML) to HOME/instance.yaml if the home has none, and tells
+// whether it did. An existing file is never touched.
+func WriteDefaultConfig(homeDir string) (bool, error) {
+	f, err := os.OpenFile(filepath.Join(homeDir, ConfigFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	_, err = f.WriteString(DefaultYAML)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return false, err
+	}
+	return true, nil
 }
 
 // ParseConfig decodes YAML over c strictly (unknown keys are errors) and
@@ -192,9 +266,39 @@ func (c *Config) Validate() error {
 	if c.Sync.BackoffMin <= 0 || c.Sync.BackoffMax < c.Sync.BackoffMin {
 		return bad("sync.backoff_min must be positive and at most sync.backoff_max")
 	}
+	l := c.Limits
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max_conns", l.MaxConns}, {"max_conns_per_source", l.MaxConnsPerSource},
+		{"max_half_open", l.MaxHalfOpen}, {"max_half_open_per_source", l.MaxHalfOpenPerSource}} {
+		if f.v < 0 {
+			return bad("limits.%s must not be negative", f.name)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    Duration
+	}{{"handshake_timeout", l.HandshakeTimeout}, {"idle_timeout", l.IdleTimeout}, {"max_lifetime", l.MaxLifetime},
+		{"forged_backoff_min", l.ForgedBackoffMin}, {"forged_backoff_max", l.ForgedBackoffMax}} {
+		if f.v <= 0 {
+			return bad("limits.%s must be positive", f.name)
+		}
+	}
+	if l.ForgedBackoffMax < l.ForgedBackoffMin {
+		return bad("limits.forged_backoff_min must be at most limits.forged_backoff_max")
+	}
+	if c.Blobs.GCInterval < 0 || c.Blobs.GCGrace < 0 {
+		return bad("blobs.gc_interval and blobs.gc_grace must not be negative")
+	}
 	for _, p := range c.Sync.Peers {
 		if _, err := parseHint(p, time.Now()); err != nil {
 			return bad("sync.peers: %v", err)
+		}
+	}
+	if c.UI.Listen != "" {
+		if err := ui.CheckListen(c.UI.Listen); err != nil {
+			return bad("ui.listen: %v", err)
 		}
 	}
 	return nil
@@ -258,6 +362,15 @@ func RoleIDs(roles []string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// SyncLimits are the sync limits the configuration sets.
+func (c *Config) SyncLimits() lsync.Limits {
+	l := c.Limits
+	return lsync.Limits{MaxConns: l.MaxConns, MaxConnsPerSource: l.MaxConnsPerSource, MaxHalfOpen: l.MaxHalfOpen,
+		MaxHalfOpenPerSource: l.MaxHalfOpenPerSource, HandshakeTimeout: time.Duration(l.HandshakeTimeout),
+		MaxLifetime: time.Duration(l.MaxLifetime), BackoffMin: time.Duration(l.ForgedBackoffMin),
+		BackoffMax: time.Duration(l.ForgedBackoffMax)}
 }
 
 // Has reports whether role r is on.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sublog/sublog/log/caps"
+	lsync "github.com/sublog/sublog/sync"
 )
 
 // TestDefaultConfig: the commented default file parses to the documented
@@ -23,8 +24,20 @@ func TestDefaultConfig(t *testing.T) {
 		time.Duration(c.Sync.BackoffMin) != 250*time.Millisecond || time.Duration(c.Sync.BackoffMax) != time.Minute {
 		t.Fatalf("defaults: %+v", c)
 	}
+	// The limits default to sync's own (those of `sublog serve`).
+	if l, d := c.SyncLimits(), lsync.DefaultLimits(); l.MaxConnsPerSource != d.MaxConnsPerSource || l.MaxHalfOpen != d.MaxHalfOpen ||
+		l.MaxHalfOpenPerSource != d.MaxHalfOpenPerSource || l.HandshakeTimeout != d.HandshakeTimeout || l.MaxLifetime != d.MaxLifetime ||
+		l.BackoffMin != d.BackoffMin || l.BackoffMax != d.BackoffMax || l.MaxConns != 0 ||
+		time.Duration(c.Limits.IdleTimeout) != lsync.DefaultTimeout {
+		t.Fatalf("limits %+v, sync's defaults %+v", c.Limits, d)
+	}
+	if time.Duration(c.Blobs.GCInterval) != time.Hour || time.Duration(c.Blobs.GCGrace) != time.Hour {
+		t.Fatalf("blobs: %+v", c.Blobs)
+	}
 	for _, k := range []string{"listen:", "roles:", "identity:", "log:", "format:", "level:", "sync:", "open:", "peers:",
-		"backoff_min:", "backoff_max:", "discovery:", "relays:", "dns:"} {
+		"backoff_min:", "backoff_max:", "discovery:", "relays:", "dns:", "limits:", "max_conns:", "max_conns_per_source:",
+		"max_half_open:", "max_half_open_per_source:", "handshake_timeout:", "idle_timeout:", "max_lifetime:",
+		"forged_backoff_min:", "forged_backoff_max:", "blobs:", "gc_interval:", "gc_grace:"} {
 		if !strings.Contains(DefaultYAML, k) || !strings.Contains(c.YAML(), k) {
 			t.Errorf("key %s missing from the default file or the printed config", k)
 		}
@@ -49,6 +62,11 @@ func TestConfigRefusals(t *testing.T) {
 		{"sync:\n  peers: [\"nobody@127.0.0.1:1\"]\n", "sync.peers"},
 		{"sync: {peers: [sublog1.AAAA]}\n", "sync.peers"},
 		{"colour: blue\n", "unknown field"},
+		{"limits: {max_conns: -1}\n", "limits.max_conns must not be negative"},
+		{"limits: {handshake_timeout: 0s}\n", "limits.handshake_timeout must be positive"},
+		{"limits: {forged_backoff_min: 1h, forged_backoff_max: 1m}\n", "forged_backoff_min must be at most"},
+		{"limits: {max_lifetime: soon}\n", "bad configuration"},
+		{"blobs: {gc_interval: -1s}\n", "blobs.gc_interval"},
 		{"roles: {a: 1}\n", "bad configuration"},
 		{"listen: [\n", "bad configuration"},
 	} {
@@ -60,6 +78,26 @@ func TestConfigRefusals(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrBadConfig) && !errors.Is(err, ErrBadRole) {
 			t.Errorf("%q: %v is not a config error", tc.yaml, err)
 		}
+	}
+}
+
+// TestWriteDefaultConfig: a home with no file gets the commented
+// defaults; an existing file is never touched.
+func TestWriteDefaultConfig(t *testing.T) {
+	dir := t.TempDir()
+	if wrote, err := WriteDefaultConfig(dir); err != nil || !wrote {
+		t.Fatalf("first write: %v %v", wrote, err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil || string(b) != DefaultYAML {
+		t.Fatalf("written: %v\n%s", err, b)
+	}
+	os.WriteFile(filepath.Join(dir, ConfigFile), []byte("roles: []\n"), 0o600)
+	if wrote, err := WriteDefaultConfig(dir); err != nil || wrote {
+		t.Fatalf("second write: %v %v", wrote, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, ConfigFile)); string(b) != "roles: []\n" {
+		t.Fatalf("an existing file was changed: %s", b)
 	}
 }
 

@@ -80,6 +80,7 @@ func (n *Node) listenControl() error {
 	mux.HandleFunc("GET /v1/peers", n.handlePeers)
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.live.sessions()) })
 	mux.HandleFunc("GET /v1/events", n.handleEvents)
+	n.viewRoutes(mux)
 	mux.HandleFunc("POST /v1/run", n.handleRun)
 	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{"stopping": true, "pid": os.Getpid()})
@@ -88,6 +89,7 @@ func (n *Node) listenControl() error {
 		}
 		go n.Shutdown()
 	})
+	n.api = mux
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() {

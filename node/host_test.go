@@ -1,12 +1,18 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
+	stdsync "sync"
 	"testing"
 	"time"
 
@@ -21,6 +27,12 @@ import (
 // hostWithCounter starts an instance with the host role running the
 // example counter peer under a grant; it returns the grant's card ID.
 func hostWithCounter(t testing.TB) (*Node, *key.Secret, key.ID, card.ID) {
+	return hostWithCounterLog(t, nil)
+}
+
+// hostWithCounterLog is hostWithCounter with the instance's log lines
+// (JSON) also written to logw, when set.
+func hostWithCounterLog(t testing.TB, logw io.Writer) (*Node, *key.Secret, key.ID, card.ID) {
 	t.Helper()
 	path := filepath.Join("..", "examples", "counter", "counter.bundle")
 	if _, err := os.Stat(path); err != nil {
@@ -52,7 +64,12 @@ func hostWithCounter(t testing.TB) (*Node, *key.Secret, key.ID, card.ID) {
 	cfg := quickConfig()
 	cfg.Listen = nil
 	cfg.Roles = []string{"host"}
-	n := start(t, h, cfg)
+	var n *Node
+	if logw != nil {
+		n = startLog(t, h, cfg, slog.New(slog.NewJSONHandler(logw, nil)))
+	} else {
+		n = start(t, h, cfg)
+	}
 	hash := b.Hash()
 	if _, err := n.Store().Append(peerSk, card.Draft{Kind: card.KindBundle, TS: time.Now().Unix(), ContentHash: hash[:],
 		Body: exec.BundleBody{Hash: hash[:], Name: b.Manifest.Name, Version: b.Manifest.Version, Peer: b.Manifest.Peer, Size: uint64(b.Size())}}); err != nil {
@@ -102,22 +119,56 @@ func waitStopped(t testing.TB, n *Node, peer key.ID, within time.Duration) (exec
 
 // TestRevokeStopsRunningPeer: a revoke stored on the host stops its running
 // peer (target ≤ 1 s; checked here with slack, measured in
-// BenchmarkRevokeStop), the reason names the revoke, a call then fails
-// naming it, and resume refuses.
+// BenchmarkRevokeStop), the reason names the grant and the revoke card, the
+// instance logs one line for the stop naming both, a call then fails naming
+// the revoke card, and resume refuses.
 func TestRevokeStopsRunningPeer(t *testing.T) {
-	n, sk, peer, g := hostWithCounter(t)
-	revoke(t, n, sk, g)
+	var logb lockedBuffer
+	n, sk, peer, g := hostWithCounterLog(t, &logb)
+	r := revoke(t, n, sk, g)
 	s, _ := waitStopped(t, n, peer, 10*time.Second)
-	if !strings.Contains(s.Reason, "revoked: test over") || !strings.Contains(s.Reason, g.String()) {
-		t.Fatalf("reason %q", s.Reason)
+	if !strings.Contains(s.Reason, "revoked: test over") || !strings.Contains(s.Reason, g.String()) ||
+		!strings.Contains(s.Reason, "revoke card "+r.String()) {
+		t.Fatalf("reason %q (want the grant %s and the revoke card %s)", s.Reason, g, r)
 	}
 	_, err := n.Host().Call(context.Background(), peer, []byte("inc"))
-	if !errors.Is(err, exec.ErrStopped) || !strings.Contains(err.Error(), "revoked") {
-		t.Fatalf("call after revoke: %v", err)
+	if !errors.Is(err, exec.ErrStopped) || !strings.Contains(err.Error(), r.String()) {
+		t.Fatalf("call after revoke: %v (want it to name the revoke card %s)", err, r)
 	}
 	if err := n.Host().Resume(context.Background(), peer); !errors.Is(err, exec.ErrNoGrant) {
 		t.Fatalf("resume after revoke: %v", err)
 	}
+	// The stop is one structured log line naming the peer, the grant and
+	// the revoke card.
+	var stops []map[string]any
+	for _, line := range strings.Split(logb.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "peer stopped" {
+			stops = append(stops, m)
+		}
+	}
+	if len(stops) != 1 || stops[0]["peer"] != peer.String() || stops[0]["grant"] != g.String() ||
+		!strings.Contains(fmt.Sprint(stops[0]["reason"]), r.String()) {
+		t.Fatalf("log lines for the stop: %v\n%s", stops, logb.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the logger's goroutines.
+type lockedBuffer struct {
+	mu stdsync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // BenchmarkRevokeStop measures revoke stored -> peer stopped on a host

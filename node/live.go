@@ -20,8 +20,9 @@ import (
 )
 
 // Lists is the sync policy of a home as of now: the one trust rule
-// (sync.TrustFor) over its own identities, the devices they delegate to, and
-// the trust and follow lists of peers.json.
+// (sync.TrustFor) over its own identities, the devices they delegate to, the
+// trust and follow lists of peers.json and the owners it paired with
+// (owners.json).
 func Lists(h *home.Home, st *sublog.Store, now int64) (*lsync.Lists, error) {
 	named, err := h.Identities()
 	if err != nil {
@@ -35,7 +36,11 @@ func Lists(h *home.Home, st *sublog.Store, now int64) (*lsync.Lists, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (fix or remove %s)", err, filepath.Join(h.Dir, home.PeersFile))
 	}
-	return lsync.TrustFor(st, self, peers.Trust, peers.Follow, now), nil
+	paired, err := h.PairedDelegations()
+	if err != nil {
+		return nil, fmt.Errorf("%w (fix or remove %s)", err, filepath.Join(h.Dir, home.OwnersFile))
+	}
+	return lsync.TrustFor(st, self, peers.Trust, peers.Follow, now, paired...), nil
 }
 
 // livePolicy is the current Lists, swapped on reconfigure.
@@ -97,11 +102,16 @@ func startLive(n *Node) (*live, error) {
 	if err := lv.loadPolicy(); err != nil {
 		return nil, err
 	}
-	// One Guard for every link, accepted or dialled: a peer's backoff and
-	// its quota window (DefaultQuota, the same as 'sublog serve') hold
-	// across its links and reconnections; each round is one session of it.
-	lv.opt = lsync.Options{Secret: n.sk, Rand: n.opt.Rand, Policy: lv.pol,
-		Guard: lsync.NewGuard(lsync.Limits{}, lsync.DefaultQuota())}
+	// One guard for every link, accepted or dialled: a peer that sent a
+	// forged card is backed off whichever way it next connects, and its
+	// quota window (DefaultQuota, as 'sublog serve') holds across its links
+	// and reconnections; each round is one session of the quota.
+	lim := n.cfg.SyncLimits()
+	lv.opt = lsync.Options{Secret: n.sk, Rand: n.opt.Rand, Policy: lv.pol, Limits: lim,
+		Timeout: time.Duration(n.cfg.Limits.IdleTimeout), Guard: lsync.NewGuard(lim, lsync.DefaultQuota())}
+	if n.blobs != nil {
+		lv.opt.Handlers = map[byte]lsync.PeerStream{lsync.StreamBlob: lsync.BlobHandler(n.st, lv.pol, n.blobs, n.blobServed)}
+	}
 	if !n.cfg.Sync.Open {
 		lv.opt.Accept = func(p key.ID) error {
 			if !lv.pol.p.Load().Known(p) {
@@ -308,12 +318,22 @@ func (lv *live) run(s *linkState) {
 	lv.n.ev.publish("session", map[string]any{"peer": l.Peer(), "state": "up", "addr": s.addr})
 	err := l.Live(lv.ctx, func(st lsync.Stats, initiated bool, err error) {
 		switch {
+		case err != nil && errors.Is(err, lsync.ErrRefused):
+			// This side ended the session on purpose (a forged card, a
+			// quota, a backed-off peer): a decision, so it is logged.
+			lg.Warn("round refused", "initiated", initiated, "err", err, "received", st.Received,
+				"checked", st.Checked, "dropped", st.Dropped, "rejected", st.Rejected)
 		case err != nil:
 			lg.Debug("round failed", "initiated", initiated, "err", err)
 		case st.Received > 0 || st.Rejected > 0:
-			lg.Info("round stored cards", "received", st.Received, "logs", st.Logs, "rejected", st.Rejected, "sent", st.Sent)
+			lg.Info("round stored cards", "received", st.Received, "logs", st.Logs, "rejected", st.Rejected, "sent", st.Sent, "stubs_in", st.StubsIn)
 		case st.Sent > 0:
 			lg.Debug("round sent cards", "sent", st.Sent)
+		}
+		// A card that may not leave went as a stub: a decision, logged
+		// with the card and why (issue 12).
+		for _, w := range st.Withheld {
+			lg.Info("card withheld: sent as a stub", "author", w.Author, "seq", w.Seq, "card", w.ID, "reason", w.Reason)
 		}
 	})
 	lv.remove(s)
@@ -328,43 +348,42 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// serve answers peers connecting to ln.
+// serve answers peers connecting to ln with sync's own accept loop
+// (lsync.ServeLinks): the admission caps in all, per source and half-open,
+// the handshake deadline, the backoff of a source that sent a forged card
+// and the backoff on temporary accept errors are those of `sublog serve`.
 func (lv *live) serve(ln transport.Listener) {
 	defer lv.wg.Done()
-	delay := 5 * time.Millisecond
-	for {
-		c, err := ln.Accept(lv.ctx)
-		if err != nil {
-			if lv.ctx.Err() != nil {
-				return
-			}
-			// Out of descriptors or similar: back off instead of spinning.
-			lv.n.log.Warn("accept", "err", err)
-			select {
-			case <-time.After(delay):
-			case <-lv.ctx.Done():
-				return
-			}
-			delay = min(delay*2, time.Second)
-			continue
-		}
-		delay = 5 * time.Millisecond
-		lv.wg.Add(1)
-		go func() {
-			defer lv.wg.Done()
-			l, err := lsync.Connect(lv.ctx, c, false, lv.n.st, lv.opt)
-			if err != nil {
-				lv.n.log.Debug("connection refused or failed", "err", err)
-				return
-			}
-			s, ok := lv.add(l, "")
-			if !ok {
-				l.Close()
-				return
-			}
-			lv.run(s)
-		}()
+	ev := lsync.ServeEvents{
+		AcceptError: func(err error, wait time.Duration) {
+			lv.n.log.Warn("accept failed, waiting", "err", err, "wait", wait)
+		},
+		Turned: func(source, why string) {
+			lv.n.log.Debug("connection turned away", "source", source, "why", why)
+		},
 	}
+	err := lsync.ServeLinks(lv.ctx, ln, lv.n.st, lv.opt, func(l *lsync.Link, err error) {
+		if err != nil {
+			lv.n.log.Debug("connection refused or failed", "peer", peerString(l), "err", err)
+			return
+		}
+		s, ok := lv.add(l, "")
+		if !ok {
+			l.Close()
+			return
+		}
+		lv.run(s)
+	}, ev)
+	if err != nil && lv.ctx.Err() == nil {
+		lv.n.log.Error("listener stopped", "addr", ln.Addr(), "err", err)
+	}
+}
+
+func peerString(l *lsync.Link) string {
+	if l == nil || l.Peer().IsZero() {
+		return ""
+	}
+	return l.Peer().String()
 }
 
 // dialer keeps a session with id: it resolves, dials and runs the link,
@@ -377,6 +396,13 @@ func (lv *live) dialer(ctx context.Context, id key.ID) {
 	min, max := time.Duration(lv.n.cfg.Sync.BackoffMin), time.Duration(lv.n.cfg.Sync.BackoffMax)
 	attempt := 0
 	for ctx.Err() == nil {
+		if d, off := lv.opt.Guard.BackedOff(id); off {
+			// It sent a forged card: it is refused until then anyway.
+			if !sleep(ctx, d) {
+				return
+			}
+			continue
+		}
 		if lv.connected(id) {
 			if !sleep(ctx, min) {
 				return

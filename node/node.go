@@ -20,16 +20,19 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	stdsync "sync"
 	"syscall"
 	"time"
 
+	"github.com/sublog/sublog/blob"
 	"github.com/sublog/sublog/exec"
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/home"
 	"github.com/sublog/sublog/log/key"
+	"github.com/sublog/sublog/ui"
 )
 
 // Errors of the instance.
@@ -82,18 +85,25 @@ type Info struct {
 	ID      key.ID    `json:"identity"`
 	Started time.Time `json:"started"`
 	Profile string    `json:"profile,omitempty"` // card ID of the profile publishing the roles
+	UI      string    `json:"ui,omitempty"`      // the status page's address (without its token)
+
+	uiLink string // the status page's link with its token (never written or logged)
 }
+
+// UILink is the status page's link with its access token ("" when off).
+func (i Info) UILink() string { return i.uiLink }
 
 // Node is a running instance.
 type Node struct {
-	opt  Options
-	cfg  Config
-	home *home.Home
-	log  *slog.Logger
-	sk   *key.Secret
-	st   *sublog.Store
-	host *exec.Host
-	info Info
+	opt   Options
+	cfg   Config
+	home  *home.Home
+	log   *slog.Logger
+	sk    *key.Secret
+	st    *sublog.Store
+	host  *exec.Host
+	blobs *blob.Store
+	info  Info
 
 	lock  *os.File
 	sock  net.Listener
@@ -102,6 +112,9 @@ type Node struct {
 	wg    stdsync.WaitGroup
 	ev    *events
 	live  *live
+	fold  *folded      // the projections the views of the control API read
+	api   http.Handler // the control API (the status page reads it in-process)
+	ui    *ui.Server
 	cmds  stdsync.WaitGroup // forwarded commands in flight
 	close stdsync.Once
 }
@@ -139,7 +152,7 @@ func Start(ctx context.Context, opt Options) (_ *Node, err error) {
 		lg = NewLogger(opt.Stderr, cfg.Log.Format, cfg.Log.Level)
 	}
 	h := opt.Home
-	n := &Node{opt: opt, cfg: cfg, home: h, log: lg, ev: newEvents()}
+	n := &Node{opt: opt, cfg: cfg, home: h, log: lg, ev: newEvents(), fold: newFolded()}
 	n.ctx, n.stop = context.WithCancel(ctx)
 	defer func() {
 		if err != nil {
@@ -153,6 +166,13 @@ func Start(ctx context.Context, opt Options) (_ *Node, err error) {
 		return nil, err
 	}
 	if n.st, err = h.OpenStore(sublog.Options{}); err != nil {
+		return nil, err
+	}
+	dir, err := h.Path("blobs")
+	if err != nil {
+		return nil, err
+	}
+	if n.blobs, err = blob.Open(dir); err != nil {
 		return nil, err
 	}
 	if cfg.Has("host") {
@@ -181,11 +201,18 @@ func Start(ctx context.Context, opt Options) (_ *Node, err error) {
 	if err := n.listenControl(); err != nil {
 		return nil, err
 	}
+	if err := n.startUI(); err != nil {
+		return nil, err
+	}
 	if err := n.writeInfo(); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)
 	go n.watchStore()
+	if n.cfg.Blobs.GCInterval > 0 {
+		n.wg.Add(1)
+		go n.collectBlobs()
+	}
 	lg.Info("instance up", "identity", n.sk.ID().String(), "socket", n.info.Socket, "listen", n.info.Listen,
 		"roles", cfg.Roles, "profile", n.info.Profile)
 	if opt.Ready != nil {
@@ -289,6 +316,9 @@ func (n *Node) Shutdown() {
 func (n *Node) teardown() {
 	if n.stop != nil {
 		n.stop()
+	}
+	if n.ui != nil {
+		n.ui.Close()
 	}
 	if n.live != nil {
 		n.live.close()
@@ -399,7 +429,10 @@ func (n *Node) checkPeers() {
 	}
 	for _, s := range list {
 		if s.State != before[s.Peer] {
-			n.log.Info("peer "+s.State, "peer", s.Peer.String(), "name", s.Name, "grant", s.Grant.String(), "reason", s.Reason)
+			// (The executor logs a stop itself, once, where it decides.)
+			if s.State != "stopped" { // kinds.StateStopped
+				n.log.Info("peer "+s.State, "peer", s.Peer.String(), "name", s.Name, "grant", s.Grant.String(), "reason", s.Reason)
+			}
 			n.ev.publish("peer", peerJSON(s))
 		}
 	}

@@ -45,6 +45,11 @@ func start(t testing.TB, h *home.Home, cfg Config) *Node {
 	if testing.Verbose() {
 		lg = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	return startLog(t, h, cfg, lg)
+}
+
+func startLog(t testing.TB, h *home.Home, cfg Config, lg *slog.Logger) *Node {
+	t.Helper()
 	n, err := Start(context.Background(), Options{Home: h, Config: cfg, Logger: lg})
 	if err != nil {
 		t.Fatal(err)

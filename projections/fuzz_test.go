@@ -55,6 +55,9 @@ func fuzzBody(f *testing.F, w *world, kind string) {
 			t.Fatalf("Add refused (%v) what Check accepts", err)
 		}
 		v := s.Explain(c.ID(), now)
+		if !codeAgrees(v) {
+			t.Fatalf("the code %q does not match the verdict %q (%s)", v.Code, v.Verdict, v.Reason)
+		}
 		if cerr != nil && v.Verdict == "applied" {
 			t.Fatalf("Check refused (%v) a card the fold applied", cerr)
 		}

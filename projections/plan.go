@@ -25,7 +25,8 @@ type Cause struct {
 	Card      string `cbor:"card" json:"card"`
 	Kind      string `cbor:"kind" json:"kind"`
 	Author    string `cbor:"author" json:"author"`
-	TS        int64  `cbor:"ts" json:"ts"`
+	TS        int64  `cbor:"ts" json:"-"`
+	Time      string `cbor:"-" json:"time"`              // TS as RFC 3339 UTC (the JSON contract)
 	Authority string `cbor:"authority" json:"authority"` // "owner", "device delegated by <card>", "host"
 }
 
@@ -50,7 +51,8 @@ type Unmet struct {
 
 // Plan is the set of actions that moves observed state towards desired.
 type Plan struct {
-	At      int64    `cbor:"at" json:"at"` // the time grant expiry was judged at
+	At      int64    `cbor:"at" json:"-"` // the time grant expiry was judged at
+	AtTime  string   `cbor:"-" json:"at"` // At as RFC 3339 UTC (the JSON contract)
 	Actions []Action `cbor:"actions" json:"actions"`
 	Unmet   []Unmet  `cbor:"unmet,omitempty" json:"unmet,omitempty"`
 }
@@ -61,7 +63,7 @@ type capacity struct{ cpu, mem, disk, gpu int64 }
 // Only hosts with a live grant for the service and a compatible profile are
 // used; every action names its reason and the cards that caused it.
 func (s *State) Plan(now time.Time) *Plan {
-	p := &Plan{At: now.Unix(), Actions: []Action{}}
+	p := &Plan{At: now.Unix(), AtTime: rfc3339(now.Unix()), Actions: []Action{}}
 	desired := s.Desired()
 	// Hosts: those with a profile, sorted.
 	var hosts []key.ID
@@ -272,7 +274,7 @@ func dedupCauses(cs []Cause) []Cause {
 
 // cause describes a card as the cause of a decision.
 func (s *State) cause(c *card.Card) Cause {
-	cs := Cause{Card: c.ID().String(), Kind: c.Kind(), Author: c.Author().String(), TS: c.TS()}
+	cs := Cause{Card: c.ID().String(), Kind: c.Kind(), Author: c.Author().String(), TS: c.TS(), Time: rfc3339(c.TS())}
 	switch c.Kind() {
 	case card.KindIntent:
 		var b IntentBody

@@ -145,6 +145,9 @@ func TestArrivalOrderDoesNotMatter(t *testing.T) {
 			}
 		}
 		for _, c := range w.all() {
+			if v := full.Explain(c.ID(), now); !codeAgrees(v) {
+				rt.Fatalf("the code %q does not match the verdict %q (%s)", v.Code, v.Verdict, v.Reason)
+			}
 			switch full.Explain(c.ID(), now).Verdict {
 			case "ignored":
 				seen["i"] = seen["i"] || c.Kind() == card.KindIntent
@@ -211,4 +214,27 @@ func TestArrivalOrderDoesNotMatter(t *testing.T) {
 			}
 		}
 	})
+}
+
+// codeAgrees reports whether a Status's stable code is one its verdict can
+// have (explainCode and Explain decide alike).
+func codeAgrees(v Status) bool {
+	allowed := map[string][]string{
+		"applied":    {CodeIntentApplied},
+		"refused":    {CodeRefused, CodeIntentRefused},
+		"ignored":    {CodeIntentNotCounted, CodeRevokeForeign, CodeNotInterpreted},
+		"pending":    {CodeIntentPending},
+		"superseded": {CodeProfileSuperseded, CodeObserveSuperseded},
+		"live":       {CodeDelegateLive, CodeProfileLatest, CodeGrantLive, CodeObserveLatest},
+		"revoked":    {CodeRevoked},
+		"expired":    {CodeGrantExpired},
+		"recorded":   {CodeDelegateRevoked, CodeRevokeRecorded, CodeRevokeUnseen, CodeCRLRecorded},
+		"unknown":    {CodeUnknown},
+	}
+	for _, c := range allowed[v.Verdict] {
+		if c == v.Code {
+			return v.Author != "" && v.Time != "" && v.Seq > 0
+		}
+	}
+	return false
 }

@@ -66,7 +66,8 @@ type GrantView struct {
 	Bundle    string      `cbor:"bundle,omitempty" json:"bundle,omitempty"`
 	Peer      string      `cbor:"peer,omitempty" json:"peer,omitempty"`
 	Limits    GrantLimits `cbor:"limits" json:"limits"`
-	Expires   int64       `cbor:"expires,omitempty" json:"expires,omitempty"`
+	Expires   int64       `cbor:"expires,omitempty" json:"-"`
+	ExpiresAt string      `cbor:"-" json:"expires,omitempty"` // Expires as RFC 3339 UTC
 	RevokedBy string      `cbor:"revoked_by,omitempty" json:"revoked_by,omitempty"`
 }
 
@@ -81,7 +82,8 @@ type Instance struct {
 	Memory  uint64 `cbor:"memory,omitempty" json:"memory,omitempty"`
 	CPUMS   uint64 `cbor:"cpu_ms,omitempty" json:"cpu_ms,omitempty"`
 	Card    string `cbor:"card" json:"card"`
-	TS      int64  `cbor:"ts" json:"ts"`
+	TS      int64  `cbor:"ts" json:"-"`
+	Time    string `cbor:"-" json:"time"` // TS as RFC 3339 UTC
 }
 
 // HostView is the observed state of one host.
@@ -98,6 +100,9 @@ func bundleText(b []byte) string {
 	}
 	return "sha256:" + hex.EncodeToString(b)
 }
+
+// rfc3339 writes Unix seconds as the JSON contract does: RFC 3339, UTC.
+func rfc3339(ts int64) string { return time.Unix(ts, 0).UTC().Format(time.RFC3339) }
 
 func idText(b []byte) string {
 	if b == nil {
@@ -131,6 +136,9 @@ func (s *State) Observed() []HostView {
 		_ = c.DecodeBody(&b)
 		g := GrantView{Card: c.ID().String(), Service: b.Service, Owner: idText(b.Owner), Bundle: bundleText(b.Bundle),
 			Peer: idText(b.Peer), Limits: b.Limits, Expires: b.Expires}
+		if b.Expires != 0 {
+			g.ExpiresAt = rfc3339(b.Expires)
+		}
 		if r := s.revokedBy(c); r != nil {
 			g.RevokedBy = r.ID().String()
 		}
@@ -141,7 +149,7 @@ func (s *State) Observed() []HostView {
 		var b ObserveBody
 		_ = c.DecodeBody(&b)
 		in := Instance{Service: b.Service, Peer: idText(b.Peer), Bundle: bundleText(b.Bundle), State: b.State,
-			Reason: b.Reason, Card: c.ID().String(), TS: c.TS()}
+			Reason: b.Reason, Card: c.ID().String(), TS: c.TS(), Time: rfc3339(c.TS())}
 		if b.Owner != nil {
 			in.Owner = k.owner.String()
 		}
@@ -171,18 +179,48 @@ func (s *State) Observed() []HostView {
 type Status struct {
 	Card    string `cbor:"card" json:"card"`
 	Kind    string `cbor:"kind" json:"kind"`
-	Verdict string `cbor:"verdict" json:"verdict"` // applied, refused, ignored, pending, superseded, live, revoked, expired, recorded
-	Reason  string `cbor:"reason" json:"reason"`
+	Author  string `cbor:"author" json:"author,omitempty"`
+	Seq     uint64 `cbor:"seq" json:"seq,omitempty"`
+	Time    string `cbor:"time" json:"time,omitempty"` // the author's claimed time, RFC 3339 UTC
+	Verdict string `cbor:"verdict" json:"verdict"`     // applied, refused, ignored, pending, superseded, live, revoked, expired, recorded
+	Code    string `cbor:"code" json:"code"`           // the reason's stable code (Reason codes below)
+	Reason  string `cbor:"reason" json:"reason"`       // the reason in prose (it may change; Code does not)
 }
+
+// Reason codes of Status (stable: scripts and docs/json.md rely on them).
+const (
+	CodeUnknown           = "unknown"            // not in the set of cards
+	CodeRefused           = "card_refused"       // the fold refused the card (malformed body, no authority)
+	CodeIntentApplied     = "intent_applied"     // its changes are in the document
+	CodeIntentNotCounted  = "intent_not_counted" // its author may not write this service's intent
+	CodeIntentRefused     = "intent_refused"     // its changes could not be applied
+	CodeIntentPending     = "intent_pending"     // it waits for changes it depends on
+	CodeDelegateLive      = "delegate_live"      // the device speaks for its owner
+	CodeDelegateRevoked   = "delegate_revoked"   // a revocation: the device's intent counts up to a seq, or not at all
+	CodeRevoked           = "revoked"            // withdrawn by a later revoke or crl card of its author
+	CodeProfileLatest     = "profile_latest"     // the host's latest profile
+	CodeProfileSuperseded = "profile_superseded" // a later profile replaces it
+	CodeGrantLive         = "grant_live"         // hosting consent in force
+	CodeGrantExpired      = "grant_expired"      // past its expiry
+	CodeRevokeRecorded    = "revoke_recorded"    // withdraws a card of its author
+	CodeRevokeUnseen      = "revoke_unseen"      // names a card not seen (yet)
+	CodeRevokeForeign     = "revoke_foreign"     // names another author's card: ignored
+	CodeCRLRecorded       = "crl_recorded"       // a revocation list of its author
+	CodeObserveLatest     = "observe_latest"     // the host's latest report
+	CodeObserveSuperseded = "observe_superseded" // a later report replaces it
+	CodeNotInterpreted    = "not_interpreted"    // a kind the projections do not read
+)
 
 // Explain says what the fold made of a card, as a function of the set of
 // cards (not of when it arrived). now decides grant expiry.
 func (s *State) Explain(id card.ID, now time.Time) Status {
 	c, ok := s.seen[id]
 	if !ok {
-		return Status{Card: id.String(), Verdict: "unknown", Reason: "not in the set of cards"}
+		return Status{Card: id.String(), Verdict: "unknown", Code: CodeUnknown, Reason: "not in the set of cards"}
 	}
-	st := Status{Card: id.String(), Kind: c.Kind()}
+	st := Status{Card: id.String(), Kind: c.Kind(), Author: c.Author().String(), Seq: c.Seq(),
+		Time: rfc3339(c.TS())}
+	st.Code = explainCode(s, c, id, now)
 	if r, bad := s.bad[id]; bad {
 		st.Verdict, st.Reason = "refused", r
 		return st
@@ -277,6 +315,76 @@ func (s *State) Explain(id card.ID, now time.Time) Status {
 		st.Verdict, st.Reason = "ignored", "not a kind the projections interpret"
 	}
 	return st
+}
+
+// explainCode is the stable code of Explain's verdict on c (the same
+// decisions as Explain, without the prose).
+func explainCode(s *State, c *card.Card, id card.ID, now time.Time) string {
+	if _, bad := s.bad[id]; bad {
+		return CodeRefused
+	}
+	switch c.Kind() {
+	case card.KindIntent:
+		var b IntentBody
+		_ = c.DecodeBody(&b)
+		ds := s.docs[docKey{mustID(b.Owner), b.Service}]
+		counted, _ := s.counts(ds.cards[id])
+		switch {
+		case !counted:
+			return CodeIntentNotCounted
+		case ds.applied[id]:
+			return CodeIntentApplied
+		case ds.rejected[id] != "":
+			return CodeIntentRefused
+		}
+		return CodeIntentPending
+	case card.KindDelegate:
+		var b DelegateBody
+		_ = c.DecodeBody(&b)
+		switch {
+		case b.Revoked:
+			return CodeDelegateRevoked
+		case s.revokedBy(c) != nil:
+			return CodeRevoked
+		}
+		return CodeDelegateLive
+	case card.KindProfile:
+		if s.profiles[c.Author()] == c {
+			return CodeProfileLatest
+		}
+		return CodeProfileSuperseded
+	case card.KindGrant:
+		var b GrantBody
+		_ = c.DecodeBody(&b)
+		switch {
+		case s.revokedBy(c) != nil:
+			return CodeRevoked
+		case b.Expires != 0 && now.Unix() >= b.Expires:
+			return CodeGrantExpired
+		}
+		return CodeGrantLive
+	case card.KindRevoke:
+		var b RevokeBody
+		_ = c.DecodeBody(&b)
+		t, ok := s.seen[card.ID(b.Card)]
+		switch {
+		case !ok:
+			return CodeRevokeUnseen
+		case t.Author() != c.Author():
+			return CodeRevokeForeign
+		}
+		return CodeRevokeRecorded
+	case card.KindCRL:
+		return CodeCRLRecorded
+	case card.KindObserve:
+		for _, o := range s.observes {
+			if o == c {
+				return CodeObserveLatest
+			}
+		}
+		return CodeObserveSuperseded
+	}
+	return CodeNotInterpreted
 }
 
 func describeWrites(d *crdt.Doc, id card.ID) string {

@@ -2,7 +2,6 @@ package sync
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -58,7 +57,7 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 		}
 		from := uint64(1)
 		if s, ok := since[h.Author]; ok && s.Seq > 0 {
-			if c, err := st.Get(h.Author, s.Seq); err == nil && c.ID() == s.ID {
+			if id, ok := idAt(st, h.Author, s.Seq); ok && id == s.ID {
 				from = s.Seq + 1
 			}
 		}
@@ -73,48 +72,29 @@ func Export(w io.Writer, st Store, o ExportOptions) (Stats, error) {
 		if from > last {
 			continue
 		}
-		var batch [][]byte
-		first, size := from, 0
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			if err := bw.Msg(&proto.Msg{T: proto.TCards, Author: h.Author.Bytes(), From: first, Cards: batch}); err != nil {
+		author := h.Author
+		b := &batcher{send: func(first uint64, cards [][]byte) error {
+			if err := bw.Msg(&proto.Msg{T: proto.TCards, Author: author.Bytes(), From: first, Cards: cards}); err != nil {
 				return err
 			}
-			stats.Sent += len(batch)
-			logs[h.Author] = true
-			first += uint64(len(batch))
-			batch, size = nil, 0
+			for _, c := range cards {
+				if proto.IsStub(c) {
+					stats.StubsOut++
+				} else {
+					stats.Sent++
+				}
+			}
+			logs[author] = true
 			if o.Progress != nil {
 				o.Progress(stats)
 			}
 			return nil
-		}
-		next := from
-		err := st.Scan(h.Author, from, func(c *card.Card) error {
-			if c.Seq() > last {
-				return io.EOF
-			}
-			if !MayLeave(c, o.For, o.Policy) {
-				stats.Withheld = append(stats.Withheld, withheld(c))
-				return io.EOF // (a card that may not leave holds back the rest of its log)
-			}
-			if c.Seq() != next {
-				return io.EOF // an unreadable card was skipped: nothing past it can be imported
-			}
-			next++
-			if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-			batch = append(batch, bytes.Clone(c.Bytes())) // log.Store.Scan reuses its buffer after fn returns
-			size += len(c.Bytes())
-			return nil
-		})
+		}}
+		err := chain(st, author, from, last,
+			func(c *card.Card) bool { return MayLeave(c, o.For, o.Policy) },
+			stats.withhold, b.add)
 		if err == nil {
-			err = flush()
+			err = b.finish()
 		}
 		if err != nil {
 			return stats, err
@@ -200,8 +180,9 @@ func Import(r io.Reader, st Store, o ImportOptions) (Stats, []Rejection, error) 
 		}
 		switch m.T {
 		case proto.TCards:
-			n, f, rej := importRun(st, author, m.From, m.Cards)
+			n, f, w, rej := importRun(st, author, m.From, m.Cards)
 			stats.Received += n
+			stats.StubsIn += w
 			stats.Forks += f
 			if f > 0 {
 				stats.fork(author)

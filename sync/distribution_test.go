@@ -41,19 +41,20 @@ func TestDistributionIsHonoured(t *testing.T) {
 	appendN(t, st, alice, 2)                         // 1, 2: plain cards
 	appendSealed(t, st, alice, capsule.DistPublic)   // 3
 	appendSealed(t, st, alice, capsule.TrustedNodes) // 4
-	appendSealed(t, st, alice, capsule.ThisNodeOnly) // 5: never leaves
-	appendN(t, st, alice, 1)                         // 6: held back behind 5
+	appendSealed(t, st, alice, capsule.ThisNodeOnly) // 5: never leaves (a stub in its place)
+	appendN(t, st, alice, 1)                         // 6: goes on past the stub
 	pol := NewLists([]key.ID{alice.ID(), device.ID()}, []key.ID{friend.ID()}, nil)
 	cases := []struct {
 		name string
 		peer *key.Secret
 		pol  Policy
-		want uint64 // the head of alice's log the peer ends with
+		want uint64   // the head of alice's log the peer ends with
+		stub []uint64 // the seqs it holds as stubs
 	}{
-		{"own device", device, pol, 4},
-		{"trusted peer", friend, pol, 4},
+		{"own device", device, pol, 6, []uint64{5}},
+		{"trusted peer", friend, pol, 6, []uint64{5}},
 		// A peer shown the log but not shared with: public parts only.
-		{"stranger", stranger, showButNotShare{}, 3},
+		{"stranger", stranger, showButNotShare{}, 6, []uint64{4, 5}},
 	}
 	for _, tc := range cases {
 		theirs := newStore()
@@ -64,6 +65,7 @@ func TestDistributionIsHonoured(t *testing.T) {
 		if h, _ := theirs.Head(alice.ID()); h.Seq != tc.want {
 			t.Fatalf("%s ended at alice@%d, want %d", tc.name, h.Seq, tc.want)
 		}
+		checkStubs(t, tc.name, theirs, alice.ID(), tc.stub)
 	}
 
 	// Bundles: unaddressed ones carry public cards only; one for a trusted
@@ -71,7 +73,8 @@ func TestDistributionIsHonoured(t *testing.T) {
 	for _, tc := range []struct {
 		forID *key.ID
 		want  uint64
-	}{{nil, 3}, {ptr(friend.ID()), 4}} {
+		stub  []uint64
+	}{{nil, 6, []uint64{4, 5}}, {ptr(friend.ID()), 6, []uint64{5}}} {
 		var buf bytes.Buffer
 		if _, err := Export(&buf, st, ExportOptions{Secret: alice, Rand: rand.Reader, For: tc.forID, Policy: pol}); err != nil {
 			t.Fatal(err)
@@ -86,6 +89,25 @@ func TestDistributionIsHonoured(t *testing.T) {
 		}
 		if h, _ := dst.Head(alice.ID()); h.Seq != tc.want {
 			t.Fatalf("bundle for %v ends at alice@%d, want %d", tc.forID, h.Seq, tc.want)
+		}
+		checkStubs(t, "bundle", dst, alice.ID(), tc.stub)
+	}
+}
+
+// checkStubs asserts that st holds exactly the stubs at seqs of author's
+// log, and no card there.
+func checkStubs(t *testing.T, name string, st Store, author key.ID, seqs []uint64) {
+	t.Helper()
+	got, err := st.Stubs(author, 1)
+	if err != nil || len(got) != len(seqs) {
+		t.Fatalf("%s: stubs %+v, want seqs %v (%v)", name, got, seqs, err)
+	}
+	for i, s := range got {
+		if s.Seq != seqs[i] {
+			t.Fatalf("%s: stub at %d, want %d", name, s.Seq, seqs[i])
+		}
+		if _, err := st.Get(author, s.Seq); err == nil {
+			t.Fatalf("%s: a card at the stub's seq %d", name, s.Seq)
 		}
 	}
 }

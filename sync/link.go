@@ -35,6 +35,7 @@ type Link struct {
 	mux       *transport.Session
 	kick      chan struct{}
 	answering atomic.Int32
+	side      chan struct{} // side streams being served (at most maxSideStreams)
 
 	mu     stdsync.Mutex
 	total  Stats // over every round, both directions
@@ -82,7 +83,8 @@ func Connect(ctx context.Context, conn transport.Conn, initiator bool, st Store,
 	lim := opt.Limits.withDefaults()
 	opt.Guard = guardFor(opt, lim)
 	m := &meter{Conn: conn}
-	l := &Link{st: st, opt: opt, lim: lim, initiator: initiator, conn: m, kick: make(chan struct{}, 1), last: time.Now()}
+	l := &Link{st: st, opt: opt, lim: lim, initiator: initiator, conn: m, kick: make(chan struct{}, 1),
+		side: make(chan struct{}, maxSideStreams), last: time.Now()}
 	hs := l.newSession(initiator)
 	// The handshake is dropped when it makes no progress for the timeout.
 	// (Not a cancelled context: the channel closes conn when its context
@@ -288,15 +290,29 @@ func (l *Link) answerOne(ctx context.Context) (Stats, error) {
 	}
 }
 
-// dispatch hands a stream of another kind to its handler (Options.Handlers).
+// dispatch hands a stream of another kind to its handler (Options.Handlers),
+// at most maxSideStreams at once per link (more are closed at once, as on a
+// one-shot session); a backed-off peer is served none.
 func (l *Link) dispatch(ctx context.Context, s net.Conn, kind byte) {
 	h := l.opt.Handlers[kind]
 	if _, off := l.opt.Guard.BackedOff(l.peer); h == nil || off {
 		s.Close()
 		return
 	}
-	go h(ctx, l.peer, s)
+	select {
+	case l.side <- struct{}{}:
+	default:
+		s.Close()
+		return
+	}
+	go func() {
+		defer func() { <-l.side }()
+		h(ctx, l.peer, s)
+	}()
 }
+
+// SideStreams is how many side streams the link serves now.
+func (l *Link) SideStreams() int { return len(l.side) }
 
 // Serve answers the peer's streams (rounds and registered kinds) until the
 // connection ends or ctx is done; done, when set, is told how each answered
@@ -347,11 +363,14 @@ func (l *Link) Kick() {
 
 // Live keeps the link: it answers the peer's rounds and runs a round of its
 // own at once and after every Kick, until the connection ends, a round
-// fails (the link is closed then), or ctx is done. round, when set, is told
-// how each round went, initiated or answered.
+// fails (the link is closed then), the link reaches Limits.MaxLifetime
+// (ErrLinkLifetime; the dialling side reconnects), or ctx is done. round,
+// when set, is told how each round went, initiated or answered.
 func (l *Link) Live(ctx context.Context, round func(s Stats, initiated bool, err error)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	life := time.NewTimer(l.lim.MaxLifetime)
+	defer life.Stop()
 	serr := make(chan error, 1)
 	go func() {
 		serr <- l.Serve(ctx, func(s Stats, err error) {
@@ -367,6 +386,8 @@ func (l *Link) Live(ctx context.Context, round func(s Stats, initiated bool, err
 		select {
 		case <-ctx.Done():
 		case <-l.mux.CloseChan():
+		case <-life.C:
+			err = fmt.Errorf("%w (%v)", ErrLinkLifetime, l.lim.MaxLifetime)
 		case <-l.kick:
 			var s Stats
 			s, err = l.Round(ctx)

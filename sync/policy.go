@@ -30,8 +30,8 @@ type Policy interface {
 // goes; "trusted_nodes" and "to_recipients_only" go only to peers the policy
 // Shares with (capsule wraps are anonymous, so recipients cannot be told
 // apart from other trusted peers); "this_node_only", an unknown mode or an
-// unreadable capsule never leave the node. A log is a chain, so a card that
-// may not leave also holds back every later card of its log.
+// unreadable capsule never leave the node. A card that may not leave goes
+// as a stub (its ID only), so the later cards of its log still go.
 func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
 	p, sealed, err := capsule.PolicyOf(c)
 	switch {
@@ -49,13 +49,14 @@ func MayLeave(c *card.Card, peer *key.ID, pol Policy) bool {
 	return false
 }
 
-// Withheld says that a log was sent (or exported) only up to a card that may
-// not leave for this peer: the card at From and every later card of the log
-// stayed here (a log is a chain; see MayLeave).
+// Withheld says that a card may not leave for this peer: it was sent (or
+// exported) as a stub, its ID only, and the later cards of its log went on
+// (a stub keeps the chain; see log/stub.go).
 type Withheld struct {
-	Author key.ID `json:"author"`
-	From   uint64 `json:"from"`
-	Reason string `json:"reason"`
+	Author key.ID  `json:"author"`
+	Seq    uint64  `json:"seq"`
+	ID     card.ID `json:"id"`
+	Reason string  `json:"reason"`
 }
 
 func withheld(c *card.Card) Withheld {
@@ -63,7 +64,7 @@ func withheld(c *card.Card) Withheld {
 	if p, _, err := capsule.PolicyOf(c); err == nil {
 		reason = fmt.Sprintf("distribution %s (visibility %s)", p.Distribution, p.Visibility)
 	}
-	return Withheld{Author: c.Author(), From: c.Seq(), Reason: reason}
+	return Withheld{Author: c.Author(), Seq: c.Seq(), ID: c.ID(), Reason: reason}
 }
 
 // Lists is the default policy, from the lists a home keeps:
@@ -94,19 +95,36 @@ type Lists struct {
 //
 // Delegations are read from the store, so they are what the owners signed,
 // never what a peer claims; only live ones count (see Devices).
-func TrustFor(st Store, own, trust, follow []key.ID, now int64) *Lists {
+//
+// paired are the delegate cards this home was handed when it paired with
+// its owners (`sublog pair`, HOME/owners.json; verified cards): each one's
+// author counts as on the lists, and the card counts as if it were in the
+// author's stored log, so a device knows its owner before it has ever
+// stored the owner's log. A revocation in the owner's stored log still
+// wins (a revoked device stays revoked).
+func TrustFor(st Store, own, trust, follow []key.ID, now int64, paired ...*card.Card) *Lists {
 	l := NewLists(own, nil, nil)
 	mine := l.Self
+	handed := map[key.ID][]*card.Card{}
+	var owners []key.ID
+	for _, c := range paired {
+		if c.Kind() == card.KindDelegate {
+			if handed[c.Author()] == nil {
+				owners = append(owners, c.Author())
+			}
+			handed[c.Author()] = append(handed[c.Author()], c)
+		}
+	}
 	devs := map[key.ID][]key.ID{}
 	devices := func(o key.ID) []key.ID {
 		d, ok := devs[o]
 		if !ok {
-			d = Devices(st, o, now)
+			d = devicesWith(st, o, now, handed[o])
 			devs[o] = d
 		}
 		return d
 	}
-	for _, x := range append(append([]key.ID(nil), trust...), follow...) {
+	for _, x := range append(append(append([]key.ID(nil), trust...), follow...), owners...) {
 		for _, d := range devices(x) {
 			if mine[d] {
 				l.Self[x] = true // x is this device's owner
@@ -138,8 +156,18 @@ func TrustFor(st Store, own, trust, follow []key.ID, now int64) *Lists {
 // and neither a later delegate card revoking the device (a revoked device
 // stays revoked) nor a revoke or crl card of owner naming the delegation
 // withdrew it. Cards that do not decode are ignored. Sorted, no repeats.
-func Devices(st Store, owner key.ID, now int64) []key.ID {
+func Devices(st Store, owner key.ID, now int64) []key.ID { return devicesWith(st, owner, now, nil) }
+
+// devicesWith is Devices with extra delegate cards of owner counted as if
+// they were in its log (the ones handed over at pairing).
+func devicesWith(st Store, owner key.ID, now int64, extra []*card.Card) []key.ID {
 	var d kinds.Delegations
+	for _, c := range extra {
+		var b kinds.DelegateBody
+		if c.Author() == owner && c.Kind() == card.KindDelegate && c.DecodeBody(&b) == nil {
+			d.Delegate(c.ID(), b)
+		}
+	}
 	_ = st.Scan(owner, 1, func(c *card.Card) error {
 		switch c.Kind() {
 		case card.KindDelegate:

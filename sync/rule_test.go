@@ -221,3 +221,48 @@ func TestRuleSyncWithTrustedOwnersDevice(t *testing.T) {
 }
 
 func idBytes(id card.ID) []byte { return id[:] }
+
+// Row "a fresh device: its owner's cards", before the owner's log is
+// stored: the delegation handed over at pairing makes the owner Self (its
+// log is taken from it and everything is shared with it); once the owner's
+// stored log revokes the device, it no longer does. A handed card that
+// delegates to someone else makes nobody Self.
+func TestRulePairedOwnerIsSelf(t *testing.T) {
+	owner, dev, other, stranger := secret(t, "owner"), secret(t, "device"), secret(t, "other"), secret(t, "stranger")
+	ownerLog := newStore() // the owner's home
+	handed := delegate(t, ownerLog, owner, dev.ID())
+	st := newStore() // the device's home: nothing of the owner stored yet
+	l := TrustFor(st, []key.ID{dev.ID()}, nil, nil, now, handed)
+	if !l.Self[owner.ID()] || !l.Accept(owner.ID(), owner.ID()) || !l.Visible(owner.ID(), dev.ID()) || !l.Known(owner.ID()) {
+		t.Fatal("the paired owner is not the device's own user")
+	}
+	if l.Accept(stranger.ID(), owner.ID()) {
+		t.Fatal("the owner's log is taken from a stranger")
+	}
+	// Without the pairing the owner is nobody here (the symptom).
+	if l := TrustFor(st, []key.ID{dev.ID()}, nil, nil, now); l.Known(owner.ID()) || l.Accept(owner.ID(), owner.ID()) {
+		t.Fatal("an unpaired owner is taken from")
+	}
+	// A handed delegation to another device proves nothing about this one.
+	elsewhere := delegate(t, newStore(), stranger, other.ID())
+	if l := TrustFor(st, []key.ID{dev.ID()}, nil, nil, now, elsewhere); l.Self[stranger.ID()] || l.Known(stranger.ID()) {
+		t.Fatal("a delegation to someone else made its author self")
+	}
+	// The owner's log arrives and revokes the device: the pairing no longer counts.
+	for seq := uint64(1); ; seq++ {
+		c, err := ownerLog.Get(owner.ID(), seq)
+		if err != nil {
+			break
+		}
+		if _, err := st.Import(c.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := TrustFor(st, []key.ID{dev.ID()}, nil, nil, now, handed); !l.Self[owner.ID()] {
+		t.Fatal("the owner's stored log with the same delegation does not count")
+	}
+	addCard(t, st, owner, card.KindDelegate, kinds.DelegateBody{Device: dev.ID().Bytes(), Revoked: true})
+	if l := TrustFor(st, []key.ID{dev.ID()}, nil, nil, now, handed); l.Self[owner.ID()] || l.Known(owner.ID()) {
+		t.Fatal("a revoked device still treats its former owner as itself")
+	}
+}

@@ -40,6 +40,33 @@ func Serve(ctx context.Context, l transport.Listener, st Store, opt Options, don
 
 // ServeWith is Serve with events.
 func ServeWith(ctx context.Context, l transport.Listener, st Store, opt Options, done func(Stats, error), ev ServeEvents) error {
+	return accept(ctx, l, opt, ev, func(c transport.Conn, o Options) {
+		stats, err := Run(ctx, c, false, st, o)
+		if done != nil {
+			done(stats, err)
+		}
+	})
+}
+
+// ServeLinks accepts connections on l exactly as ServeWith does (the same
+// admission in all, per source and half-open, the same source backoff
+// before the handshake, the same accept backoff and handshake deadline,
+// one Guard for every connection) and hands each authenticated connection
+// to link as a Link, for a live node to keep; the connection's slot is held
+// until link returns. A connection whose handshake failed is given to link
+// with the error (the Link, possibly nil, names the peer if it was proven).
+// A node that also dials out passes the same opt.Guard to its dialled links.
+func ServeLinks(ctx context.Context, l transport.Listener, st Store, opt Options, link func(*Link, error), ev ServeEvents) error {
+	return accept(ctx, l, opt, ev, func(c transport.Conn, o Options) {
+		lk, err := Connect(ctx, c, false, st, o)
+		link(lk, err)
+	})
+}
+
+// accept is the accept loop of ServeWith and ServeLinks: it admits each
+// connection (or turns it away) and runs handle in its own goroutine with
+// the options of that connection, releasing its slot when handle returns.
+func accept(ctx context.Context, l transport.Listener, opt Options, ev ServeEvents, handle func(transport.Conn, Options)) error {
 	lim := opt.Limits.withDefaults()
 	opt.Limits = lim
 	opt.Guard = guardFor(opt, lim)
@@ -95,10 +122,7 @@ func ServeWith(ctx context.Context, l transport.Listener, st Store, opt Options,
 			o := opt
 			o.source = src
 			o.onShook = func() bool { return adm.established(sl) }
-			stats, err := Run(ctx, c, false, st, o)
-			if done != nil {
-				done(stats, err)
-			}
+			handle(c, o)
 		}()
 	}
 }

@@ -8,7 +8,6 @@ package sync
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -90,13 +89,35 @@ type Stats struct {
 	// of author; Refused says why cards were refused (the first MaxListed).
 	Forked  []key.ID    `json:"forked,omitempty"`
 	Refused []Rejection `json:"refused,omitempty"`
-	// Withheld lists the logs this side sent only up to a card that may not
-	// leave for the peer (the rest of each such log stayed here).
+	// Withheld lists the cards this side sent as stubs because they may not
+	// leave for the peer (the first MaxListed; StubsOut counts every stub
+	// sent, those this side holds as stubs itself included). StubsIn counts
+	// the stubs received: cards the peer withheld (their IDs only; stored
+	// when the next card proves them).
 	Withheld []Withheld `json:"withheld,omitempty"`
-	Rounds   int        `json:"rounds"`   // reconciliation messages this side sent
-	BytesIn  int64      `json:"bytes_in"` // on the wire, handshake included
-	BytesOut int64      `json:"bytes_out"`
+	StubsOut int        `json:"stubs_out,omitempty"`
+	StubsIn  int        `json:"stubs_in,omitempty"`
+	// DroppedLogs says whose cards make up Dropped and why they were not
+	// taken (sorted by author, the first MaxListed logs).
+	DroppedLogs []DroppedLog `json:"dropped_logs,omitempty"`
+	Rounds      int          `json:"rounds"`   // reconciliation messages this side sent
+	BytesIn     int64        `json:"bytes_in"` // on the wire, handshake included
+	BytesOut    int64        `json:"bytes_out"`
 }
+
+// DroppedLog is one log whose cards a peer sent and this side did not take
+// (the trust rule), dropped before any signature work.
+type DroppedLog struct {
+	Author key.ID `json:"author"`
+	Cards  int    `json:"cards"`
+	Reason string `json:"reason"`
+}
+
+// Drop reasons of DroppedLog.
+const (
+	DropOwnLog   = "this home's own log, from a peer that is neither this user's identity or device nor trusted"
+	DropNotTaken = "not taken from this peer: it is neither this user's identity, device or owner nor trusted here, and the log is not followed"
+)
 
 // String is the one-line summary the CLI prints.
 func (s Stats) String() string {
@@ -153,6 +174,7 @@ type session struct {
 	halt     atomic.Bool // a forged card came: verify nothing more
 	stats    Stats
 	logs     map[key.ID]bool
+	dropped  map[key.ID]int // cards dropped per log (mu)
 }
 
 // Run runs one session over conn; initiator is the side that dialled. It
@@ -186,6 +208,7 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 	s.conn.Close()
 	s.mu.Lock()
 	st2 := s.stats
+	st2.DroppedLogs = droppedLogs(s.dropped, opt.Secret.ID())
 	s.mu.Unlock()
 	st2.BytesIn, st2.BytesOut = s.conn.in.Load(), s.conn.out.Load()
 	st2.Checked = int(counter.n.Load())
@@ -200,6 +223,24 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 }
 
 func (s *session) touch() { s.progress.Store(time.Now().UnixNano()) }
+
+// droppedLogs lists the dropped cards per log with the reason, sorted by
+// author, at most MaxListed logs.
+func droppedLogs(d map[key.ID]int, self key.ID) []DroppedLog {
+	var out []DroppedLog
+	for a, n := range d {
+		r := DropNotTaken
+		if a == self {
+			r = DropOwnLog
+		}
+		out = append(out, DroppedLog{Author: a, Cards: n, Reason: r})
+	}
+	slices.SortFunc(out, func(x, y DroppedLog) int { return x.Author.Compare(y.Author) })
+	if len(out) > MaxListed {
+		out = out[:MaxListed]
+	}
+	return out
+}
 
 // watch drops the connection when the session makes no progress for the
 // timeout, so a stalled peer cannot hang this side, or when ctx ends.
@@ -317,9 +358,24 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	if s.initiator {
-		// The responder closes first once it has our Done; wait for that
-		// (bounded), so our Done is never cut off in flight.
+		// The responder closes first once it has our Done: the whole
+		// connection (a one-shot responder) or only the stream (a live
+		// node's link, which stays up); wait for either (bounded), so our
+		// Done is never cut off in flight. A clean round ended at the
+		// stream's end already (the responder closes it once it has read
+		// our Done), so this does not wait: over a pipe (sync --command
+		// "ssh HOST sublog sync --stdio") the responder's process cannot
+		// end, and close the connection, while its read of our end blocks,
+		// and ssh holds the pipe until it ends; waiting for the connection
+		// to close there held both sides until a keepalive broke the tie
+		// (15 s). TestPipeSessionEndsWhenBothAreDone.
+		eof := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, stream)
+			close(eof)
+		}()
 		select {
+		case <-eof:
 		case <-mux.CloseChan():
 		case <-time.After(s.opt.Timeout):
 		case <-ctx.Done():
@@ -375,13 +431,7 @@ func (s *session) round(ctx context.Context, stream io.ReadWriteCloser) error {
 	s.m = proto.New(proto.Config{
 		Initiator: s.initiator,
 		Heads:     shown,
-		Lookup: func(a key.ID, seq uint64) (card.ID, bool) {
-			c, err := s.st.Get(a, seq)
-			if err != nil {
-				return card.ID{}, false
-			}
-			return c.ID(), true
-		},
+		Lookup:    func(a key.ID, seq uint64) (card.ID, bool) { return idAt(s.st, a, seq) },
 		// Cards of logs this side does not take from the peer are dropped
 		// on their announced author, before any signature work; whatever
 		// the policy says, this side's own log is taken only from a peer
@@ -394,6 +444,12 @@ func (s *session) round(ctx context.Context, stream io.ReadWriteCloser) error {
 		},
 	})
 	s.mu.Lock()
+	// First the seqs this side holds as stubs in logs both sides share:
+	// the peer sends the cards there that may now come (the card of a stub
+	// is otherwise never pushed again: pushes start at the peer's head).
+	for _, w := range wants(s.st, shown, s.m.WantFrom) {
+		s.queue = append(s.queue, job{msg: w})
+	}
 	s.enqueue(s.m.Start())
 	s.mu.Unlock()
 
@@ -603,6 +659,12 @@ func (s *session) reader(ctx context.Context, r io.Reader) error {
 			if k := msg.T; k == proto.TCards || k == proto.TWitness || k == proto.TFork {
 				s.mu.Lock()
 				s.stats.Dropped += len(msg.Cards)
+				if a, err := key.IDFromBytes(msg.Author); err == nil && len(msg.Cards) > 0 {
+					if s.dropped == nil {
+						s.dropped = map[key.ID]int{}
+					}
+					s.dropped[a] += len(msg.Cards)
+				}
 				s.mu.Unlock()
 			}
 			s.release(hold)
@@ -770,57 +832,42 @@ func (s *session) do(w io.Writer, j job) error {
 	return nil
 }
 
-// push streams a log's cards From..To in chain order.
+// push streams a log's cards From..To in chain order; a card that may not
+// leave for the peer goes as a stub (chain).
 func (s *session) push(w io.Writer, p proto.Push) error {
-	var batch [][]byte
-	size, first := 0, p.From
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := s.send(w, proto.CardsMsg(p.Author, first, batch))
-		if err != nil {
+	b := &batcher{only: p.Only, send: func(from uint64, cards [][]byte) error {
+		if err := s.send(w, proto.CardsMsg(p.Author, from, cards)); err != nil {
 			return err
 		}
-		s.mu.Lock()
-		s.stats.Sent += len(batch)
-		s.mu.Unlock()
-		s.report()
-		first += uint64(len(batch))
-		batch, size = nil, 0
-		return nil
-	}
-	next := p.From
-	to := min(p.To, uncontested(s.st, p.Author))
-	err := s.st.Scan(p.Author, p.From, func(c *card.Card) error {
-		if c.Seq() > to {
-			return io.EOF
-		}
-		if !MayLeave(c, &s.peer, s.opt.Policy) {
-			s.mu.Lock()
-			s.stats.Withheld = append(s.stats.Withheld, withheld(c))
-			s.mu.Unlock()
-			return io.EOF // (a card that may not leave holds back the rest of its log)
-		}
-		if c.Seq() != next {
-			// The store skipped an unreadable card (log.Store.Unreadable):
-			// the peer can take nothing past it, so the log ends here.
-			return io.EOF
-		}
-		next++
-		if len(batch) == proto.MaxBatch || size+len(c.Bytes()) > maxBatchBytes {
-			if err := flush(); err != nil {
-				return err
+		n := 0
+		for _, c := range cards {
+			if proto.IsStub(c) {
+				n++
 			}
 		}
-		batch = append(batch, bytes.Clone(c.Bytes())) // log.Store.Scan reuses its buffer after fn returns
-		size += len(c.Bytes())
+		s.mu.Lock()
+		s.stats.Sent += len(cards) - n
+		s.stats.StubsOut += n
+		s.mu.Unlock()
+		s.report()
 		return nil
-	})
+	}}
+	to := min(p.To, uncontested(s.st, p.Author))
+	err := chain(s.st, p.Author, p.From, to,
+		func(c *card.Card) bool { return MayLeave(c, &s.peer, s.opt.Policy) },
+		func(c *card.Card) {
+			if p.Only {
+				return // (the peer holds its stub already)
+			}
+			s.mu.Lock()
+			s.stats.withhold(c)
+			s.mu.Unlock()
+		},
+		b.add)
 	if err != nil {
 		return err
 	}
-	return flush()
+	return b.finish()
 }
 
 // uncontested is the last seq of author's log that no fork proof of this
@@ -843,7 +890,11 @@ func (s *session) receive(r proto.Received) {
 	var rej []Rejection
 	switch r.Kind {
 	case proto.TCards:
-		received, forks, rej = importRun(s.st, r.Author, r.From, r.Cards)
+		var stubs int
+		received, forks, stubs, rej = importRun(s.st, r.Author, r.From, r.Cards)
+		s.mu.Lock()
+		s.stats.StubsIn += stubs
+		s.mu.Unlock()
 	case proto.TWitness:
 		if a, err := PeekAuthor(r.Cards[0]); err != nil || a != r.Author {
 			if err == nil {
@@ -908,10 +959,16 @@ func reject(a key.ID, seq uint64, err error) Rejection {
 // importRun stores a chain segment of author starting at seq from. Cards the
 // store already has are skipped without a signature check (a replayed or
 // resent card costs one hash); a different card at a taken seq goes to the
-// store, which keeps it as a fork proof if it is valid. Nothing is stored
-// that the store did not verify.
-func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, forks int, rej []Rejection) {
+// store, which keeps it as a fork proof if it is valid, or puts it in the
+// place of the stub it holds there. Stubs (cards the sender withheld) go
+// to the store with the card after them, which proves them; stubs is how
+// many came. Nothing is stored that the store did not verify.
+func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, forks, stubs int, rej []Rejection) {
 	for i, b := range cards {
+		if proto.IsStub(b) {
+			stubs++
+			continue
+		}
 		if a, err := PeekAuthor(b); err != nil || a != author {
 			if err == nil {
 				err = fmt.Errorf("%w: %s", ErrWrongOwner, a)
@@ -919,19 +976,33 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 			for j := range cards[i:] {
 				rej = append(rej, reject(author, from+uint64(i+j), err))
 			}
-			return 0, 0, rej
+			return 0, 0, stubs, rej
 		}
 	}
 	head, ok := st.Head(author)
 	i := 0
 	for ; ok && i < len(cards) && from+uint64(i) <= head.Seq; i++ {
 		seq := from + uint64(i)
+		if proto.IsStub(cards[i]) {
+			// A stub of a seq this store holds must agree with it.
+			id, _ := card.IDFromBytes(cards[i])
+			if have, known := idAt(st, author, seq); known && !id.IsZero() && have != id {
+				// Refused; the cards after it still speak for themselves
+				// (another signed card at a held seq is a fork).
+				rej = append(rej, reject(author, seq, fmt.Errorf("%w: the stub at %s@%d names %s, this store holds %s there", sublog.ErrStubConflict, author, seq, id, have)))
+			}
+			continue
+		}
 		stored, err := st.Get(author, seq)
 		if err == nil && card.IDOf(cards[i]) == stored.ID() {
 			continue
 		}
+		withheld := errors.Is(err, sublog.ErrWithheld)
 		_, err = st.Import(cards[i])
 		switch {
+		case withheld && err == nil:
+			received++ // the card in place of its stub
+			continue
 		case errors.Is(err, sublog.ErrFork):
 			forks++
 		case errors.Is(err, sublog.ErrDuplicate):
@@ -943,14 +1014,17 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 		for j := i + 1; j < len(cards); j++ {
 			rej = append(rej, reject(author, from+uint64(j), sublog.ErrForked))
 		}
-		return received, forks, rej
+		return received, forks, stubs, rej
+	}
+	if i == len(cards) {
+		return received, forks, stubs, rej
 	}
 	res, err := st.ImportBatch(cards[i:])
 	if err != nil {
 		for j := i; j < len(cards); j++ {
 			rej = append(rej, reject(author, from+uint64(j), err))
 		}
-		return received, forks, rej
+		return received, forks, stubs, rej
 	}
 	received += len(res.Accepted)
 	for j := range cards[i:] {
@@ -959,11 +1033,13 @@ func importRun(st Store, author key.ID, from uint64, cards [][]byte) (received, 
 		case !ok, errors.Is(e, sublog.ErrDuplicate):
 		case errors.Is(e, sublog.ErrFork):
 			forks++
+		case errors.Is(e, sublog.ErrStubUnproven) && proto.IsStub(cards[i+j]):
+			// a withheld card at the end of what came: counted, not kept
 		default:
 			rej = append(rej, reject(author, from+uint64(i+j), e))
 		}
 	}
-	return received, forks, rej
+	return received, forks, stubs, rej
 }
 
 // refuseForged ends the session at the first card that was forged (see
@@ -986,6 +1062,13 @@ func (s *Stats) refuse(rej []Rejection) {
 			return
 		}
 		s.Refused = append(s.Refused, r)
+	}
+}
+
+// withhold records a card sent as a stub.
+func (s *Stats) withhold(c *card.Card) {
+	if len(s.Withheld) < MaxListed {
+		s.Withheld = append(s.Withheld, withheld(c))
 	}
 }
 

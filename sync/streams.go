@@ -145,7 +145,7 @@ func BlobEntitled(st Store, pol Policy, peer key.ID) func(blob.Hash) bool {
 			}
 			st.Scan(head.Author, 1, func(c *card.Card) error {
 				if !MayLeave(c, &peer, pol) {
-					return io.EOF // (as in sync, it holds back the rest of its log)
+					return nil // (as in sync, it goes as a stub: the later cards go on)
 				}
 				for _, r := range blob.Refs(c) {
 					if r == h {

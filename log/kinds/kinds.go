@@ -87,11 +87,11 @@ type GrantBody struct {
 // Limits are resource limits in the names and units that grant cards and
 // bundle manifests share. Zero means unstated.
 type Limits struct {
-	Memory     uint64 `cbor:"memory,omitempty"`       // bytes of linear memory per instance
-	CPUReqMS   uint64 `cbor:"cpu_req_ms,omitempty"`   // CPU (wall) time per request, ms
-	CPUTotalMS uint64 `cbor:"cpu_total_ms,omitempty"` // CPU time over the peer's life on a host, ms
-	Instances  uint64 `cbor:"instances,omitempty"`    // concurrent instances
-	Disk       uint64 `cbor:"disk,omitempty"`         // bytes of key-value state
+	Memory     uint64 `cbor:"memory,omitempty" json:"memory,omitempty"`             // bytes of linear memory per instance
+	CPUReqMS   uint64 `cbor:"cpu_req_ms,omitempty" json:"cpu_req_ms,omitempty"`     // CPU (wall) time per request, ms
+	CPUTotalMS uint64 `cbor:"cpu_total_ms,omitempty" json:"cpu_total_ms,omitempty"` // CPU time over the peer's life on a host, ms
+	Instances  uint64 `cbor:"instances,omitempty" json:"instances,omitempty"`       // concurrent instances
+	Disk       uint64 `cbor:"disk,omitempty" json:"disk,omitempty"`                 // bytes of key-value state
 }
 
 // Bounds of the limits.

@@ -320,24 +320,49 @@ func (c *Conn) writeSealed(p []byte) error {
 	return c.writeFrame(ct)
 }
 
-// Write encrypts p into as many frames as it needs.
+// writeBatch is how many frames Write seals into one buffer and hands to
+// the underlying stream in one write (one system call on a socket).
+const writeBatch = 4
+
+// sealBufs are the buffers Write seals frames into, shared by every
+// channel: a buffer is held only during one Write, so a busy sender does
+// not allocate (and the collector does not run) once per frame.
+var sealBufs = stdsync.Pool{New: func() any {
+	b := make([]byte, 0, writeBatch*(2+MaxFrame))
+	return &b
+}}
+
+// Write encrypts p into as many frames as it needs, writeBatch frames per
+// write to the underlying stream.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	bp := sealBufs.Get().(*[]byte)
+	defer sealBufs.Put(bp)
 	n := 0
 	for len(p) > 0 {
-		k := min(len(p), MaxPlain)
-		buf := make([]byte, 2, 2+k+16)
-		ct, err := c.send.Encrypt(buf, nil, p[:k])
-		if err != nil {
+		buf := (*bp)[:0]
+		sealed := 0
+		for range writeBatch {
+			if len(p) == sealed {
+				break
+			}
+			k := min(len(p)-sealed, MaxPlain)
+			at := len(buf)
+			buf = append(buf, 0, 0)
+			var err error
+			if buf, err = c.send.Encrypt(buf, nil, p[sealed:sealed+k]); err != nil {
+				return n, err
+			}
+			binary.BigEndian.PutUint16(buf[at:], uint16(len(buf)-at-2))
+			sealed += k
+		}
+		*bp = buf[:0]
+		if _, err := c.rw.Write(buf); err != nil {
 			return n, err
 		}
-		binary.BigEndian.PutUint16(ct, uint16(len(ct)-2))
-		if _, err := c.rw.Write(ct); err != nil {
-			return n, err
-		}
-		n += k
-		p = p[k:]
+		n += sealed
+		p = p[sealed:]
 	}
 	return n, nil
 }

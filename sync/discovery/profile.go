@@ -57,8 +57,16 @@ func FetchProfile(ctx context.Context, addr string, want key.ID, id card.ID, cap
 	if _, err := conn.Write(append([]byte(profileMagic), id[:]...)); err != nil {
 		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
+	return ReadProfileReply(conn, addr, want, id, caps)
+}
+
+// ReadProfileReply reads a profile reply (after the request was written)
+// from r and checks the card as CheckProfile does; addr names the server
+// in errors. It reads at most 5 bytes plus one card (card.MaxSize): a
+// longer announced length is refused before anything is buffered.
+func ReadProfileReply(r io.Reader, addr string, want key.ID, id card.ID, caps card.Caps) (*card.Card, error) {
 	var status [1]byte
-	if _, err := io.ReadFull(conn, status[:]); err != nil {
+	if _, err := io.ReadFull(r, status[:]); err != nil {
 		return nil, fmt.Errorf("%w: %s gave no answer (does it serve public profiles?): %v", ErrProof, addr, err)
 	}
 	switch status[0] {
@@ -69,7 +77,7 @@ func FetchProfile(ctx context.Context, addr string, want key.ID, id card.ID, cap
 		return nil, fmt.Errorf("%w: %s answered %#x", ErrProof, addr, status[0])
 	}
 	var n [4]byte
-	if _, err := io.ReadFull(conn, n[:]); err != nil {
+	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrProof, addr, err)
 	}
 	size := binary.BigEndian.Uint32(n[:])
@@ -77,7 +85,7 @@ func FetchProfile(ctx context.Context, addr string, want key.ID, id card.ID, cap
 		return nil, fmt.Errorf("%w: %s offers %d bytes, over a card's %d", ErrTooLarge, addr, size, card.MaxSize)
 	}
 	b := make([]byte, size)
-	if _, err := io.ReadFull(conn, b); err != nil {
+	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrProof, addr, err)
 	}
 	return CheckProfile(b, want, id, caps)

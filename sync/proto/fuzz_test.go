@@ -16,6 +16,8 @@ func FuzzDecode(f *testing.F) {
 		{T: TWitness, Author: x[0].Bytes(), From: 2, Reply: true, Cards: [][]byte{{1}}},
 		{T: TFork, Author: x[1].Bytes(), Proof: []byte{0xa0}},
 		{T: TDone},
+		{T: TWant, Author: x[0].Bytes(), Seqs: []uint64{1, 2}},
+		{T: TCards, Author: x[0].Bytes(), From: 1, Cards: [][]byte{{0xd2, 0x84}, make([]byte, StubSize)}},
 	}
 	seeds = append(seeds, CardsMsg(x[0], 1, chain(f, 3, 1)), CardsMsg(x[0], 1, chain(f, 2, 300)))
 	for _, m := range seeds {

@@ -38,11 +38,17 @@ type Config struct {
 }
 
 // Push asks the caller to send its cards From..To (inclusive) of Author, in
-// chain order, as Cards messages.
+// chain order, as Cards messages. Only (an answer to a Want) sends only the
+// cards that may go to the peer, no stubs.
 type Push struct {
 	Author   key.ID
 	From, To uint64
+	Only     bool
 }
+
+// MaxWanted bounds the seqs a session answers Want messages for; the rest
+// are ignored (a peer asks again in its next session).
+const MaxWanted = 1024
 
 // WitnessOut asks the caller to send its card at Seq of Author as a Witness
 // message (Reply asks the peer to answer with its own card at Seq).
@@ -96,6 +102,7 @@ type Machine struct {
 	peerDone bool
 	rounds   int
 	awaiting map[WitnessOut]bool // witness replies asked of the peer
+	wanted   int                 // seqs asked by Want messages
 }
 
 // New builds a machine.
@@ -114,6 +121,10 @@ func New(cfg Config) *Machine {
 	m.expect = !cfg.Initiator
 	return m
 }
+
+// WantFrom reports whether this side takes cards of author from the peer
+// (Config.Want; true when none is set).
+func (m *Machine) WantFrom(author key.ID) bool { return m.cfg.Want == nil || m.cfg.Want(author) }
 
 // ReconDone reports whether set reconciliation has finished (every push it
 // implies has been handed out in an Output) and every witness card asked of
@@ -169,6 +180,9 @@ func (m *Machine) Step(msg *Msg) (Output, error) {
 		return Output{}, nil
 	}
 	author, _ := key.IDFromBytes(msg.Author) // checked by msg.check
+	if msg.T == TWant {
+		return m.want(author, msg.Seqs), nil
+	}
 	if m.cfg.Want != nil && !m.cfg.Want(author) {
 		if msg.T == TWitness {
 			delete(m.awaiting, WitnessOut{Author: author, Seq: msg.From, Reply: true})
@@ -189,6 +203,25 @@ func (m *Machine) Step(msg *Msg) (Output, error) {
 		out.Received = []Received{{Kind: TFork, Author: author, Proof: msg.Proof}}
 	}
 	return out, nil
+}
+
+// want answers a Want: a push of each asked seq of a log this side shows
+// the peer, up to its head, cards only (the caller sends a card only if it
+// may go to the peer). Seqs past the session's bound are ignored.
+func (m *Machine) want(author key.ID, seqs []uint64) Output {
+	var out Output
+	i, ok := m.index[author]
+	if !ok {
+		return out // not a log shown to this peer: nothing to say
+	}
+	for _, q := range seqs {
+		if q > m.items[i].Seq || m.wanted == MaxWanted {
+			break
+		}
+		m.wanted++
+		out.Push = append(out.Push, Push{Author: author, From: q, To: q, Only: true})
+	}
+	return out
 }
 
 func (m *Machine) ranges(msg *Msg) (Output, error) {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
 )
@@ -295,4 +296,63 @@ func TestWantFiltersCards(t *testing.T) {
 	if err != nil || len(out.Received) != 0 {
 		t.Fatalf("unwanted cards passed on: %+v %v", out, err)
 	}
+}
+
+// A Want names seqs of a log the sender holds as stubs: the machine answers
+// with card-only pushes of those seqs for logs it shows, up to their head,
+// and ignores the rest; malformed Wants are refused.
+func TestWantMessage(t *testing.T) {
+	x := ids(t, 2)
+	m := New(Config{Heads: []Head{{Author: x[0], Seq: 5}}})
+	out, err := m.Step(&Msg{T: TWant, Author: x[0].Bytes(), Seqs: []uint64{2, 4, 6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Push{{Author: x[0], From: 2, To: 2, Only: true}, {Author: x[0], From: 4, To: 4, Only: true}}
+	if len(out.Push) != len(want) || out.Push[0] != want[0] || out.Push[1] != want[1] {
+		t.Fatalf("pushes %+v", out.Push)
+	}
+	if out, err := m.Step(&Msg{T: TWant, Author: x[1].Bytes(), Seqs: []uint64{1}}); err != nil || len(out.Push) != 0 {
+		t.Fatalf("a log not shown: %+v %v", out, err)
+	}
+	for name, bad := range map[string]*Msg{
+		"no seqs":        {T: TWant, Author: x[0].Bytes()},
+		"seq 0":          {T: TWant, Author: x[0].Bytes(), Seqs: []uint64{0}},
+		"not increasing": {T: TWant, Author: x[0].Bytes(), Seqs: []uint64{3, 3}},
+		"too many":       {T: TWant, Author: x[0].Bytes(), Seqs: seqsUpTo(MaxWant + 1)},
+		"with cards":     {T: TWant, Author: x[0].Bytes(), Seqs: []uint64{1}, Cards: [][]byte{{1}}},
+		"seqs on cards":  {T: TCards, Author: x[0].Bytes(), From: 1, Cards: [][]byte{{1}}, Seqs: []uint64{1}},
+		"no author":      {T: TWant, Seqs: []uint64{1}},
+	} {
+		b, err := canon.Marshal(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Decode(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// A session answers at most MaxWanted seqs.
+	big := New(Config{Heads: []Head{{Author: x[0], Seq: 1 << 20}}})
+	n := 0
+	for i := uint64(0); i < 2*MaxWanted/MaxWant; i++ {
+		out, err := big.Step(&Msg{T: TWant, Author: x[0].Bytes(), Seqs: seqsFrom(i*MaxWant+1, MaxWant)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(out.Push)
+	}
+	if n != MaxWanted {
+		t.Fatalf("answered %d seqs, bound %d", n, MaxWanted)
+	}
+}
+
+func seqsUpTo(n int) []uint64 { return seqsFrom(1, n) }
+
+func seqsFrom(first uint64, n int) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = first + uint64(i)
+	}
+	return out
 }

@@ -17,9 +17,10 @@ import (
 )
 
 // Version is the protocol version carried in every Ranges message. Version
-// 2 added the compact Cards message (TCardsCompact); a peer of another
-// version is refused with ErrVersion at its first Ranges message.
-const Version = 2
+// 2 added the compact Cards message (TCardsCompact), version 3 stubs in
+// Cards messages and the Want message (TWant); a peer of another version is
+// refused with ErrVersion at its first Ranges message.
+const Version = 3
 
 // Limits of the wire format.
 const (
@@ -32,9 +33,18 @@ const (
 	MaxRanges = 4096
 	// MaxProof bounds an encoded fork proof (two cards and a little CBOR).
 	MaxProof = 2*card.MaxSize + 64
+	// MaxWant is the most seqs one Want message names.
+	MaxWant = 64
 	// ItemSize is the size of one packed item: author, seq, head ID, flags.
 	ItemSize = key.IDSize + 8 + 32 + 1
+	// StubSize is the size of a stub in a Cards message: the ID of a card
+	// the sender may not pass on, in that card's place (all zero when the
+	// sender holds it unproven). A card, plain or elided, is always longer.
+	StubSize = 32
 )
+
+// IsStub reports whether an element of a Cards message is a stub.
+func IsStub(b []byte) bool { return len(b) == StubSize }
 
 // Message types.
 const (
@@ -48,6 +58,9 @@ const (
 	// (card.Elide): Decode rebuilds the exact card bytes and returns a TCards
 	// message, so nothing past Decode ever sees the compact form.
 	TCardsCompact = 7
+	// TWant names seqs of a log at which the sender holds stubs: the peer
+	// sends its cards there that may go to the sender, and nothing else.
+	TWant = 8
 )
 
 // MaxReason bounds a Refuse message's reason.
@@ -98,6 +111,7 @@ type Msg struct {
 	Proof  []byte   `cbor:"p,omitempty"` // TFork: an encoded fork proof (log.ForkProof)
 	Reason string   `cbor:"e,omitempty"` // TRefuse: why, printable ASCII
 	Retry  uint64   `cbor:"w,omitempty"` // TRefuse: seconds to wait before trying again
+	Seqs   []uint64 `cbor:"q,omitempty"` // TWant: 1..MaxWant seqs, increasing
 }
 
 // CleanReason makes text fit a Refuse message: printable ASCII (anything
@@ -204,12 +218,18 @@ func Decode(b []byte) (*Msg, error) {
 // CardsMsg is the Cards message for a chain segment of author's log
 // starting at seq from: the compact form when every card elides (each
 // card's author and kid, and after the first its prev when it is the
-// previous card's ID) and rebuilds to its exact bytes, else the plain form.
+// previous card's ID, or the stub's before it) and rebuilds to its exact
+// bytes, else the plain form. Stubs travel as they are in both forms.
 func CardsMsg(author key.ID, from uint64, cards [][]byte) *Msg {
 	plain := &Msg{T: TCards, Author: author.Bytes(), From: from, Cards: cards}
 	out := make([][]byte, len(cards))
 	var prev *card.ID
 	for i, c := range cards {
+		if IsStub(c) {
+			out[i] = c
+			prev = stubPrev(c)
+			continue
+		}
 		e, ok := card.Elide(c, author, prev)
 		if !ok {
 			return plain
@@ -233,6 +253,11 @@ func expand(m *Msg) (*Msg, error) {
 	cards := make([][]byte, len(m.Cards))
 	var prev *card.ID
 	for i, e := range m.Cards {
+		if IsStub(e) {
+			cards[i] = e
+			prev = stubPrev(e)
+			continue
+		}
 		c, err := card.Rebuild(e, author, prev)
 		if err != nil {
 			return nil, fmt.Errorf("%w: compact card %d: %w", ErrMalformed, i, err)
@@ -242,6 +267,16 @@ func expand(m *Msg) (*Msg, error) {
 		prev = &id
 	}
 	return &Msg{T: TCards, Author: m.Author, From: m.From, Cards: cards}, nil
+}
+
+// stubPrev is what the card after a stub elides as its prev: the stub's
+// ID, or nothing when the stub's ID is unknown (zero).
+func stubPrev(b []byte) *card.ID {
+	id, _ := card.IDFromBytes(b)
+	if id.IsZero() {
+		return nil
+	}
+	return &id
 }
 
 func (m *Msg) check() error {
@@ -254,6 +289,9 @@ func (m *Msg) check() error {
 	}
 	if m.T != TRefuse && (m.Reason != "" || m.Retry != 0) {
 		return bad("reason or retry outside a refuse message")
+	}
+	if m.T != TWant && m.Seqs != nil {
+		return bad("seqs outside a want message")
 	}
 	switch m.T {
 	case TRanges:
@@ -309,12 +347,27 @@ func (m *Msg) check() error {
 		if m.From == 0 || len(m.Cards) != 1 || m.Ranges != nil || m.V != 0 || m.Proof != nil {
 			return bad("witness message: seq %d, %d cards", m.From, len(m.Cards))
 		}
+		if IsStub(m.Cards[0]) {
+			return bad("witness message with a stub (a witness is a signed card)")
+		}
 	case TFork:
 		if err := author(); err != nil {
 			return err
 		}
 		if len(m.Proof) == 0 || len(m.Proof) > MaxProof || m.Cards != nil || m.From != 0 || m.Reply || m.Ranges != nil || m.V != 0 {
 			return bad("fork message: %d proof bytes", len(m.Proof))
+		}
+	case TWant:
+		if err := author(); err != nil {
+			return err
+		}
+		if len(m.Seqs) == 0 || len(m.Seqs) > MaxWant || m.From != 0 || m.Reply || m.Cards != nil || m.Ranges != nil || m.V != 0 || m.Proof != nil {
+			return bad("want message: %d seqs", len(m.Seqs))
+		}
+		for i, q := range m.Seqs {
+			if q == 0 || (i > 0 && q <= m.Seqs[i-1]) {
+				return bad("want message: seqs not increasing from 1")
+			}
 		}
 	case TDone:
 		if m.V != 0 || m.Ranges != nil || m.Author != nil || m.From != 0 || m.Reply || m.Cards != nil || m.Proof != nil {
