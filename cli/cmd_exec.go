@@ -449,7 +449,7 @@ func newGrantCmd(a *App) *cobra.Command {
 	f.StringSliceVar(&caps, "caps", nil, "host functions granted: req, kv, log, clock, random")
 	f.StringVar(&expires, "expires", "", "expiry: a duration from now (24h) or an RFC 3339 time")
 	f.StringVar(&owner, "owner", "", "the service owner's identity (recorded, never transferred)")
-	f.StringVar(&service, "service", "", "the service the peer belongs to")
+	f.StringVar(&service, "service", "", "the owner's service the grant is for: it then admits the peer only when placed as that service, never a bare deploy")
 	f.StringSliceVar(&from, "from", nil, "with a hash: a peer's sync address to fetch the bundle from (repeatable; trusted peers at their cached addresses are asked too)")
 	return c
 }

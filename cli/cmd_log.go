@@ -165,7 +165,8 @@ func newLogCmd(a *App) *cobra.Command {
 					return a.PrintJSON(hs)
 				}
 				tw := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "AUTHOR\tSEQ\tHEAD\tSTATE")
+				fmt.Fprintln(tw, "AUTHOR\tSEQ\tHEAD\tSTATE\tNAME")
+				nameOf := a.namesByID()
 				for _, h := range hs {
 					state, id := "ok", h.ID.String()
 					if h.Forked {
@@ -174,7 +175,7 @@ func newLogCmd(a *App) *cobra.Command {
 					if h.Seq == 0 {
 						state, id = "FORKED (proof only, no cards)", "-"
 					}
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", h.Author, h.Seq, id, state)
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", h.Author, h.Seq, id, state, orDash(nameOf[h.Author]))
 				}
 				return tw.Flush()
 			}

@@ -2,7 +2,9 @@ package cli_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -147,6 +149,25 @@ func TestNamesInEveryCommand(t *testing.T) {
 	json.Unmarshal([]byte(desk.ok("", "--json", "crl", "add", ownHex[:10], "default@2")), &crl)
 	if len(crl.Revoked) != 2 || crl.Revoked[0] != own[0].ID || crl.Revoked[1] != own[1].ID {
 		t.Errorf("crl add by prefix and AUTHOR@SEQ: %v", crl.Revoked)
+	}
+
+	// capspec add takes a stored capspec card by any card form.
+	spec := filepath.Join(dir, "x.yaml")
+	os.WriteFile(spec, []byte("name: x-chat\nsemver: 1.0.0\npurpose: chat schema\n"), 0o600)
+	capID := strings.TrimSpace(desk.ok("", "capspec", "add", spec))
+	var mine []struct {
+		ID, Kind string
+		Seq      int
+	}
+	json.Unmarshal([]byte(desk.ok("", "--json", "log")), &mine)
+	last := mine[len(mine)-1]
+	if last.Kind != "capspec" {
+		t.Fatalf("the last card is a %s card", last.Kind)
+	}
+	for _, f := range []string{strings.TrimPrefix(last.ID, "sha256:")[:8], fmt.Sprintf("default@%d", last.Seq)} {
+		if got := field(t, desk.ok("", "--json", "capspec", "add", f), "id"); got != capID {
+			t.Errorf("capspec add %q learned %q, want %q", f, got, capID)
+		}
 	}
 
 	// Ambiguity: a second trusted identity sharing the laptop's first 8

@@ -166,6 +166,27 @@ func peersKnown(host *exec.Host) []names.Known {
 	return out
 }
 
+// namesByID gives the name this home calls each identity by (its own
+// identity names, then petnames), for tables.
+func (a *App) namesByID() map[key.ID]string {
+	out := map[key.ID]string{}
+	h, err := a.Home()
+	if err != nil {
+		return out
+	}
+	if pets, err := h.Names(); err == nil {
+		for n, id := range pets {
+			out[id] = n
+		}
+	}
+	if own, err := h.Identities(); err == nil {
+		for _, n := range own {
+			out[n.ID] = n.Name
+		}
+	}
+	return out
+}
+
 // showID is how tables print an identity: its short form, which every
 // identity argument takes back.
 func showID(id key.ID) string { return names.ShortID(id) }

@@ -58,6 +58,9 @@ func syncParams() testscript.Params {
 				}
 				ts.Fatalf("nothing listens on %s", args[0])
 			},
+			// validjson DEF [stderr]: the last stdout (or stderr) validates
+			// against docs/json.schema.json's definition DEF.
+			"validjson": cmdValidJSON,
 			"truncate": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {
 					ts.Fatalf("usage: truncate FILE N")

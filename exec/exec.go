@@ -352,7 +352,7 @@ func (h *Host) load(id key.ID) (*peer, error) {
 	p.state, p.reason, p.cpuMS = m.State, m.Reason, m.CPUMS
 	if gid, err := card.IDFromBytes(m.Grant); err == nil && h.idx.grants[gid] != nil {
 		p.adopt(h.idx.grants[gid])
-	} else if g, err := h.idx.match(b, h.cfg.Now()); err == nil {
+	} else if g, err := h.idx.match(b, As{}, h.cfg.Now()); err == nil {
 		p.adopt(g)
 	} else if p.state == kinds.StateRunning {
 		p.state, p.reason = kinds.StateStopped, err.Error()

@@ -14,17 +14,31 @@ import (
 )
 
 // checkGrant is what the executor asks of a grant body: the shape every
-// reader agrees on (kinds.GrantBody.Validate), and a peer or a bundle to
-// run. A grant naming only a service is consent for placement, which the
-// projections read; the executor runs nothing under it.
+// reader agrees on (kinds.GrantBody.Validate). Whether it admits a bundle
+// is kinds.GrantBody.Admits, the definition the plan and the reconciler
+// share: a grant naming a service admits only a deploy as that service
+// (DeployAs, from a placement), never a bare deploy.
 func checkGrant(g *GrantBody) error {
 	if err := g.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadGrant, err)
 	}
-	if g.Peer == nil && g.Bundle == nil {
-		return fmt.Errorf("%w: the executor runs only under a grant that names a peer, a bundle or both", ErrBadGrant)
-	}
 	return nil
+}
+
+// As names the owner's service a peer runs as (a placement's replica);
+// the zero value is a bare deploy.
+type As struct {
+	Owner   key.ID
+	Service string
+}
+
+func subject(b *bundle.Bundle, as As) kinds.Subject {
+	h := b.Hash()
+	s := kinds.Subject{Peer: b.Peer().Bytes(), Bundle: h[:], Service: as.Service}
+	if as.Service != "" {
+		s.Owner = as.Owner.Bytes()
+	}
+	return s
 }
 
 // The bodies this package shares with the projections and the revocation
@@ -146,21 +160,21 @@ func (x *grantIndex) dead(g *grant, now time.Time) string {
 // allows what its manifest asks. With no covering live grant it returns
 // ErrNoGrant; with covering grants that all allow less than the manifest
 // asks, ErrExceedsGrant naming the first shortfall.
-func (x *grantIndex) match(b *bundle.Bundle, now time.Time) (*grant, error) {
+func (x *grantIndex) match(b *bundle.Bundle, as As, now time.Time) (*grant, error) {
 	var shortfall, unproven error
 	var deadWhy string
 	proofDone := false
+	subj := subject(b, as)
 	for i := len(x.order) - 1; i >= 0; i-- {
 		g := x.order[i]
-		if g.body.Peer != nil && g.peer != b.Peer() {
+		if g.body.Admits(subj) != "" {
 			continue
 		}
-		if g.body.Bundle != nil && g.bndl != b.Hash() {
-			continue
-		}
-		// A grant by peer identity alone admits only code whose peer is
-		// proven (a grant naming the hash consented to these exact bytes).
-		if g.body.Bundle == nil {
+		// A grant by peer identity (and no hash) admits only code whose
+		// peer is proven (a grant naming the hash consented to these exact
+		// bytes; one naming only a service consented to what the owner
+		// places, and DeployAs's caller checked the placement's author).
+		if g.body.Bundle == nil && g.body.Peer != nil {
 			if !proofDone {
 				proofDone = true
 				unproven = fmt.Errorf("%w: no proof was looked for", ErrUnprovenPeer)

@@ -334,7 +334,7 @@ func (h *Host) Take(ctx context.Context, ho *Handoff) error {
 		os.Remove(mark)
 		return fmt.Errorf("exec: recording handoff %s: %w", ho.ID(), werr)
 	}
-	if _, err := h.install(ctx, b, kv, fmt.Sprintf("%s by handoff %s", from, ho.ID())); err != nil {
+	if _, err := h.install(ctx, b, kv, fmt.Sprintf("%s by handoff %s", from, ho.ID()), As{}); err != nil {
 		os.Remove(mark)
 		return err
 	}

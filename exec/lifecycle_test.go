@@ -405,3 +405,34 @@ func TestCRLRevokes(t *testing.T) {
 		t.Fatalf("call after crl: %v", err)
 	}
 }
+
+// A grant naming only a service admits the bundle when it is deployed as
+// that owner's service (a placement, DeployAs), and nothing else: the
+// definition the plan uses (kinds.GrantBody.Admits).
+func TestServiceGrantAdmitsOnlyAsItsService(t *testing.T) {
+	e := newEnv(t, "host", nil, nil)
+	raw := example(t, "greeter")
+	ctx := context.Background()
+	owner := secret(t, "owner").ID()
+	e.grant(GrantBody{Service: "greeter", Owner: owner.Bytes(), Caps: reqLog, Limits: bundle.Limits{Instances: 2}})
+	if _, err := e.host.Deploy(ctx, raw, bundle.HashOf(raw)); !errors.Is(err, ErrNoGrant) {
+		t.Fatalf("bare deploy under a service-only grant: %v", err)
+	}
+	if _, err := e.host.DeployAs(ctx, raw, bundle.HashOf(raw), As{Owner: owner, Service: "other"}); !errors.Is(err, ErrNoGrant) {
+		t.Fatalf("another service: %v", err)
+	}
+	if _, err := e.host.DeployAs(ctx, raw, bundle.HashOf(raw), As{Owner: secret(t, "stranger").ID(), Service: "greeter"}); !errors.Is(err, ErrNoGrant) {
+		t.Fatalf("another owner's service: %v", err)
+	}
+	if _, err := e.host.DeployAs(ctx, raw, bundle.HashOf(raw), As{}); !errors.Is(err, ErrBadGrant) {
+		t.Fatalf("DeployAs with no service: %v", err)
+	}
+	st, err := e.host.DeployAs(ctx, raw, bundle.HashOf(raw), As{Owner: owner, Service: "greeter"})
+	if err != nil {
+		t.Fatalf("deploy as the granted service: %v", err)
+	}
+	out, err := e.host.Call(ctx, st.Peer, []byte("x"))
+	if err != nil || string(out) != "hello, x" {
+		t.Fatalf("call: %q %v", out, err)
+	}
+}

@@ -37,6 +37,7 @@ type peer struct {
 	state    string
 	reason   string
 	grant    *grant
+	as       As // the service it runs as (not kept across restarts: the stored grant ID is)
 	limits   bundle.Limits
 	caps     map[string]bool
 	cpuMS    uint64
@@ -712,7 +713,22 @@ func (h *Host) Deploy(ctx context.Context, raw []byte, want bundle.Hash) (Status
 	if err != nil {
 		return Status{}, err
 	}
-	return h.install(ctx, b, map[string][]byte{}, "")
+	return h.install(ctx, b, map[string][]byte{}, "", As{})
+}
+
+// DeployAs is Deploy of a replica of an owner's service, as a placement
+// asks: grants naming that service admit it too (kinds.GrantBody.Admits).
+// The caller has checked that the placement is the owner's (or a device
+// it delegated for the service).
+func (h *Host) DeployAs(ctx context.Context, raw []byte, want bundle.Hash, as As) (Status, error) {
+	if as.Service == "" {
+		return Status{}, fmt.Errorf("%w: DeployAs needs a service", ErrBadGrant)
+	}
+	b, err := decodeBundle(raw, want)
+	if err != nil {
+		return Status{}, err
+	}
+	return h.install(ctx, b, map[string][]byte{}, "", as)
 }
 
 func decodeBundle(raw []byte, want bundle.Hash) (*bundle.Bundle, error) {
@@ -722,7 +738,7 @@ func decodeBundle(raw []byte, want bundle.Hash) (*bundle.Bundle, error) {
 	return bundle.Open(raw, want)
 }
 
-func (h *Host) install(ctx context.Context, b *bundle.Bundle, kv map[string][]byte, from string) (Status, error) {
+func (h *Host) install(ctx context.Context, b *bundle.Bundle, kv map[string][]byte, from string, as As) (Status, error) {
 	if err := h.refresh(); err != nil {
 		return Status{}, err
 	}
@@ -739,12 +755,13 @@ func (h *Host) install(ctx context.Context, b *bundle.Bundle, kv map[string][]by
 		h.mu.Unlock()
 		return Status{}, fmt.Errorf("%w: %s (%s)", ErrExists, b.Peer(), b.Manifest.Name)
 	}
-	g, err := h.idx.match(b, h.cfg.Now())
+	g, err := h.idx.match(b, as, h.cfg.Now())
 	h.mu.Unlock()
 	if err != nil {
 		return Status{}, err
 	}
 	p := newPeer(h, b, kv)
+	p.as = as
 	p.life.Lock()
 	defer p.life.Unlock()
 	p.mu.Lock()
@@ -857,7 +874,7 @@ func (h *Host) Resume(ctx context.Context, id key.ID) error {
 		return fmt.Errorf("%w: %s: %s", ErrHandedOver, p.b.Manifest.Name, reason)
 	}
 	h.mu.Lock()
-	g, err := h.idx.match(p.b, h.cfg.Now())
+	g, err := h.idx.match(p.b, p.as, h.cfg.Now())
 	h.mu.Unlock()
 	if err != nil {
 		p.mu.Unlock()
@@ -916,7 +933,7 @@ func (h *Host) Run(ctx context.Context, raw []byte, req []byte) ([]byte, error) 
 	st, err := h.Status(b.Peer())
 	switch {
 	case errors.Is(err, ErrUnknownPeer):
-		if _, err := h.install(ctx, b, map[string][]byte{}, ""); err != nil {
+		if _, err := h.install(ctx, b, map[string][]byte{}, "", As{}); err != nil {
 			return nil, err
 		}
 	case err != nil:

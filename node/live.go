@@ -94,6 +94,10 @@ type SessionInfo struct {
 	BytesIn   int64     `json:"bytes_in"`
 	BytesOut  int64     `json:"bytes_out"`
 	LastRound time.Time `json:"last_round"`
+	// Cards the link's rounds in flight still expect to receive and to
+	// send (0 between rounds; see ARCHITECTURE.md, "cards to go").
+	CardsToGo   int `json:"cards_to_go"`
+	CardsToSend int `json:"cards_to_send"`
 }
 
 func startLive(n *Node) (*live, error) {
@@ -248,7 +252,7 @@ func (lv *live) sessions() []SessionInfo {
 			t, rounds, last := s.l.Totals()
 			out = append(out, SessionInfo{Peer: s.l.Peer(), Addr: s.addr, Initiator: s.l.Initiator(), Since: s.since,
 				Rounds: rounds, Received: t.Received, Sent: t.Sent, Rejected: t.Rejected, BytesIn: t.BytesIn, BytesOut: t.BytesOut,
-				LastRound: last})
+				LastRound: last, CardsToGo: t.ToReceive, CardsToSend: t.ToSend})
 		}
 	}
 	slices.SortFunc(out, func(a, b SessionInfo) int { return a.Since.Compare(b.Since) })

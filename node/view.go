@@ -547,13 +547,15 @@ func (n *Node) topology() Topology {
 }
 
 // Progress is GET /v1/progress: the live sessions with their counts, and
-// the blobs this home still lacks. Cards to go are not known: a round
-// learns the peer's heads only while it runs (CardsToGo stays null).
+// the blobs this home still lacks. CardsToGo is the sum of the sessions'
+// cards to go: what the rounds in flight still expect to receive, known
+// once a round has compared heads with the peer (ARCHITECTURE.md, "cards
+// to go"); 0 when no round is moving cards here.
 type Progress struct {
 	Sessions  []SessionInfo `json:"sessions"`
 	Cards     uint64        `json:"cards"` // held here
 	Logs      int           `json:"logs"`
-	CardsToGo *int          `json:"cards_to_go"`
+	CardsToGo int           `json:"cards_to_go"`
 	Blobs     BlobProgress  `json:"blobs"`
 }
 
@@ -576,6 +578,9 @@ func (n *Node) handleProgress(w http.ResponseWriter, r *http.Request) {
 	cards, logs := n.st.Count()
 	p := Progress{Sessions: n.live.sessions(), Cards: cards, Logs: logs,
 		Blobs: BlobProgress{Partial: []BlobPending{}, Missing: []BlobPending{}}}
+	for _, s := range p.Sessions {
+		p.CardsToGo += s.CardsToGo
+	}
 	held := map[blob.Hash]bool{}
 	partial := map[blob.Hash]bool{}
 	if n.blobs != nil {

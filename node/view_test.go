@@ -377,7 +377,7 @@ func TestProgressBlobs(t *testing.T) {
 	if len(p.Blobs.Missing) != 1 || p.Blobs.Missing[0].Hash != sum.String() || p.Blobs.Missing[0].Card != c.ID().String() || p.Blobs.Held != 0 {
 		t.Fatalf("before: %+v", p.Blobs)
 	}
-	if p.CardsToGo != nil || p.Cards == 0 {
+	if p.CardsToGo != 0 || p.Cards == 0 {
 		t.Fatalf("cards: %+v", p)
 	}
 	if _, err := n.blobs.Put(data); err != nil {

@@ -1,11 +1,14 @@
 package projections
 
 import (
+	"encoding/hex"
 	"fmt"
-	"github.com/sublog/sublog/log/kinds"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sublog/sublog/crdt"
+	"github.com/sublog/sublog/log/kinds"
 
 	"github.com/sublog/sublog/log/card"
 	"github.com/sublog/sublog/log/key"
@@ -346,11 +349,27 @@ func (s *State) liveGrants(h key.ID, d ServiceIntent, now time.Time) []*card.Car
 	return out
 }
 
+// grantMatches is the one definition of consent (kinds.GrantBody.Admits)
+// applied to a service's intent: the subject runs as (owner, service) with
+// the intent's bundle, if it names one.
 func grantMatches(b *GrantBody, d ServiceIntent) bool {
-	if b.Service != "" && b.Service == d.Service && (b.Owner == nil || idText(b.Owner) == d.Owner) {
-		return true
+	return b.Admits(SubjectOf(d.Desired)) == ""
+}
+
+// SubjectOf is what a replica of the desired service asks a grant to
+// admit: the service, its owner and the intent's bundle hash (when it
+// names one). The reconciler and the host role ask the same.
+func SubjectOf(d crdt.Desired) kinds.Subject {
+	s := kinds.Subject{Service: d.Service}
+	if o, err := key.ParseID(d.Owner); err == nil {
+		s.Owner = o.Bytes()
 	}
-	return b.Bundle != nil && d.Bundle != "" && bundleText(b.Bundle) == d.Bundle
+	if h, ok := strings.CutPrefix(d.Bundle, "sha256:"); ok {
+		if b, err := hex.DecodeString(h); err == nil && len(b) == kinds.HashSize {
+			s.Bundle = b
+		}
+	}
+	return s
 }
 
 func limitsFit(l *GrantLimits, d ServiceIntent) bool {
@@ -403,6 +422,29 @@ func (s *State) eligible(h key.ID, d ServiceIntent, now time.Time, free *capacit
 	if free != nil {
 		c = *free
 	}
+	short := ProfileShort(&p, d.Desired, c.cpu, c.mem, c.disk, c.gpu)
+	if len(short) > 0 {
+		return false, "profile does not fit: " + strings.Join(short, "; "), pc
+	}
+	return true, "", nil
+}
+
+func (s *State) sortedGrants(h key.ID) []*card.Card {
+	var out []*card.Card
+	for _, g := range s.grants {
+		if g.Author() == h {
+			out = append(out, g)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return idLess(out[i].ID(), out[j].ID()) })
+	return out
+}
+
+// ProfileShort lists why a host with profile p and the given free
+// capacity cannot run d (nil when it can): the plan's and the
+// reconciler's one reading of a profile against an intent.
+func ProfileShort(p *ProfileBody, d crdt.Desired, cpu, mem, disk, gpu int64) []string {
+	c := capacity{cpu, mem, disk, gpu}
 	var short []string
 	if d.CPU > c.cpu {
 		short = append(short, fmt.Sprintf("cpu %dm free < %dm", c.cpu, d.CPU))
@@ -432,19 +474,5 @@ func (s *State) eligible(h key.ID, d ServiceIntent, now time.Time, free *capacit
 			short = append(short, fmt.Sprintf("label %s is %q, placement wants %q", k, p.Labels[k], d.Labels[k]))
 		}
 	}
-	if len(short) > 0 {
-		return false, "profile does not fit: " + strings.Join(short, "; "), pc
-	}
-	return true, "", nil
-}
-
-func (s *State) sortedGrants(h key.ID) []*card.Card {
-	var out []*card.Card
-	for _, g := range s.grants {
-		if g.Author() == h {
-			out = append(out, g)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return idLess(out[i].ID(), out[j].ID()) })
-	return out
+	return short
 }

@@ -37,11 +37,12 @@ type Link struct {
 	answering atomic.Int32
 	side      chan struct{} // side streams being served (at most maxSideStreams)
 
-	mu     stdsync.Mutex
-	total  Stats // over every round, both directions
-	rounds int
-	last   time.Time
-	closed bool
+	mu       stdsync.Mutex
+	total    Stats // over every round, both directions
+	rounds   int
+	last     time.Time
+	closed   bool
+	inFlight map[*session]bool // the rounds running now
 }
 
 func peerOf(l *Link) key.ID {
@@ -135,6 +136,17 @@ func (l *Link) newSession(initiator bool) *session {
 // timeout) or a cancelled ctx drops the whole connection (a stream cannot
 // be closed cleanly over a connection the peer stopped reading).
 func (l *Link) runRound(ctx context.Context, s *session, stream net.Conn) (Stats, error) {
+	l.mu.Lock()
+	if l.inFlight == nil {
+		l.inFlight = map[*session]bool{}
+	}
+	l.inFlight[s] = true
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.inFlight, s)
+		l.mu.Unlock()
+	}()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	finished := make(chan struct{})
@@ -206,12 +218,19 @@ func (l *Link) Close() error {
 // Closed is closed when the connection ends.
 func (l *Link) Closed() <-chan struct{} { return l.mux.CloseChan() }
 
-// Totals are the link's counts over every round so far.
+// Totals are the link's counts over every round so far, with the cards
+// the rounds in flight still expect to receive and to send (ToReceive,
+// ToSend).
 func (l *Link) Totals() (Stats, int, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.total
 	s.BytesIn, s.BytesOut = l.conn.in.Load(), l.conn.out.Load()
+	for r := range l.inFlight {
+		in, out := r.toGo()
+		s.ToReceive += in
+		s.ToSend += out
+	}
 	return s, l.rounds, l.last
 }
 

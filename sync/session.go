@@ -103,6 +103,13 @@ type Stats struct {
 	Rounds      int          `json:"rounds"`   // reconciliation messages this side sent
 	BytesIn     int64        `json:"bytes_in"` // on the wire, handshake included
 	BytesOut    int64        `json:"bytes_out"`
+
+	// ToReceive and ToSend are the cards rounds in flight still expect to
+	// receive and to send (ARCHITECTURE.md, "cards to go"): set in what
+	// Progress and Link.Totals report while rounds run, zero in a finished
+	// round's Stats.
+	ToReceive int `json:"to_receive,omitempty"`
+	ToSend    int `json:"to_send,omitempty"`
 }
 
 // DroppedLog is one log whose cards a peer sent and this side did not take
@@ -175,6 +182,45 @@ type session struct {
 	stats    Stats
 	logs     map[key.ID]bool
 	dropped  map[key.ID]int // cards dropped per log (mu)
+
+	// Cards to go: per log, the seqs the peer's heads put ahead of this
+	// side's (mu); what is still expected from the peer; what this
+	// round's pushes have not sent yet.
+	coming         map[key.ID]*coming
+	toRecv, toSend atomic.Int64
+}
+
+// coming is what a log still has to come: seqs next..to.
+type coming struct{ next, to uint64 }
+
+// span is the number of seqs from..to, bounded (a peer's announced head
+// is its claim; no sum of these overflows).
+func span(from, to uint64) int64 {
+	if to < from {
+		return 0
+	}
+	return int64(min(to-from+1, 1<<32))
+}
+
+// toGo is what the session still expects to receive and to send.
+func (s *session) toGo() (in, out int) {
+	return int(max(s.toRecv.Load(), 0)), int(max(s.toSend.Load(), 0))
+}
+
+// arrived counts down what was expected of author once cards from..from+n-1
+// have been stored or refused (each seq once; the answers to this side's
+// Wants lie below the expected seqs and do not count). Caller holds mu.
+func (s *session) arrived(author key.ID, from uint64, n int) {
+	c := s.coming[author]
+	if c == nil || n == 0 {
+		return
+	}
+	lo, hi := max(from, c.next), min(from+uint64(n-1), c.to)
+	if hi < lo || hi < from {
+		return
+	}
+	c.next = hi + 1
+	s.toRecv.Add(-span(lo, hi))
 }
 
 // Run runs one session over conn; initiator is the side that dialled. It
@@ -550,6 +596,18 @@ func (s *session) enqueue(out proto.Output) {
 	for i := range out.Forks {
 		s.queue = append(s.queue, job{fork: &out.Forks[i]})
 	}
+	for _, p := range out.Push {
+		s.toSend.Add(span(p.From, p.To))
+	}
+	for _, e := range out.Expect {
+		if s.coming == nil {
+			s.coming = map[key.ID]*coming{}
+		}
+		if s.coming[e.Author] == nil { // (a log is in one range only)
+			s.coming[e.Author] = &coming{next: e.From, to: e.To}
+			s.toRecv.Add(span(e.From, e.To))
+		}
+	}
 	s.cond.Broadcast()
 }
 
@@ -835,10 +893,17 @@ func (s *session) do(w io.Writer, j job) error {
 // push streams a log's cards From..To in chain order; a card that may not
 // leave for the peer goes as a stub (chain).
 func (s *session) push(w io.Writer, p proto.Push) error {
+	// What was counted to send and did not go (cards that may not leave
+	// in an answer to a Want, past a fork, an error) is not to go either.
+	left := span(p.From, p.To)
+	defer func() { s.toSend.Add(-left) }()
 	b := &batcher{only: p.Only, send: func(from uint64, cards [][]byte) error {
 		if err := s.send(w, proto.CardsMsg(p.Author, from, cards)); err != nil {
 			return err
 		}
+		sent := min(int64(len(cards)), left)
+		left -= sent
+		s.toSend.Add(-sent)
 		n := 0
 		for _, c := range cards {
 			if proto.IsStub(c) {
@@ -894,6 +959,7 @@ func (s *session) receive(r proto.Received) {
 		received, forks, stubs, rej = importRun(s.st, r.Author, r.From, r.Cards)
 		s.mu.Lock()
 		s.stats.StubsIn += stubs
+		s.arrived(r.Author, r.From, len(r.Cards))
 		s.mu.Unlock()
 	case proto.TWitness:
 		if a, err := PeekAuthor(r.Cards[0]); err != nil || a != r.Author {
@@ -1120,6 +1186,7 @@ func (s *session) report() {
 	if c, ok := s.st.(*checkCounter); ok {
 		st.Checked = int(c.n.Load())
 	}
+	st.ToReceive, st.ToSend = s.toGo()
 	s.opt.Progress(st)
 }
 

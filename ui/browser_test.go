@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -327,6 +328,11 @@ func TestBrowserStatusPage(t *testing.T) {
 
 	// Sync progress: the live session with bob.
 	do("opening sync progress", chromedp.Navigate(base+"sync"), visible(fmt.Sprintf(`[data-session=%q]`, w.idb.String())))
+	// Cards to come, in total and for the session: a number (0 unless a
+	// round is moving cards just now).
+	if n := eval(`document.querySelector('[data-cards-to-go]').textContent + ' ' + document.querySelector('[data-session-to-go]').textContent`); !regexp.MustCompile(`^[0-9]+ [0-9]+$`).MatchString(n) {
+		t.Errorf("cards to come on the sync page: %q, want two numbers", n)
+	}
 	shot("sync")
 
 	// Live update: bob revokes his grant (through his instance); it reaches
@@ -441,8 +447,8 @@ func TestPageMatchesCLI(t *testing.T) {
 	if topo := page("topology"); !strings.Contains(topo, `data-link="`+w.idb.String()+`"`) {
 		t.Error("topology without JavaScript lacks the link to bob")
 	}
-	if sy := page("sync"); !strings.Contains(sy, `data-session="`+w.idb.String()+`"`) {
-		t.Error("sync progress without JavaScript lacks the session with bob")
+	if sy := page("sync"); !strings.Contains(sy, `data-session="`+w.idb.String()+`"`) || !strings.Contains(sy, `data-cards-to-go="`) {
+		t.Error("sync progress without JavaScript lacks the session with bob or the cards to come")
 	}
 }
 

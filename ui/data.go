@@ -87,6 +87,9 @@ type session struct {
 	BytesIn   int64     `json:"bytes_in"`
 	BytesOut  int64     `json:"bytes_out"`
 	LastRound time.Time `json:"last_round"`
+	// What the session's rounds in flight still expect to receive and send.
+	CardsToGo   int `json:"cards_to_go"`
+	CardsToSend int `json:"cards_to_send"`
 }
 
 type status struct {
@@ -306,7 +309,7 @@ type progress struct {
 	Sessions  []session `json:"sessions"`
 	Cards     uint64    `json:"cards"`
 	Logs      int       `json:"logs"`
-	CardsToGo *int      `json:"cards_to_go"`
+	CardsToGo int       `json:"cards_to_go"`
 	Blobs     struct {
 		Held    int           `json:"held"`
 		Partial []blobPending `json:"partial"`

@@ -42,8 +42,8 @@ var fakeJSON = map[string]string{
  "plan":{"at":"1970-01-01T00:00:00Z","actions":[]},"filter":{"limit":1000},"matched":3}`,
 	"/v1/topology": `{"self":"` + fakeSelf + `","nodes":[{"id":"` + fakeSelf + `","role":"self","live":true},{"id":"` + fakeHost + `","role":"peer","live":true}],
  "links":[{"from":"` + fakeSelf + `","to":"` + fakeHost + `","addr":"127.0.0.1:7411","initiator":true,"since":"2023-11-14T22:13:20Z","last_round":"2023-11-14T22:13:22Z","rounds":3,"bytes_in":2048,"bytes_out":1024}],"relays":[]}`,
-	"/v1/progress": `{"sessions":[{"peer":"` + fakeHost + `","addr":"127.0.0.1:7411","since":"2023-11-14T22:13:20Z","rounds":3,"received":2,"sent":1,"bytes_in":2048,"bytes_out":1024}],
- "cards":3,"logs":2,"cards_to_go":null,"blobs":{"held":1,"partial":[],"missing":[{"hash":"` + fakeInt + `","card":"` + fakeObs + `"}]}}`,
+	"/v1/progress": `{"sessions":[{"peer":"` + fakeHost + `","addr":"127.0.0.1:7411","since":"2023-11-14T22:13:20Z","rounds":3,"received":2,"sent":1,"bytes_in":2048,"bytes_out":1024,"cards_to_go":5,"cards_to_send":2}],
+ "cards":3,"logs":2,"cards_to_go":5,"blobs":{"held":1,"partial":[],"missing":[{"hash":"` + fakeInt + `","card":"` + fakeObs + `"}]}}`,
 	"/v1/cards/" + fakeGrant: `{"id":"` + fakeGrant + `","author":"` + fakeHost + `","seq":1,"kind":"grant","time":"2023-11-14T22:13:21Z","net":"net:sublog","size":200,
  "body":{"service":"web"},"decision":{"card":"` + fakeGrant + `","kind":"grant","verdict":"live","reason":"consent"},"about":{"service":"web","hosts":["` + fakeHost + `"]}}`,
 }
@@ -308,7 +308,8 @@ func TestPagesWithoutJS(t *testing.T) {
 		{"/audit", []string{`data-card="` + fakeInt + `"`, `data-card="` + fakeGrant + `"`, `data-card="` + fakeObs + `"`,
 			`href="/card/` + fakeGrant + `"`, `<label for="f-service">`, `<label for="f-host">`, `<label for="f-author">`, `data-verdict="applied"`, "3 of 3 matching"}},
 		{"/topology", []string{`id="graph"`, `data-node="` + fakeHost + `" data-live="true"`, `data-link="` + fakeHost + `"`, "2.0 KiB", "127.0.0.1:7411"}},
-		{"/sync", []string{`data-session="` + fakeHost + `"`, "not known", `data-blobs-held="1"`, "named by"}},
+		{"/sync", []string{`data-session="` + fakeHost + `"`, `data-session-to-go="5">5<`, `data-session-to-send="2">2<`,
+			`Cards still to come: <span data-cards-to-go="5">5</span>`, `data-blobs-held="1"`, "named by"}},
 		{"/card/" + fakeGrant, []string{`data-card="` + fakeGrant + `"`, `data-verdict="live"`, `&#34;service&#34;: &#34;web&#34;`}},
 	}
 	for _, p := range pages {
@@ -333,6 +334,9 @@ func TestPagesWithoutJS(t *testing.T) {
 		}
 		if strings.Contains(body, s.token) {
 			t.Errorf("GET %s: the page carries the token", p.path)
+		}
+		if strings.Contains(body, "not known") {
+			t.Errorf("GET %s: a count shown as not known", p.path)
 		}
 		for _, th := range []string{"<table"} {
 			if strings.Count(body, th) != strings.Count(body, "<thead>") {

@@ -79,6 +79,12 @@ type Output struct {
 	Witness  []WitnessOut // witness cards to send
 	Forks    []key.ID     // authors whose fork proof to send
 	Received []Received   // cards to verify and store
+	// Expect are the card ranges the peer's announced heads put ahead of
+	// this side's in logs this side takes from the peer: what the peer's
+	// own diff pushes here, unless it sees a fork (it sends a witness
+	// instead) or its log is forked (it stops before the fork). For
+	// progress only; nothing is sent or refused on it.
+	Expect []Push
 }
 
 func (o *Output) merge(p Output) {
@@ -87,6 +93,7 @@ func (o *Output) merge(p Output) {
 	o.Witness = append(o.Witness, p.Witness...)
 	o.Forks = append(o.Forks, p.Forks...)
 	o.Received = append(o.Received, p.Received...)
+	o.Expect = append(o.Expect, p.Expect...)
 }
 
 // Machine is one side of a log-diff session. The same configuration and the
@@ -276,9 +283,11 @@ func (m *Machine) ranges(msg *Msg) (Output, error) {
 			switch {
 			case r.Mode == ModeFinal:
 				out.merge(m.diff(lo, hi, theirs))
+				out.Expect = append(out.Expect, m.coming(theirs)...)
 				add(Range{Upper: r.Upper, Mode: ModeSkip})
 			case hi-lo <= MaxFinal:
 				out.merge(m.diff(lo, hi, theirs))
+				out.Expect = append(out.Expect, m.coming(theirs)...)
 				add(Range{Upper: r.Upper, Mode: ModeFinal, Items: m.pack(lo, hi)})
 			default:
 				for _, s := range m.split(lo, hi, r.Upper) {
@@ -367,6 +376,27 @@ func (m *Machine) diff(lo, hi int, theirs []Head) Output {
 		case t.Seq == h.Seq && t.ID != h.ID:
 			// Both sides see this; each sends its own card, neither asks back.
 			out.Witness = append(out.Witness, WitnessOut{Author: h.Author, Seq: h.Seq})
+		}
+	}
+	return out
+}
+
+// coming is diff seen from the peer's side: the cards its heads theirs
+// (one range's) put ahead of mine, in the logs this side takes from it.
+// A log this side does not show the peer counts from seq 1: the peer does
+// not know it is held here and pushes all of it.
+func (m *Machine) coming(theirs []Head) []Push {
+	var out []Push
+	for _, t := range theirs {
+		if m.cfg.Want != nil && !m.cfg.Want(t.Author) {
+			continue
+		}
+		from := uint64(1)
+		if i, ok := m.index[t.Author]; ok {
+			from = m.items[i].Seq + 1
+		}
+		if t.Seq >= from {
+			out = append(out, Push{Author: t.Author, From: from, To: t.Seq})
 		}
 	}
 	return out

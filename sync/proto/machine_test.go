@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/sublog/sublog/log/canon"
@@ -67,6 +68,8 @@ type outcome struct {
 	witA, witB   []WitnessOut
 	rounds       int // Ranges messages in total
 	bytes        int // encoded bytes of all Ranges messages
+
+	expA, expB []Push // what A expects from B and B from A
 }
 
 // converse runs two machines against each other through Encode/Decode until
@@ -96,9 +99,11 @@ func converse(t testing.TB, a, b *Machine) outcome {
 		if toB {
 			o.pushA = append(o.pushA, out.Push...)
 			o.witA = append(o.witA, out.Witness...)
+			o.expA = append(o.expA, out.Expect...)
 		} else {
 			o.pushB = append(o.pushB, out.Push...)
 			o.witB = append(o.witB, out.Witness...)
+			o.expB = append(o.expB, out.Expect...)
 		}
 	}
 	post(true, a.Start())
@@ -166,6 +171,9 @@ func TestReconcileRandomSets(t *testing.T) {
 		if len(o.witA)+len(o.witB) != 0 {
 			t.Fatalf("seed %d: witnesses without forks", seed)
 		}
+		// Each side expects exactly what the other pushes (no forks here).
+		samePushes(t, "b expects what a pushes", o.expB, o.pushA)
+		samePushes(t, "a expects what b pushes", o.expA, o.pushB)
 		apply(t, a, b, o.pushA)
 		apply(t, b, a, o.pushB)
 		for _, id := range all[:n] {
@@ -179,6 +187,37 @@ func TestReconcileRandomSets(t *testing.T) {
 			t.Fatalf("seed %d: in-step sync took %d messages, %d pushes", seed, o2.rounds, len(o2.pushA)+len(o2.pushB))
 		}
 		t.Logf("n=%d: %d messages, %d bytes; in step: %d bytes", n, o.rounds, o.bytes, o2.bytes)
+	}
+}
+
+// samePushes fails unless got and want hold the same ranges in any order.
+func samePushes(t testing.TB, what string, got, want []Push) {
+	t.Helper()
+	cmp := func(x, y Push) int { return x.Author.Compare(y.Author) }
+	got, want = slices.Clone(got), slices.Clone(want)
+	slices.SortFunc(got, cmp)
+	slices.SortFunc(want, cmp)
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s: got %v, want %v", what, got, want)
+	}
+}
+
+// TestExpectOnlyWantedLogs: the cards a side expects leave out the logs it
+// does not take from the peer (their pushes are dropped unread), and count a
+// log it holds but does not show the peer from seq 1 (the peer pushes all).
+func TestExpectOnlyWantedLogs(t *testing.T) {
+	all := ids(t, 3)
+	x, y, z := all[0], all[1], all[2]
+	a, b := newSide(), newSide()
+	a.seqs[x], a.seqs[y], a.seqs[z] = 4, 6, 3
+	b.seqs[x], b.seqs[z] = 1, 2
+	cb := b.config(false)
+	cb.Want = func(id key.ID) bool { return id != y }
+	cb.Heads = slices.DeleteFunc(cb.Heads, func(h Head) bool { return h.Author == z }) // z held, not shown
+	o := converse(t, New(a.config(true)), New(cb))
+	samePushes(t, "b expects", o.expB, []Push{{Author: x, From: 2, To: 4}, {Author: z, From: 1, To: 3}})
+	if len(o.expA) != 0 {
+		t.Fatalf("a expects %v from a peer that is behind", o.expA)
 	}
 }
 

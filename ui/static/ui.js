@@ -24,6 +24,7 @@
         var c = document.getElementById('content');
         if (c) { c.innerHTML = r.text; }
         draw();
+        whileMoving();
         say((r.ok ? 'Updated ' : 'Update answered ' + r.status + ' at ') + new Date().toISOString().replace(/\.\d+Z$/, 'Z') + ' (live).');
         document.body.setAttribute('data-updated', String(Date.now()));
       })
@@ -36,6 +37,19 @@
   function schedule() {
     if (timer) { return; }
     timer = setTimeout(function () { timer = null; refresh(); }, 150);
+  }
+
+  // Sync progress: while rounds move cards the counts change with no event
+  // to say so (the sending side stores nothing, a round's end is no
+  // change of the store), so the page refreshes every second until
+  // nothing is to come or to send.
+  var moving = null;
+  function whileMoving() {
+    if (moving) { return; }
+    var busyNow = Array.prototype.some.call(document.querySelectorAll('[data-cards-to-go], [data-session-to-send]'), function (e) {
+      return Number(e.getAttribute('data-cards-to-go') || e.getAttribute('data-session-to-send')) > 0;
+    });
+    if (busyNow) { moving = setTimeout(function () { moving = null; refresh(); }, 1000); }
   }
 
   if (window.EventSource) {
@@ -102,4 +116,5 @@
       .catch(function (e) { say('Drawing the topology failed: ' + e.message); });
   }
   draw();
+  whileMoving();
 })();
