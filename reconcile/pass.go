@@ -92,6 +92,29 @@ type svc struct {
 	k     svcKey
 	d     crdt.Desired
 	lease int64
+	subj  kinds.Subject // what its replicas ask a grant to admit
+}
+
+// services are the desired services that are not removed, sorted by
+// owner and service, with what a pass reads of each parsed once per
+// change of the intent.
+func (s *State) services() []svc {
+	if s.dirty || s.svcs == nil {
+		s.svcs = s.svcs[:0]
+		for _, si := range s.ps.Desired() {
+			o, err := key.ParseID(si.Owner)
+			if err != nil || si.Removed {
+				continue
+			}
+			s.svcs = append(s.svcs, svc{svcKey{o, si.Service}, si.Desired, Lease(si.Desired), projections.SubjectOf(si.Desired)})
+		}
+		sort.Slice(s.svcs, func(i, j int) bool { return s.svcs[i].k.less(s.svcs[j].k) })
+		if s.svcs == nil {
+			s.svcs = []svc{}
+		}
+		s.dirty = false
+	}
+	return s.svcs
 }
 
 // Pass computes what controller self should write at now. It only
@@ -126,15 +149,7 @@ func (s *State) Pass(self key.ID, now int64) *Decision {
 		p := s.pbody[h]
 		free[h] = &capLeft{int64(p.CPU), int64(p.Memory), int64(p.Disk), int64(p.GPU)}
 	}
-	var svcs []svc
-	for _, si := range s.desiredNow() {
-		o, err := key.ParseID(si.Owner)
-		if err != nil || si.Removed {
-			continue
-		}
-		svcs = append(svcs, svc{svcKey{o, si.Service}, si.Desired, Lease(si.Desired)})
-	}
-	sort.Slice(svcs, func(i, j int) bool { return svcs[i].k.less(svcs[j].k) })
+	svcs := s.services()
 
 	type todo struct {
 		sv  *svc
@@ -186,9 +201,9 @@ func (s *State) Pass(self key.ID, now int64) *Decision {
 			}
 		}
 		best := *bp
-		g, _ := s.admitting(best, sv.d, now)
+		g, _ := s.admitting(best, sv, now)
 		pb := &kinds.PlacementBody{Service: sv.k.service, Owner: sv.k.owner.Bytes(), Replica: t.r,
-			Epoch: s.maxEpochOf(rk) + 1, Host: best.Bytes(), Bundle: projections.SubjectOf(sv.d).Bundle, Grant: g.id[:]}
+			Epoch: s.maxEpochOf(rk) + 1, Host: best.Bytes(), Bundle: sv.subj.Bundle, Grant: g.id[:]}
 		if pb.Bundle == nil {
 			pb.Bundle = make([]byte, kinds.HashSize) // no bundle in the intent: the zero hash (nothing to run yet)
 		}
@@ -242,7 +257,7 @@ func (s *State) keeps(p *placeRec, sv *svc, left *capLeft, used map[key.ID]bool,
 	if lv, _ := s.liveness(p.host, sv.k.owner, sv.k.service, sv.lease, now); lv == lost {
 		return false
 	}
-	if !s.grantLive(p.host, p.body.Grant, sv.d, now) || !placementAllows(sv.d, p.host) {
+	if !s.grantLive(p.host, p.body.Grant, sv, now) || !placementAllows(sv.d, p.host) {
 		return false
 	}
 	return len(projections.ProfileShort(s.pbody[p.host], sv.d, left.cpu, left.mem, left.disk, left.gpu)) == 0
@@ -306,7 +321,7 @@ func (s *State) ineligible(h key.ID, sv *svc, left *capLeft, used map[key.ID]boo
 	case returning:
 		return fmt.Sprintf("back from a loss for less than the lease (%d s)", sv.lease)
 	}
-	if _, why := s.admitting(h, sv.d, now); why != "" {
+	if _, why := s.admitting(h, sv, now); why != "" {
 		return why
 	}
 	if short := projections.ProfileShort(s.pbody[h], sv.d, left.cpu, left.mem, left.disk, left.gpu); len(short) > 0 {
@@ -334,19 +349,16 @@ type Duty struct {
 // intent's replica count or of a removed service.
 func (s *State) Duties(h key.ID, now int64) []Duty {
 	var out []Duty
-	for _, si := range s.desiredNow() {
-		o, err := key.ParseID(si.Owner)
-		if err != nil || si.Removed {
-			continue
-		}
-		n := replicas(si.Desired)
+	for i := range s.services() {
+		sv := &s.svcs[i]
+		n := replicas(sv.d)
 		for r := uint64(0); r < n; r++ {
-			p := s.current(replicaKey{svcKey{o, si.Service}, r}, now)
-			if p == nil || p.host != h || !s.grantLive(h, p.body.Grant, si.Desired, now) {
+			p := s.current(replicaKey{sv.k, r}, now)
+			if p == nil || p.host != h || !s.grantLive(h, p.body.Grant, sv, now) {
 				continue
 			}
 			gid, _ := card.IDFromBytes(p.body.Grant)
-			out = append(out, Duty{Owner: o, Service: si.Service, Replica: r, Bundle: p.body.Bundle, Grant: gid, Placement: p.id, Epoch: p.body.Epoch})
+			out = append(out, Duty{Owner: sv.k.owner, Service: sv.k.service, Replica: r, Bundle: p.body.Bundle, Grant: gid, Placement: p.id, Epoch: p.body.Epoch})
 		}
 	}
 	return out

@@ -122,7 +122,7 @@ type delegRec struct {
 // of each identity), so a pass costs the same however long the history.
 type State struct {
 	ps       *projections.State
-	desired  []projections.ServiceIntent
+	svcs     []svc // cached services(); nil or dirty: recompute
 	dirty    bool
 	profiles map[key.ID]*card.Card
 	pbody    map[key.ID]*projections.ProfileBody
@@ -293,14 +293,6 @@ func (s *State) Speaks(owner, author key.ID, service string, now int64) bool {
 	return false
 }
 
-func (s *State) desiredNow() []projections.ServiceIntent {
-	if s.dirty || s.desired == nil {
-		s.desired = s.ps.Desired()
-		s.dirty = false
-	}
-	return s.desired
-}
-
 // current is the placement in force for a replica: the newest by the merge
 // rule among the placements of authors who speak for the owner.
 func (s *State) current(rk replicaKey, now int64) *placeRec {
@@ -370,8 +362,8 @@ func (s *State) liveness(h, owner key.ID, service string, lease, now int64) (liv
 
 // admitting is the host's first live grant (in ID order) that admits the
 // service's replica and whose limits hold its resources, or nil and why.
-func (s *State) admitting(h key.ID, d crdt.Desired, now int64) (*grantRec, string) {
-	subj := projections.SubjectOf(d)
+func (s *State) admitting(h key.ID, sv *svc, now int64) (*grantRec, string) {
+	subj, d := sv.subj, sv.d
 	why := "no grant from this host admits the service"
 	for _, g := range s.grants[h] {
 		if w := g.body.Admits(subj); w != "" {
@@ -397,7 +389,7 @@ func fitsGrant(l *kinds.Limits, d crdt.Desired) bool {
 
 // grantLive reports whether the grant named by a placement is still a
 // live grant of host h that admits d.
-func (s *State) grantLive(h key.ID, gid []byte, d crdt.Desired, now int64) bool {
+func (s *State) grantLive(h key.ID, gid []byte, sv *svc, now int64) bool {
 	id, err := card.IDFromBytes(gid)
 	if err != nil {
 		return false
@@ -406,8 +398,8 @@ func (s *State) grantLive(h key.ID, gid []byte, d crdt.Desired, now int64) bool 
 		if g.id != id {
 			continue
 		}
-		return g.body.Admits(projections.SubjectOf(d)) == "" && !s.isRevoked(id, h) &&
-			(g.body.Expires == 0 || now < g.body.Expires) && fitsGrant(&g.body.Limits, d)
+		return g.body.Admits(sv.subj) == "" && !s.isRevoked(id, h) &&
+			(g.body.Expires == 0 || now < g.body.Expires) && fitsGrant(&g.body.Limits, sv.d)
 	}
 	return false
 }

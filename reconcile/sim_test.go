@@ -276,7 +276,7 @@ func (s *sim) checkHealed(seed int64) {
 			h := runs[k][0]
 			st := s.nodes[ctrlA].st
 			d := findDesired(st, sv.name)
-			if w := st.ineligible(s.id(h), &svc{svcKey{s.id(ctrlA), sv.name}, d, Lease(d)}, &capLeft{1 << 40, 1 << 40, 1 << 40, 1 << 40}, nil, s.now); w != "" {
+			if w := st.ineligible(s.id(h), &svc{svcKey{s.id(ctrlA), sv.name}, d, Lease(d), projections.SubjectOf(d)}, &capLeft{1 << 40, 1 << 40, 1 << 40, 1 << 40}, nil, s.now); w != "" {
 				t.Fatalf("seed %d: replica %s runs on %s, which is not eligible: %s", seed, k, s.nodes[h].name, w)
 			}
 		}
@@ -287,9 +287,9 @@ func (s *sim) checkHealed(seed int64) {
 }
 
 func findDesired(st *State, service string) crdt.Desired {
-	for _, si := range st.desiredNow() {
-		if si.Service == service {
-			return si.Desired
+	for _, sv := range st.services() {
+		if sv.k.service == service {
+			return sv.d
 		}
 	}
 	return crdt.Desired{}
