@@ -7,7 +7,7 @@ export CGO_ENABLED := 1
 # Race-built processes otherwise sleep 1 s at exit; tests start many of them.
 export GORACE ?= atexit_sleep_ms=0
 
-.PHONY: build test demo bench fuzz lint examples clean
+.PHONY: build test demo bench bench-hypercore fuzz lint examples clean
 
 build:
 	$(GO) build -o $(BIN) ./cli/sublog
@@ -25,6 +25,14 @@ demo: build examples
 # (see BENCHMARKS.md). BENCHTIME=3s for steadier figures.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./... | tee bench.out
+
+# Side by side with Hypercore (issue 17; not part of test or bench): npm
+# installs the pinned hypercore into bench/hypercore/node_modules (ignored by
+# git), then sublog's 100,000-card sync and Hypercore's two-process
+# replication of the same entries run interleaved, ROUNDS (5) rounds, medians.
+bench-hypercore:
+	cd bench/hypercore && npm ci --no-audit --no-fund
+	bash bench/hypercore/compare.sh
 
 # Every Fuzz target in the tree for FUZZTIME each, then the long crash test.
 fuzz:

@@ -99,14 +99,19 @@ func TestInstrumentedLoopFreeStops(t *testing.T) {
 	if _, err := e.host.Call(context.Background(), peer, make([]byte, 10)); !errors.Is(err, ErrAppStatus) || !strings.Contains(err.Error(), "status 1024") {
 		t.Fatalf("f(10): %v, want status 1024", err)
 	}
+	// 2^60 calls would run for centuries: the call can only return because
+	// the watchdog's stop flag was seen at a function entry (there is no
+	// loop header to check at). How soon after the cap it returns is a
+	// matter of timing, which tests do not assert (the benchmarks measure).
 	t0 := time.Now()
 	_, err = e.host.Call(context.Background(), peer, make([]byte, 60))
 	took := time.Since(t0)
-	if !errors.Is(err, ErrCPUCap) {
+	if !errors.Is(err, ErrCPUCap) || !strings.Contains(err.Error(), "took over 100ms and was stopped") {
 		t.Fatalf("2^60 calls: %v", err)
 	}
-	if took > 200*time.Millisecond {
-		t.Fatalf("stopped after %v, cap 100ms", took)
+	// The stopped instance is discarded; the peer serves the next request.
+	if _, err := e.host.Call(context.Background(), peer, make([]byte, 10)); !errors.Is(err, ErrAppStatus) || !strings.Contains(err.Error(), "status 1024") {
+		t.Fatalf("f(10) after the stop: %v, want status 1024", err)
 	}
 	t.Logf("instrumented: cap 100ms, stopped after %v", took)
 }
@@ -208,17 +213,20 @@ func TestMisbehave(t *testing.T) {
 	}()
 
 	capMS := 200 * time.Millisecond
+	// Which cap stops each request is asserted, not how soon: the CPU cap
+	// counts the guest thread's CPU time, and wall time on a loaded machine
+	// is no test of it (BenchmarkRequest and the exec section of
+	// BENCHMARKS.md measure the executor's timing).
 	cases := []struct {
 		req  string
 		want error
-		max  time.Duration
 		why  string
 	}{
-		{"alloc", ErrMemoryCap, 0, "memory"},
-		{"loop", ErrCPUCap, 2 * capMS, "took over 200ms"},
-		{"fib 60", ErrCPUCap, 2 * capMS, "took over 200ms"},
-		{"kv", ErrNotGranted, 0, "kv_get"},
-		{"recurse", nil, 0, ""},
+		{"alloc", ErrMemoryCap, "memory"},
+		{"loop", ErrCPUCap, "took over " + capMS.String()},
+		{"fib 60", ErrCPUCap, "took over " + capMS.String()},
+		{"kv", ErrNotGranted, "kv_get"},
+		{"recurse", nil, ""},
 	}
 	for _, c := range cases {
 		t0 := time.Now()
@@ -232,9 +240,6 @@ func TestMisbehave(t *testing.T) {
 		}
 		if c.req == "recurse" && !errors.Is(err, ErrMemoryCap) && !errors.Is(err, ErrTrap) && !errors.Is(err, ErrCPUCap) {
 			t.Fatalf("recurse: %v", err)
-		}
-		if c.max != 0 && took > c.max {
-			t.Fatalf("%s: stopped after %v, want under %v", c.req, took, c.max)
 		}
 		obs := e.observed()
 		last := obs[len(obs)-1]

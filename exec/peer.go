@@ -9,6 +9,7 @@ import (
 	"github.com/sublog/sublog/log/kinds"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	stdsync "sync"
@@ -291,14 +292,16 @@ func (inst *instance) halt() {
 	inst.fuel.Set(1)
 }
 
-// guarded calls fn on inst under the watchdog: at limit, or when ctx is
-// done, it raises the instance's stop flag and the module traps at its next
-// check. The time spent counts toward the peer's CPU total.
+// guarded calls fn on inst under the watchdog: when the call has used
+// limit of CPU time, or when ctx is done, it raises the instance's stop flag
+// and the module traps at its next check. The CPU time spent counts toward
+// the peer's CPU total.
 func (p *peer) guarded(ctx context.Context, inst *instance, fn api.Function, limit time.Duration, cs *callState, params ...uint64) ([]uint64, time.Duration, error) {
-	watchdog := time.AfterFunc(limit, func() {
+	w := startWatch(limit, func() {
 		cs.timedOut.Store(true)
 		inst.halt()
 	})
+	defer runtime.UnlockOSThread()
 	stopWatch := func() bool { return true }
 	if ctx.Done() != nil {
 		stopWatch = context.AfterFunc(ctx, func() {
@@ -308,15 +311,106 @@ func (p *peer) guarded(ctx context.Context, inst *instance, fn api.Function, lim
 	}
 	cctx := context.WithValue(context.WithoutCancel(ctx), callKey{}, cs)
 	inst.stack.Set(uint64(stackBudget(p.limits.Memory))) // every call starts with the whole budget
-	t0 := time.Now()
 	res, err := fn.Call(cctx, params...)
-	spent := time.Since(t0)
-	watchdog.Stop()
+	spent := w.end()
 	stopWatch()
 	p.mu.Lock()
 	p.cpuNS += int64(spent)
 	p.mu.Unlock()
 	return res, spent, err
+}
+
+// backstopFactor: a call whose thread the machine starves is stopped after
+// this many times its CPU cap in wall time, however little CPU it got.
+const backstopFactor = 10
+
+// watchBaseline is when the watchdog first reads a call's CPU clock: a call
+// that ends sooner (most requests) costs no clock reading, and its first
+// watchBaseline of wall time counts as CPU time.
+const watchBaseline = time.Millisecond
+
+// watch is one call's watchdog. A guest runs on the calling goroutine's OS
+// thread (pinned for the call), so the thread's CPU clock is the guest's
+// CPU time, host functions included: on a loaded machine the wall clock
+// runs while the guest waits for a core, and a cap counted in wall time
+// would stop guests for the machine's load. Where the thread's clock cannot
+// be read, the cap is wall time.
+type watch struct {
+	mu    stdsync.Mutex
+	t     *time.Timer
+	done  bool
+	clk   threadClock
+	cpu   bool          // the thread has a clock
+	based bool          // cpu0 and wall0 are set
+	cpu0  time.Duration // the thread's CPU clock at the first reading
+	wall0 time.Duration // the wall time of the call before it (counted as CPU)
+	start time.Time
+	limit time.Duration
+	stop  func()
+}
+
+// startWatch pins the goroutine to its thread (the caller unlocks it after
+// end) and arms the watchdog.
+func startWatch(limit time.Duration, stop func()) *watch {
+	w := &watch{limit: limit, stop: stop}
+	w.clk, w.cpu = lockThread()
+	w.start = time.Now()
+	first := limit
+	if w.cpu {
+		first = min(limit, watchBaseline)
+	}
+	w.mu.Lock()
+	w.t = time.AfterFunc(first, w.fire)
+	w.mu.Unlock()
+	return w
+}
+
+// used is the call's CPU time so far: wall time before the first reading
+// of the thread's clock, the clock's advance after it. Caller holds mu.
+func (w *watch) used() time.Duration {
+	wall := time.Since(w.start)
+	if !w.cpu {
+		return wall
+	}
+	now, ok := w.clk.now()
+	if !ok {
+		w.cpu = false
+		return wall
+	}
+	if !w.based {
+		w.based, w.cpu0, w.wall0 = true, now, wall
+	}
+	return w.wall0 + now - w.cpu0
+}
+
+// fire stops the call if it has used its cap of CPU time (or the wall-time
+// backstop passed), and otherwise looks again when the rest of the cap
+// could be used up.
+func (w *watch) fire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return
+	}
+	used := w.used()
+	if used >= w.limit || time.Since(w.start) >= backstopFactor*w.limit {
+		w.stop()
+		return
+	}
+	w.t.Reset(max(w.limit-used, time.Millisecond))
+}
+
+// end disarms the watchdog (no stop can come after it returns) and gives
+// the call's CPU time.
+func (w *watch) end() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done = true
+	w.t.Stop()
+	if !w.based {
+		return time.Since(w.start)
+	}
+	return w.used()
 }
 
 // discard closes an instance that failed or outlived its runtime's run.

@@ -98,8 +98,12 @@ func TestCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		lines := make(chan acked, 1<<16)
+		first := make(chan struct{}) // closed at the first acknowledgement
+		ended := make(chan struct{}) // closed when the child's output ends
 		go func() {
+			defer close(ended)
 			defer close(lines)
+			once := stdsync.OnceFunc(func() { close(first) })
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
 				f := strings.Fields(sc.Text())
@@ -111,10 +115,18 @@ func TestCrash(t *testing.T) {
 				id, err3 := card.ParseID(f[2])
 				if err1 == nil && err2 == nil && err3 == nil {
 					lines <- acked{a, seq, id}
+					once()
 				}
 			}
 		}()
-		time.Sleep(time.Duration(20+rng.IntN(180)) * time.Millisecond)
+		// The kill lands at a random point after the child has started
+		// appending (its first acknowledgement), however long starting
+		// takes on a loaded machine.
+		select {
+		case <-first:
+		case <-ended:
+		}
+		time.Sleep(time.Duration(rng.IntN(180)) * time.Millisecond)
 		_ = cmd.Process.Kill() // SIGKILL: no chance to flush or close
 		_ = cmd.Wait()
 		n := 0

@@ -734,11 +734,23 @@ type ImportResult struct {
 	Errs     map[int]error
 }
 
+// importChunk is how many cards of an ImportBatch are verified before they
+// are placed and handed to the committer: the first chunks commit (and
+// sync) while the later ones are still being verified.
+const importChunk = 256
+
 // ImportBatch verifies cards in parallel and stores, in input order, those
-// that continue their logs, with one sync for the whole batch. Cards of one
-// author must come in chain order. An element of StubSize bytes is a stub
-// (stub.go): a run of stubs is placed with the card after it, which proves
-// the last one; a run no card follows is not stored (ErrStubUnproven).
+// that continue their logs, and returns once all of them are durable. Cards
+// of one author must come in chain order. An element of StubSize bytes is a
+// stub (stub.go): a run of stubs is placed with the card after it, which
+// proves the last one; a run no card follows is not stored
+// (ErrStubUnproven).
+//
+// Verification runs on every core in input order; each chunk of
+// importChunk elements is placed as soon as it is verified, and its writes
+// go to the committer while the next chunks are verified, so the cores do
+// not wait for the commits. All stripes are locked from the first placement
+// until the batch is durable (the batch spans many authors).
 func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	res := ImportResult{Errs: map[int]error{}}
 	if err := s.usable(); err != nil {
@@ -746,125 +758,163 @@ func (s *Store) ImportBatch(raw [][]byte) (ImportResult, error) {
 	}
 	decoded := make([]*card.Card, len(raw))
 	errs := make([]error, len(raw))
-	workers := runtime.GOMAXPROCS(0)
+	nchunks := (len(raw) + importChunk - 1) / importChunk
+	left := make([]atomic.Int32, nchunks) // elements of each chunk not yet decoded
+	ready := make([]chan struct{}, nchunks)
+	for k := range ready {
+		left[k].Store(int32(min(importChunk, len(raw)-k*importChunk)))
+		ready[k] = make(chan struct{})
+	}
 	var wg stdsync.WaitGroup
 	next := make(chan int, len(raw))
 	for i := range raw {
 		next <- i
 	}
 	close(next)
-	for range workers {
+	stop := make(chan struct{}) // the batch failed: decode no more
+	// finish stops the workers and waits for them (before errs is read on
+	// a failure, and before returning).
+	finish := stdsync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer finish()
+	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if IsStub(raw[i]) {
-					continue // placed with the card after it
+				select {
+				case <-stop:
+					return
+				default:
 				}
-				c, err := card.Decode(raw[i], s.Caps())
-				if err != nil {
-					errs[i] = fmt.Errorf("%w: %w", ErrInvalid, err)
-					continue
+				if !IsStub(raw[i]) { // (a stub is placed with the card after it)
+					c, err := card.Decode(raw[i], s.Caps())
+					if err != nil {
+						errs[i] = fmt.Errorf("%w: %w", ErrInvalid, err)
+					} else {
+						decoded[i] = c
+					}
 				}
-				decoded[i] = c
+				if k := i / importChunk; left[k].Add(-1) == 0 {
+					close(ready[k])
+				}
 			}
 		}()
 	}
-	wg.Wait()
 
-	// One import batch at a time: the batch spans many authors.
-	s.locksAll()
-	defer s.unlockAll()
 	pending := &batchState{heads: map[[key.IDSize]byte]head{}, cards: map[string][]byte{}, stubs: map[string]*Stub{}}
-	var sets []kv
 	var accepted []int
 	var stubs []Stub
 	var run []int // stubs waiting for the card that proves them
-	for i, c := range decoded {
-		if IsStub(raw[i]) {
-			run = append(run, i)
-			continue
+	var dones []chan error
+	locked := false
+	for k := range nchunks {
+		<-ready[k]
+		if !locked {
+			s.locksAll()
+			defer s.unlockAll()
+			locked = true
 		}
-		if c == nil {
-			for _, j := range run {
-				errs[j] = fmt.Errorf("%w: the card after it was refused", ErrStubUnproven)
+		var sets []kv
+		touched := map[[key.IDSize]byte]bool{}
+		for i := k * importChunk; i < min((k+1)*importChunk, len(raw)); i++ {
+			c := decoded[i]
+			if IsStub(raw[i]) {
+				run = append(run, i)
+				continue
+			}
+			if c == nil {
+				for _, j := range run {
+					errs[j] = fmt.Errorf("%w: the card after it was refused", ErrStubUnproven)
+				}
+				run = nil
+				continue
+			}
+			var (
+				w     []kv
+				news  []Stub
+				proof *ForkProof
+				err   error
+			)
+			if len(run) > 0 {
+				ids := make([]card.ID, len(run))
+				for n, j := range run {
+					copy(ids[n][:], raw[j])
+				}
+				w, news, proof, err = s.placeRun(ids, c, pending)
+			} else {
+				w, proof, err = s.place(c, pending)
+			}
+			if proof != nil {
+				sets = append(sets, w...)
+				h, ok := pending.head(c.Author())
+				if !ok {
+					h = s.tipOf(c.Author())
+				}
+				h.forkSeq = proof.Seq()
+				pending.heads[c.Author().Array()] = h
+				touched[c.Author().Array()] = true
+			}
+			if err != nil {
+				errs[i] = err
+				for _, j := range run {
+					errs[j] = err // the card refused its stubs, or they it
+				}
+				run = nil
+				continue
 			}
 			run = nil
-			continue
-		}
-		var (
-			w     []kv
-			news  []Stub
-			proof *ForkProof
-			err   error
-		)
-		if len(run) > 0 {
-			ids := make([]card.ID, len(run))
-			for k, j := range run {
-				copy(ids[k][:], raw[j])
-			}
-			w, news, proof, err = s.placeRun(ids, c, pending)
-		} else {
-			w, proof, err = s.place(c, pending)
-		}
-		if proof != nil {
 			sets = append(sets, w...)
+			pending.record(w)
 			h, ok := pending.head(c.Author())
 			if !ok {
 				h = s.tipOf(c.Author())
 			}
-			h.forkSeq = proof.Seq()
-			pending.heads[c.Author().Array()] = h
-		}
-		if err != nil {
-			errs[i] = err
-			for _, j := range run {
-				errs[j] = err // the card refused its stubs, or they it
+			if c.Seq() > h.seq { // (a card that replaces a stub leaves the head)
+				h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
 			}
-			run = nil
+			pending.heads[c.Author().Array()] = h
+			touched[c.Author().Array()] = true
+			accepted = append(accepted, i)
+			stubs = append(stubs, news...)
+		}
+		if len(sets) == 0 {
 			continue
 		}
-		run = nil
-		sets = append(sets, w...)
-		pending.record(w)
-		h, ok := pending.head(c.Author())
-		if !ok {
-			h = s.tipOf(c.Author())
+		updates := make([]headUpdate, 0, len(touched))
+		for a := range touched {
+			updates = append(updates, headUpdate{a, pending.heads[a]})
 		}
-		if c.Seq() > h.seq { // (a card that replaces a stub leaves the head)
-			h.seq, h.id = c.Seq(), c.ID() // keeps a known fork point
+		done, err := s.enqueue(sets, updates...)
+		if err != nil {
+			finish()
+			return s.importErrs(res, errs), err
 		}
-		pending.heads[c.Author().Array()] = h
-		accepted = append(accepted, i)
-		stubs = append(stubs, news...)
+		dones = append(dones, done)
 	}
 	for _, j := range run {
 		errs[j] = ErrStubUnproven
 	}
-	for i, e := range errs {
-		if e != nil {
-			res.Errs[i] = e
+	res = s.importErrs(res, errs)
+	for _, done := range dones {
+		if err := <-done; err != nil {
+			return ImportResult{Errs: res.Errs}, err
 		}
-	}
-	if len(sets) == 0 {
-		return res, nil
-	}
-	updates := make([]headUpdate, 0, len(pending.heads))
-	for a, h := range pending.heads {
-		updates = append(updates, headUpdate{a, h})
-	}
-	done, err := s.enqueue(sets, updates...)
-	if err != nil {
-		return res, err
-	}
-	if err := <-done; err != nil {
-		return ImportResult{Errs: res.Errs}, err
 	}
 	for _, i := range accepted {
 		res.Accepted = append(res.Accepted, decoded[i])
 	}
 	res.Stubs = stubs
 	return res, nil
+}
+
+// importErrs adds the per-element errors to res.
+func (s *Store) importErrs(res ImportResult, errs []error) ImportResult {
+	for i, e := range errs {
+		if e != nil {
+			res.Errs[i] = e
+		}
+	}
+	return res
 }
 
 func (s *Store) locksAll() {

@@ -107,7 +107,9 @@ func startLive(n *Node) (*live, error) {
 		return nil, err
 	}
 	// One guard for every link, accepted or dialled: a peer that sent a
-	// forged card is backed off whichever way it next connects.
+	// forged card is backed off whichever way it next connects, and its
+	// quota window (DefaultQuota, as 'sublog serve') holds across its links
+	// and reconnections; each round is one session of the quota.
 	lim := n.cfg.SyncLimits()
 	lv.opt = lsync.Options{Secret: n.sk, Rand: n.opt.Rand, Policy: lv.pol, Limits: lim,
 		Timeout: time.Duration(n.cfg.Limits.IdleTimeout), Guard: lsync.NewGuard(lim, lsync.DefaultQuota())}

@@ -145,10 +145,12 @@ func loopback(b *testing.B, a, bs Store, ka, kb *key.Secret) (Stats, Stats) {
 			done <- result{err: err}
 			return
 		}
-		st, err := Run(ctx, c, false, bs, Options{Secret: kb, Rand: newRand(2), Policy: Everyone{}, Timeout: time.Minute})
+		// No quota: one session moves 100,000 cards here, above
+		// DefaultQuota's 50,000 cards per session.
+		st, err := Run(ctx, c, false, bs, Options{Secret: kb, Rand: newRand(2), Policy: Everyone{}, Timeout: time.Minute, Quota: &Quota{}})
 		done <- result{st, err}
 	}()
-	sa, err := Dial(ctx, transport.TCP{}, l.Addr(), a, Options{Secret: ka, Rand: newRand(1), Policy: Everyone{}, Timeout: time.Minute})
+	sa, err := Dial(ctx, transport.TCP{}, l.Addr(), a, Options{Secret: ka, Rand: newRand(1), Policy: Everyone{}, Timeout: time.Minute, Quota: &Quota{}})
 	r := <-done
 	if err != nil || r.err != nil {
 		b.Fatal(err, r.err)

@@ -115,9 +115,10 @@ func pushRaw(t *testing.T, addr string, sk *key.Secret, msgs []*proto.Msg) strin
 		proto.WriteMsg(w, m)
 	}
 	w.Flush()
-	time.Sleep(200 * time.Millisecond) // let the server read it all
+	// Half-close: the server reads every message before it sees the end of
+	// the stream, and then ends the session (or it refused before); wait
+	// for that rather than for a while.
 	st.Close()
-	mux.Close()
 	select {
 	case r := <-reason:
 		return r

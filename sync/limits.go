@@ -85,12 +85,27 @@ const (
 	maxMsgHold = proto.MaxMessage + 4
 )
 
-// DefaultQuota is what Serve enforces when Options.Quota is nil.
+// DefaultQuota is what every session enforces when Options.Quota is nil:
+// sessions Serve answers, outgoing ones (Dial, Run as initiator), stdio
+// and pipe sessions, and the rounds of a Link.
 func DefaultQuota() Quota {
 	return Quota{
 		SessionLogs: 500, SessionCards: 50_000, SessionBytes: 64 << 20,
 		Window: time.Hour, WindowLogs: 2_000, WindowCards: 200_000, WindowBytes: 256 << 20,
 	}
+}
+
+// guardFor is the Guard a session (or Serve's sessions) uses: opt.Guard, or
+// a new one with opt.Quota, DefaultQuota when that is nil.
+func guardFor(opt Options, lim Limits) *Guard {
+	if opt.Guard != nil {
+		return opt.Guard
+	}
+	q := DefaultQuota()
+	if opt.Quota != nil {
+		q = *opt.Quota
+	}
+	return NewGuard(lim, q)
 }
 
 // ConnsForFDLimit is the default connection cap for a process that may open

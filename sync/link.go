@@ -82,13 +82,7 @@ func Connect(ctx context.Context, conn transport.Conn, initiator bool, st Store,
 		opt.Policy = NewLists([]key.ID{opt.Secret.ID()}, nil, nil)
 	}
 	lim := opt.Limits.withDefaults()
-	if opt.Guard == nil {
-		var q Quota
-		if opt.Quota != nil {
-			q = *opt.Quota
-		}
-		opt.Guard = NewGuard(lim, q)
-	}
+	opt.Guard = guardFor(opt, lim)
 	m := &meter{Conn: conn}
 	l := &Link{st: st, opt: opt, lim: lim, initiator: initiator, conn: m, kick: make(chan struct{}, 1),
 		side: make(chan struct{}, maxSideStreams), last: time.Now()}

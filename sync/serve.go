@@ -69,13 +69,7 @@ func ServeLinks(ctx context.Context, l transport.Listener, st Store, opt Options
 func accept(ctx context.Context, l transport.Listener, opt Options, ev ServeEvents, handle func(transport.Conn, Options)) error {
 	lim := opt.Limits.withDefaults()
 	opt.Limits = lim
-	if opt.Guard == nil {
-		q := DefaultQuota()
-		if opt.Quota != nil {
-			q = *opt.Quota
-		}
-		opt.Guard = NewGuard(lim, q)
-	}
+	opt.Guard = guardFor(opt, lim)
 	adm := newAdmission(lim)
 	var wg stdsync.WaitGroup
 	defer wg.Wait()

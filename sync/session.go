@@ -62,8 +62,9 @@ type Options struct {
 	// Limits bound the session (and, for Serve, the connections); zero
 	// fields take defaults.
 	Limits Limits
-	// Quota bounds what the peer may push. Nil: none for Run, DefaultQuota
-	// for Serve. It is read when a Guard is made for the session(s).
+	// Quota bounds what the peer may push. Nil: DefaultQuota, for every
+	// session alike (Run, Dial, Connect's live rounds, Serve); &Quota{} for
+	// none. It is read when a Guard is made for the session(s).
 	Quota *Quota
 	// Guard is shared state about peers (backoff, quota windows, the total
 	// receive buffer). Nil: Run makes one for its session, Serve one for all
@@ -237,13 +238,7 @@ func Run(ctx context.Context, conn transport.Conn, initiator bool, st Store, opt
 		opt.Policy = NewLists([]key.ID{opt.Secret.ID()}, nil, nil)
 	}
 	lim := opt.Limits.withDefaults()
-	if opt.Guard == nil {
-		var q Quota
-		if opt.Quota != nil {
-			q = *opt.Quota
-		}
-		opt.Guard = NewGuard(lim, q)
-	}
+	opt.Guard = guardFor(opt, lim)
 	counter := &checkCounter{Store: st}
 	s := &session{st: counter, opt: opt, initiator: initiator, conn: &meter{Conn: conn}, logs: map[key.ID]bool{},
 		lim: lim, guard: opt.Guard, buf: semaphore.NewWeighted(lim.SessionBuffer)}

@@ -419,6 +419,18 @@ func (s *MemStore) ImportForkProof(b []byte) (*sublog.ForkProof, error) {
 // wrong protected header, trailing bytes...), wrapped in log.ErrInvalid as
 // the store would, never as a card of another author.
 func PeekAuthor(b []byte) (key.ID, error) {
+	// The canonical layout is read in place (most cards); any other bytes
+	// take the general decode, which names the defect.
+	if kid, ok := card.Kid(b); ok {
+		if id, err := key.IDFromBytes(kid); err == nil {
+			return id, nil
+		}
+	}
+	return peekGeneral(b)
+}
+
+// peekGeneral is PeekAuthor by the general decoder.
+func peekGeneral(b []byte) (key.ID, error) {
 	type envelope struct {
 		_           struct{} `cbor:",toarray"`
 		Protected   []byte

@@ -151,3 +151,39 @@ func TestLinkCardsToGo(t *testing.T) {
 			ta.ToSend, ta.Sent, tb.ToReceive, tb.Received, res.st)
 	}
 }
+
+// TestProgressReportsCardsToGo: a one-shot session's Progress reports carry
+// the cards to go: on the receiver each report after a stored batch has
+// fewer to receive, down to 0; on the sender each report after a sent
+// message fewer to send, down to 0.
+func TestProgressReportsCardsToGo(t *testing.T) {
+	const n = 10
+	a, b := secret(t, "a"), secret(t, "b")
+	sa, sb := newStore(), newStore()
+	appendBig(t, sa, a, n)
+	na := node{st: sa, sk: a, pol: NewLists([]key.ID{a.ID()}, []key.ID{b.ID()}, nil)}
+	nb := node{st: sb, sk: b, pol: NewLists([]key.ID{b.ID()}, []key.ID{a.ID()}, nil)}
+	var mu stdsync.Mutex
+	var toSend, toReceive []int
+	oa, ob := opts(na, 1), opts(nb, 2)
+	oa.Progress = func(s Stats) { mu.Lock(); toSend = append(toSend, s.ToSend); mu.Unlock() }
+	ob.Progress = func(s Stats) { mu.Lock(); toReceive = append(toReceive, s.ToReceive); mu.Unlock() }
+	ca, cb := transport.Pipe()
+	ra, rb := runPair(t, ca, cb, na, nb, oa, ob)
+	if ra.err != nil || rb.err != nil || rb.st.Received != n {
+		t.Fatalf("session: %v, %v, received %d", ra.err, rb.err, rb.st.Received)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for what, seen := range map[string][]int{"to send on a": toSend, "to receive on b": toReceive} {
+		if len(seen) < 2 || seen[0] >= n || seen[len(seen)-1] != 0 {
+			t.Errorf("%s: reports %v, want several, falling from under %d to 0", what, seen, n)
+		}
+		for i := 1; i < len(seen); i++ {
+			if seen[i] >= seen[i-1] {
+				t.Errorf("%s: reports %v do not fall", what, seen)
+				break
+			}
+		}
+	}
+}

@@ -111,6 +111,15 @@ func MustMarshal(v any) []byte {
 // Check reports whether b is exactly one well-formed data item in the
 // deterministic encoding, within the limits.
 func Check(b []byte) error {
+	if fastCheck(b) {
+		return nil
+	}
+	return check(b)
+}
+
+// check is Check's general path: decode into generic values, re-encode
+// deterministically, compare.
+func check(b []byte) error {
 	var v any
 	rest, err := anyMode.UnmarshalFirst(b, &v)
 	if err != nil {

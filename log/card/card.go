@@ -540,6 +540,18 @@ func fixedEnvelope(b []byte) (envelope, protectedHeader, bool) {
 		protectedHeader{Alg: int64(cose.AlgorithmEdDSA), Kid: b[10:42]}, true
 }
 
+// Kid gives the kid (the author's key bytes) of card bytes in the one
+// canonical envelope layout, whose structure it checks byte for byte (not
+// the payload, not the signature); ok is false for any other bytes, which
+// the general decoder must judge.
+func Kid(b []byte) (kid []byte, ok bool) {
+	if len(b) == 0 || b[0] != coseTag {
+		return nil, false
+	}
+	_, ph, ok := fixedEnvelope(b)
+	return ph.Kid, ok
+}
+
 // checkPayload is the one check of a card's payload bytes, run by Sign on
 // what it is about to sign and by the decoder on every card it reads: one
 // canonical CBOR map within the card limits (MaxDepth levels counting the
