@@ -184,6 +184,14 @@ func (s *State) Pass(self key.ID, now int64) *Decision {
 			}
 			continue
 		}
+		epoch := s.maxEpochOf(rk, now) + 1
+		if epoch > kinds.MaxEpoch {
+			dec.Unmet = append(dec.Unmet, Unmet{Owner: sv.k.owner, Service: sv.k.service, Replica: t.r, Reasons: []string{"placement epochs exhausted"}})
+			if t.cur != nil {
+				inForce[rk] = t.cur
+			}
+			continue
+		}
 		bp, why := s.choose(sv, t.r, hosts, free, used[sv.k], now)
 		if bp == nil {
 			dec.Unmet = append(dec.Unmet, Unmet{Owner: sv.k.owner, Service: sv.k.service, Replica: t.r, Reasons: why})
@@ -203,7 +211,7 @@ func (s *State) Pass(self key.ID, now int64) *Decision {
 		best := *bp
 		g, _ := s.admitting(best, sv, now)
 		pb := &kinds.PlacementBody{Service: sv.k.service, Owner: sv.k.owner.Bytes(), Replica: t.r,
-			Epoch: s.maxEpochOf(rk) + 1, Host: best.Bytes(), Bundle: sv.subj.Bundle, Grant: g.id[:]}
+			Epoch: epoch, Host: best.Bytes(), Bundle: sv.subj.Bundle, Grant: g.id[:]}
 		if pb.Bundle == nil {
 			pb.Bundle = make([]byte, kinds.HashSize) // no bundle in the intent: the zero hash (nothing to run yet)
 		}
@@ -239,10 +247,12 @@ func replicas(d crdt.Desired) uint64 {
 	return uint64(d.Replicas)
 }
 
-func (s *State) maxEpochOf(rk replicaKey) uint64 {
+// maxEpochOf is the highest epoch of the replica's placements by authors
+// who speak for the owner (a stranger's placement cannot push epochs).
+func (s *State) maxEpochOf(rk replicaKey, now int64) uint64 {
 	var m uint64
-	for _, p := range s.places[rk] {
-		if p.body.Epoch > m {
+	for a, p := range s.places[rk] {
+		if p.body.Epoch > m && s.Speaks(rk.owner, a, rk.service, now) {
 			m = p.body.Epoch
 		}
 	}

@@ -214,3 +214,31 @@ func TestPassIndependentOfArrivalOrder(t *testing.T) {
 		}
 	}
 }
+
+// A placement by someone who does not speak for the owner is ignored: it
+// neither decides where the replica runs nor pushes the epochs.
+func TestStrangerPlacementIgnored(t *testing.T) {
+	s, grants := oneService(t)
+	stranger := &simNode{name: "stranger", sk: simKey("stranger"), st: New(), held: map[key.ID]int{}}
+	s.nodes = append(s.nodes, stranger)
+	s.group, s.down = append(s.group, 0), append(s.down, false)
+	st := len(s.nodes) - 1
+	s.append(st, kinds.KindPlacement, &kinds.PlacementBody{Service: "counter", Owner: s.id(ctrlA).Bytes(), Replica: 0,
+		Epoch: kinds.MaxEpoch, Host: s.id(host0).Bytes(), Bundle: make([]byte, 32), Grant: idBytes(grants[host0].ID())})
+	s.sync()
+	d := s.control(ctrlA)
+	if len(d.Writes) != 1 || d.Writes[0].Body.(*kinds.PlacementBody).Epoch != 1 {
+		t.Fatalf("writes %+v", d.Writes)
+	}
+	s.sync()
+	if d := s.control(ctrlA); len(d.Writes) != 0 {
+		t.Fatalf("second pass wrote %d cards", len(d.Writes))
+	}
+	for h := host0; h < host0+nHost; h++ {
+		for _, du := range s.nodes[h].st.Duties(s.id(h), s.now) {
+			if du.Epoch != 1 {
+				t.Fatalf("host %d follows the stranger's placement", h)
+			}
+		}
+	}
+}
