@@ -1,13 +1,14 @@
 // Package channel owns the authenticated, encrypted channel that every sync
 // connection runs in, over any byte stream (TCP, a pipe, stdio, a serial line).
 //
-// The construction is Noise XX (Noise_XX_25519_ChaChaPoly_SHA256 from
-// github.com/flynn/noise) with fresh X25519 static keys per session; each side
+// The construction is Noise XX (Noise_XX_25519_AESGCM_SHA256 from
+// github.com/flynn/noise; channel v2, v1 was ChaChaPoly) with fresh X25519
+// static keys per session; each side
 // proves its Ed25519 identity by signing the Noise handshake hash under the
 // domain-separation label LabelHandshake, so a proof names one session and
 // cannot be lifted into another. Order of messages:
 //
-//	1  I -> R  e                                   (random bytes only)
+//	1  I -> R  e           payload: Prologue       (the version, in clear)
 //	2  R -> I  e, ee, s, es   payload: empty       (s is a fresh, unlinkable key)
 //	3  I -> R  s, se          payload: proof_I over h2 (hash after message 2)
 //	4  R -> I  transport      payload: proof_R over h3 (hash after message 3)
@@ -30,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	stdsync "sync"
 	"time"
 
@@ -39,11 +41,17 @@ import (
 	"github.com/sublog/sublog/log/key"
 )
 
-// Protocol constants (channel version 1).
+// Protocol constants (channel version 2).
 const (
-	// Prologue is mixed into the handshake: a peer speaking another version
-	// or protocol fails the handshake at message 2.
-	Prologue = "sublog/v1/sync-channel"
+	// Version is the channel version: 2 is Noise_XX_25519_AESGCM_SHA256,
+	// 1 was Noise_XX_25519_ChaChaPoly_SHA256 (see ARCHITECTURE.md, Sync).
+	Version = 2
+	// Prologue is mixed into the handshake and is the payload of message 1
+	// (in clear), so a responder names the version a peer of another one
+	// speaks (ErrVersion) and a tampered one fails the handshake.
+	Prologue = "sublog/v2/sync-channel"
+	// prologueV1 is what channel v1 mixed in; its message 1 had no payload.
+	prologueV1 = "sublog/v1/sync-channel"
 	// LabelHandshake separates handshake proofs from every other signature.
 	LabelHandshake = "sublog/v1/sync-handshake"
 	// MaxFrame is the largest frame body (the Noise message limit).
@@ -68,9 +76,25 @@ var (
 	ErrHandshakeTimeout = errors.New("channel: handshake not finished in time")
 	// ErrFrame: a frame is malformed or fails decryption; the channel is dead.
 	ErrFrame = errors.New("channel: bad frame")
+	// ErrVersion: the peer speaks another channel version (also an
+	// ErrHandshake).
+	ErrVersion = errors.New("channel: unsupported channel version")
 )
 
-var suite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256)
+var suite = noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)
+
+// checkHello tells what version message 1's payload names when it is not
+// this one's.
+func checkHello(p []byte) error {
+	switch {
+	case string(p) == Prologue:
+		return nil
+	case len(p) == 0:
+		return fmt.Errorf("%w: the peer speaks channel v1 (%s), this node v%d (%s)", ErrVersion, prologueV1, Version, Prologue)
+	default:
+		return fmt.Errorf("%w: the peer speaks %s, this node v%d (%s)", ErrVersion, strconv.Quote(string(p[:min(len(p), 64)])), Version, Prologue)
+	}
+}
 
 // Config configures one side of a channel. Secret and Rand are required.
 type Config struct {
@@ -197,6 +221,9 @@ func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool
 		if errors.Is(err, ErrBadProof) || errors.Is(err, ErrRefused) {
 			return err
 		}
+		if errors.Is(err, ErrVersion) {
+			return fmt.Errorf("%w: %w", ErrHandshake, err)
+		}
 		return fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
 	write := func(payload []byte) (*noise.CipherState, *noise.CipherState, error) {
@@ -222,10 +249,15 @@ func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool
 		return nil
 	}
 	if initiator {
-		if _, _, err := write(nil); err != nil { // 1: e
+		if _, _, err := write([]byte(Prologue)); err != nil { // 1: e, the version
 			return nil, wrap(err)
 		}
 		p, _, _, err := read() // 2: e, ee, s, es
+		if errors.Is(err, io.EOF) && ctx.Err() == nil {
+			// A responder of channel v1 ends the connection here: it
+			// refuses a message 1 with a payload.
+			return nil, wrap(fmt.Errorf("the peer closed the connection after message 1 (as a peer of another channel version than v%d does)", Version))
+		}
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -255,12 +287,12 @@ func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool
 		}
 		return c, nil
 	}
-	p, _, _, err := read() // 1: e
+	p, _, _, err := read() // 1: e, the version
 	if err != nil {
 		return nil, wrap(err)
 	}
-	if len(p) != 0 {
-		return nil, wrap(errors.New("unexpected payload in message 1"))
+	if err := checkHello(p); err != nil {
+		return nil, wrap(err)
 	}
 	if _, _, err := write(nil); err != nil { // 2: e, ee, s, es
 		return nil, wrap(err)

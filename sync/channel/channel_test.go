@@ -153,7 +153,7 @@ func manualInitiator(t *testing.T, rw io.ReadWriter, payload func(h2 []byte) []b
 		t.Fatal(err)
 	}
 	c := &Conn{rw: rw, rfrm: make([]byte, MaxFrame)}
-	m1, _, _, _ := hs.WriteMessage(nil, nil)
+	m1, _, _, _ := hs.WriteMessage(nil, []byte(Prologue))
 	if err := c.writeFrame(m1); err != nil {
 		return nil, err
 	}
@@ -422,5 +422,88 @@ func TestHandshakeDeadlineCutsDribble(t *testing.T) {
 	cfg := func(sk *key.Secret) Config { return Config{Secret: sk, Rand: rand.Reader, Timeout: 5 * time.Second} }
 	if i, r := pair(t, cfg(alice), cfg(bob)); i.err != nil || r.err != nil {
 		t.Fatal(i.err, r.err)
+	}
+}
+
+// oldHello writes channel v1's message 1 (ChaChaPoly suite, v1 prologue,
+// no payload), or a message 1 whose payload names another version.
+func oldHello(t *testing.T, w io.Writer, payload []byte) {
+	t.Helper()
+	old := noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256)
+	static, _ := old.GenerateKeypair(rand.Reader)
+	hs, err := noise.NewHandshakeState(noise.Config{CipherSuite: old, Random: rand.Reader, Pattern: noise.HandshakeXX,
+		Initiator: true, Prologue: []byte(prologueV1), StaticKeypair: static})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, _, _, _ := hs.WriteMessage(nil, payload)
+	c := &Conn{rw: struct {
+		io.Reader
+		io.Writer
+	}{nil, w}}
+	if err := c.writeFrame(m1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A peer of another channel version is refused at message 1 with an error
+// naming both versions, and is sent nothing.
+func TestOtherVersionNamed(t *testing.T) {
+	bob := secret(t, "bob")
+	cases := map[string]struct {
+		payload []byte
+		want    string
+	}{
+		"v1":    {nil, "channel v1 (sublog/v1/sync-channel), this node v2 (sublog/v2/sync-channel)"},
+		"later": {[]byte("sublog/v3/sync-channel"), `"sublog/v3/sync-channel", this node v2`},
+		"junk":  {bytes.Repeat([]byte{0xff}, 200), `"\xff`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			done := make(chan error, 1)
+			go func() {
+				_, err := Server(ctx(t), b, Config{Secret: bob, Rand: rand.Reader})
+				b.Close()
+				done <- err
+			}()
+			oldHello(t, a, tc.payload)
+			got, _ := io.ReadAll(a)
+			err := <-done
+			if !errors.Is(err, ErrVersion) || !errors.Is(err, ErrHandshake) || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+				t.Fatalf("server: %v", err)
+			}
+			if len(got) != 0 {
+				t.Fatalf("a peer of another version was sent %d bytes", len(got))
+			}
+		})
+	}
+}
+
+// A client whose message 1 a v1 responder refuses (it closes the
+// connection) says the peer may speak another version.
+func TestClientAgainstV1Responder(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() {
+		// What a v1 responder does: read message 1, find a payload, close.
+		c := &Conn{rw: b, rfrm: make([]byte, MaxFrame)}
+		f, err := c.readFrame()
+		if err == nil && len(f) > 32 {
+			b.Close()
+		}
+	}()
+	_, err := Client(ctx(t), a, Config{Secret: secret(t, "alice"), Rand: rand.Reader})
+	if !errors.Is(err, ErrHandshake) || !bytes.Contains([]byte(err.Error()), []byte("another channel version than v2")) {
+		t.Fatalf("client: %v", err)
+	}
+}
+
+// Channel v2 runs Noise_XX_25519_AESGCM_SHA256 (the name is what the
+// handshake hash starts from, so a change of suite is a change of version).
+func TestSuiteIsAESGCM(t *testing.T) {
+	if got := string(suite.Name()); got != "25519_AESGCM_SHA256" {
+		t.Fatalf("suite %s", got)
 	}
 }
