@@ -153,7 +153,7 @@ func manualInitiator(t *testing.T, rw io.ReadWriter, payload func(h2 []byte) []b
 		t.Fatal(err)
 	}
 	c := &Conn{rw: rw, rfrm: make([]byte, MaxFrame)}
-	m1, _, _, _ := hs.WriteMessage(nil, []byte(Prologue))
+	m1, _, _, _ := hs.WriteMessage(nil, hello(ownCipher()))
 	if err := c.writeFrame(m1); err != nil {
 		return nil, err
 	}
@@ -454,9 +454,10 @@ func TestOtherVersionNamed(t *testing.T) {
 		payload []byte
 		want    string
 	}{
-		"v1":    {nil, "channel v1 (sublog/v1/sync-channel), this node v2 (sublog/v2/sync-channel)"},
-		"later": {[]byte("sublog/v3/sync-channel"), `"sublog/v3/sync-channel", this node v2`},
-		"junk":  {bytes.Repeat([]byte{0xff}, 200), `"\xff`},
+		"v1":     {nil, "channel v1 (sublog/v1/sync-channel), this node v2 (sublog/v2/sync-channel)"},
+		"later":  {[]byte("sublog/v3/sync-channel AESGCM"), `"sublog/v3/sync-channel AESGCM", this node v2`},
+		"cipher": {[]byte("sublog/v2/sync-channel AESOCB"), `"sublog/v2/sync-channel AESOCB", this node v2 (sublog/v2/sync-channel with AESGCM or ChaChaPoly)`},
+		"junk":   {bytes.Repeat([]byte{0xff}, 200), `"\xff`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -500,10 +501,67 @@ func TestClientAgainstV1Responder(t *testing.T) {
 	}
 }
 
-// Channel v2 runs Noise_XX_25519_AESGCM_SHA256 (the name is what the
-// handshake hash starts from, so a change of suite is a change of version).
-func TestSuiteIsAESGCM(t *testing.T) {
-	if got := string(suite.Name()); got != "25519_AESGCM_SHA256" {
-		t.Fatalf("suite %s", got)
+// suite is the suite this machine's initiator picks.
+var suite = suites[ownCipher()]
+
+// Either cipher works whatever the responder's CPU: the initiator names it
+// and both sides run it (the suite's name starts the handshake hash).
+func TestBothCiphers(t *testing.T) {
+	alice, bob := secret(t, "alice"), secret(t, "bob")
+	defer func(v bool) { hardwareAES = v }(hardwareAES)
+	for _, hw := range []bool{true, false} {
+		hardwareAES = hw
+		want := map[bool]string{true: CipherAESGCM, false: CipherChaChaPoly}[hw]
+		ci, cr := pair(t, Config{Secret: alice, Rand: rand.Reader}, Config{Secret: bob, Rand: rand.Reader})
+		if ci.err != nil || cr.err != nil {
+			t.Fatalf("%s: %v / %v", want, ci.err, cr.err)
+		}
+		if ci.c.Cipher() != want || cr.c.Cipher() != want {
+			t.Fatalf("hardware AES %v: ciphers %s / %s, want %s", hw, ci.c.Cipher(), cr.c.Cipher(), want)
+		}
+		go ci.c.Write([]byte("over " + want))
+		got := make([]byte, len("over "+want))
+		if _, err := io.ReadFull(cr.c, got); err != nil || string(got) != "over "+want {
+			t.Fatalf("%s: read %q, %v", want, got, err)
+		}
+	}
+}
+
+// A party in the middle that rewrites message 1 to name the other cipher
+// (a downgrade) makes the handshake fail at message 2.
+func TestCipherDowngradeFails(t *testing.T) {
+	alice, bob := secret(t, "alice"), secret(t, "bob")
+	a, m := net.Pipe()
+	m2, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() {
+		in := &Conn{rw: m, rfrm: make([]byte, MaxFrame)}
+		out := &Conn{rw: m2}
+		f, err := in.readFrame()
+		if err != nil {
+			return
+		}
+		other := CipherChaChaPoly
+		if ownCipher() == CipherChaChaPoly {
+			other = CipherAESGCM
+		}
+		out.writeFrame(append(append([]byte(nil), f[:32]...), hello(other)...))
+		go io.Copy(m, m2)
+		io.Copy(m2, m)
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Server(ctx(t), b, Config{Secret: bob, Rand: rand.Reader})
+		b.Close()
+		done <- err
+	}()
+	_, err := Client(ctx(t), a, Config{Secret: alice, Rand: rand.Reader})
+	a.Close()
+	if !errors.Is(err, ErrHandshake) {
+		t.Fatalf("client after a downgrade: %v", err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("server completed a downgraded handshake")
 	}
 }
