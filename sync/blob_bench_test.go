@@ -153,17 +153,20 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	// every iteration times the raw limits right next to the fetch and the
 	// ratios compare the sums (each side sees the same contention).
 	var el, rawEl, diskEl, floorEl time.Duration
+	var rawCPU, fetchCPU float64 // seconds
 	secs := func(rate float64) time.Duration { return time.Duration(float64(size) / rate * float64(time.Second)) }
 	b.SetBytes(size)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		dst, _ := blob.Open(filepath.Join(dir, strconv.Itoa(i)))
+		c0 := cpuTime()
 		rawEl += secs(rawTCPRate(b, size))
+		rawCPU += cpuTime() - c0
 		diskEl += secs(rawDiskRate(b, dir, size))
 		floorEl += secs(rawCryptoRate(b, size))
 		b.StartTimer()
-		start := time.Now()
+		start, c1 := time.Now(), cpuTime()
 		conn, err := DialStreams(ctx, transport.TCP{}, ln.Addr(), Options{Secret: friend, Rand: newRand(2)})
 		if err != nil {
 			b.Fatal(err)
@@ -171,6 +174,7 @@ func BenchmarkBlobTransfer(b *testing.B) {
 		stats, err := blob.FetchAny(ctx, dst, h, blob.FetchOptions{Size: size}, []blob.Opener{BlobSource{C: conn, Addr: ln.Addr()}})
 		conn.Close()
 		el += time.Since(start)
+		fetchCPU += cpuTime() - c1
 		if err != nil || stats.BytesFetched != size {
 			b.Fatalf("%+v %v", stats, err)
 		}
@@ -184,6 +188,13 @@ func BenchmarkBlobTransfer(b *testing.B) {
 	b.ReportMetric(max(rawEl, diskEl).Seconds()/el.Seconds(), "x-raw-min")
 	b.ReportMetric(mib(floorEl), "crypto-floor-MiB/s")
 	b.ReportMetric(floorEl.Seconds()/el.Seconds(), "x-crypto-floor")
+	// CPU time per byte (both ends, every thread) barely depends on the
+	// load: where the fetch and raw TCP are both bound by two cores, the
+	// throughput ratio an idle machine can reach is about rawCPU/fetchCPU.
+	perByte := func(sec float64) float64 { return sec * 1e9 / float64(size) / float64(b.N) }
+	b.ReportMetric(perByte(fetchCPU), "cpu-ns/B")
+	b.ReportMetric(perByte(rawCPU), "raw-tcp-cpu-ns/B")
+	b.ReportMetric(rawCPU/fetchCPU, "x-raw-tcp-cpu")
 }
 
 // BenchmarkSideStreamRaw moves 32 MiB through one side stream of a sync
