@@ -45,6 +45,11 @@ const (
 	// control); it asks again once half are in, so gets come in batches.
 	window     = 16
 	maxRetries = 3
+	// pipeDepth is how many chunk buffers (maxFrame bytes each) one fetch
+	// holds: the reader fills one while others are checked (chunk hash) on
+	// one goroutine and kept (written, whole hash) on another, so the two
+	// hashes and the reading overlap on as many cores as there are.
+	pipeDepth = 4
 	// sendBatch is how many chunk frames the server writes at once (one
 	// write, so one multiplexer frame and one hand-off to its writer per
 	// batch rather than per chunk): its send buffer is this many frames.
@@ -103,6 +108,16 @@ func (f *frames) write(typ byte, parts ...[]byte) error {
 
 // read returns the next frame's type and payload (valid until the next read).
 func (f *frames) read() (byte, []byte, error) {
+	typ, b, err := f.readInto(f.buf)
+	if cap(b) > cap(f.buf) {
+		f.buf = b
+	}
+	return typ, b, err
+}
+
+// readInto reads the next frame's payload into buf (a larger one when buf
+// is too small) and returns it with the frame's type.
+func (f *frames) readInto(buf []byte) (byte, []byte, error) {
 	f.deadline()
 	if _, err := io.ReadFull(f.rw, f.rhdr[:]); err != nil {
 		return 0, nil, err
@@ -111,10 +126,10 @@ func (f *frames) read() (byte, []byte, error) {
 	if n < 1 || n > maxFrame {
 		return 0, nil, fmt.Errorf("%w: frame of %d bytes", ErrProtocol, n)
 	}
-	if cap(f.buf) < int(n-1) {
-		f.buf = make([]byte, n-1, max(int(n-1), 4<<10))
+	if cap(buf) < int(n-1) {
+		buf = make([]byte, n-1, max(int(n-1), 4<<10))
 	}
-	b := f.buf[:n-1]
+	b := buf[:n-1]
 	if _, err := io.ReadFull(f.rw, b); err != nil {
 		return 0, nil, fmt.Errorf("%w: frame cut short: %v", ErrProtocol, err)
 	}
@@ -325,15 +340,98 @@ func Fetch(ctx context.Context, rw io.ReadWriter, st *Store, h Hash, opt FetchOp
 	queue := p.Missing()
 	retries := map[int]int{}
 	var asked []int // in flight, in order
+	// The pipeline: the reader (this goroutine) reads a chunk frame into a
+	// free buffer and hands it to check, which hashes it against the
+	// manifest and hands it to keep, which writes it and feeds the whole
+	// hash. Each buffer comes back to free after exactly one result, so at
+	// most pipeDepth chunks are held, and no stage blocks on another but
+	// by a result the reader takes while it waits for a buffer.
+	type piece struct {
+		i   int
+		buf []byte // the frame payload: index, then the chunk
+	}
+	type result struct {
+		i   int
+		err error
+	}
+	free := make(chan []byte, pipeDepth)
+	for range pipeDepth {
+		free <- nil // (allocated by the first read into it)
+	}
+	toCheck := make(chan piece, pipeDepth)
+	toKeep := make(chan piece, pipeDepth)
+	results := make(chan result, pipeDepth)
+	stagesDone := make(chan struct{})
+	go func() {
+		for pc := range toCheck {
+			if err := p.check(pc.i, pc.buf[4:]); err != nil {
+				results <- result{pc.i, err}
+				free <- pc.buf
+				continue
+			}
+			toKeep <- pc
+		}
+		close(toKeep)
+	}()
+	go func() {
+		for pc := range toKeep {
+			err := p.keep(pc.i, pc.buf[4:])
+			results <- result{pc.i, err}
+			free <- pc.buf
+		}
+		close(stagesDone)
+	}()
+	remaining, pending := len(queue), 0
+	// take handles one result of the stages.
+	take := func(r result) error {
+		pending--
+		switch {
+		case r.err == nil:
+			stats.Fetched++
+			remaining--
+		case errors.Is(r.err, ErrBadChunk):
+			stats.Refused++
+			if retries[r.i]++; retries[r.i] > maxRetries {
+				return fmt.Errorf("%w (refused %d times)", r.err, retries[r.i])
+			}
+			queue = append(queue, r.i)
+		default:
+			return r.err
+		}
+		return nil
+	}
+	// stop ends the stages, counting what they still finish (kept chunks
+	// stay for a resume, and the stats say so).
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		close(toCheck)
+		for {
+			select {
+			case r := <-results:
+				take(r)
+			case <-stagesDone:
+				for len(results) > 0 {
+					take(<-results)
+				}
+				return
+			}
+		}
+	}
+	defer stop() // (before p.Close: the stages use p)
 	fail := func(err error) (Stats, error) {
 		if c, ok := rw.(io.Closer); ok {
 			c.Close() // unblocks a get being written to a peer that no longer reads
 		}
+		stop()
 		close(out)
 		<-werr
 		return stats, ctxErr(ctx, err)
 	}
-	for !p.Complete() {
+	for remaining > 0 {
 		// Ask again once half the window is in (or when nothing is asked):
 		// gets in batches let the server write its chunks in batches.
 		if n := min(window-len(asked), len(queue), maxGet); n > 0 && (len(asked) <= window/2 || n == len(queue)) {
@@ -346,9 +444,26 @@ func Fetch(ctx context.Context, rw io.ReadWriter, st *Store, h Hash, opt FetchOp
 			queue = queue[n:]
 		}
 		if len(asked) == 0 {
-			return fail(fmt.Errorf("%w: nothing asked and %d chunks missing", ErrProtocol, len(p.Missing())))
+			if pending > 0 { // what is left is in the stages: wait for it
+				if err := take(<-results); err != nil {
+					return fail(err)
+				}
+				continue
+			}
+			return fail(fmt.Errorf("%w: nothing asked and %d chunks missing", ErrProtocol, remaining))
 		}
-		typ, b, err := f.read()
+		var buf []byte
+		for got := false; !got; {
+			select {
+			case buf = <-free:
+				got = true
+			case r := <-results:
+				if err := take(r); err != nil {
+					return fail(err)
+				}
+			}
+		}
+		typ, b, err := f.readInto(buf)
 		if err != nil {
 			return fail(err)
 		}
@@ -361,19 +476,10 @@ func Fetch(ctx context.Context, rw io.ReadWriter, st *Store, h Hash, opt FetchOp
 		}
 		asked = asked[1:]
 		stats.BytesFetched += int64(len(b) - 4)
-		if err := p.Put(i, b[4:]); err != nil {
-			if !errors.Is(err, ErrBadChunk) {
-				return fail(err)
-			}
-			stats.Refused++
-			if retries[i]++; retries[i] > maxRetries {
-				return fail(fmt.Errorf("%w (refused %d times)", err, retries[i]))
-			}
-			queue = append(queue, i)
-			continue
-		}
-		stats.Fetched++
+		pending++
+		toCheck <- piece{i, b}
 	}
+	stop()
 	out <- []byte{tDone}
 	finish() // (the done is a courtesy: the blob is complete either way)
 	if err := p.Finish(); err != nil {

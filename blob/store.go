@@ -353,11 +353,30 @@ func (p *Partial) Damaged() int { return p.damaged }
 // Put checks chunk i against the manifest and keeps it; a chunk that does
 // not match is ErrBadChunk and nothing is written.
 func (p *Partial) Put(i int, data []byte) error {
+	if err := p.check(i, data); err != nil {
+		return err
+	}
+	return p.keep(i, data)
+}
+
+// check tells whether data is chunk i of the manifest (ErrBadChunk when it
+// is not). It reads only the manifest, so it may run on another goroutine
+// than keep, at the same time (Fetch's pipeline).
+func (p *Partial) check(i int, data []byte) error {
 	if i < 0 || i >= len(p.m.Chunks) {
 		return fmt.Errorf("%w: chunk %d of %d", ErrProtocol, i, len(p.m.Chunks))
 	}
 	if len(data) != p.m.ChunkLen(i) || sha256.Sum256(data) != p.m.Chunks[i] {
 		return fmt.Errorf("%w: chunk %d of %s", ErrBadChunk, i, p.h)
+	}
+	return nil
+}
+
+// keep writes chunk i, which check passed, and counts it held. Calls of
+// keep (and of Put, Held, Missing, Complete, Finish) are not concurrent.
+func (p *Partial) keep(i int, data []byte) error {
+	if i < 0 || i >= len(p.m.Chunks) || len(data) != p.m.ChunkLen(i) {
+		return fmt.Errorf("%w: chunk %d of %d", ErrProtocol, i, len(p.m.Chunks))
 	}
 	if p.have[i] {
 		return nil

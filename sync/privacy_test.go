@@ -79,10 +79,12 @@ func TestPrivacyUnauthenticatedPartyLearnsNothing(t *testing.T) {
 			rand.Read(junk)
 			ca.Write(junk)
 		case "hello then garbage":
-			e := make([]byte, 34)
-			e[1] = 32
+			// Message 1 of channel v2: a random "ephemeral key" and the hello.
+			hello := channel.Prologue + " " + channel.CipherAESGCM
+			e := make([]byte, 34, 34+len(hello))
+			e[1] = byte(32 + len(hello))
 			rand.Read(e[2:])
-			ca.Write(e)
+			ca.Write(append(e, hello...))
 			time.Sleep(50 * time.Millisecond)
 			junk := make([]byte, 200)
 			rand.Read(junk)

@@ -1,13 +1,16 @@
 // Package channel owns the authenticated, encrypted channel that every sync
 // connection runs in, over any byte stream (TCP, a pipe, stdio, a serial line).
 //
-// The construction is Noise XX (Noise_XX_25519_ChaChaPoly_SHA256 from
-// github.com/flynn/noise) with fresh X25519 static keys per session; each side
+// The construction is Noise XX from github.com/flynn/noise, over X25519 and
+// SHA-256 with one of two ciphers the initiator picks and names in message
+// 1 (channel v2): AES-256-GCM when its CPU has AES instructions, else
+// ChaCha20-Poly1305 (v1 always used ChaChaPoly). Both sides use fresh X25519
+// static keys per session; each side
 // proves its Ed25519 identity by signing the Noise handshake hash under the
 // domain-separation label LabelHandshake, so a proof names one session and
 // cannot be lifted into another. Order of messages:
 //
-//	1  I -> R  e                                   (random bytes only)
+//	1  I -> R  e           payload: hello          (version and cipher, in clear)
 //	2  R -> I  e, ee, s, es   payload: empty       (s is a fresh, unlinkable key)
 //	3  I -> R  s, se          payload: proof_I over h2 (hash after message 2)
 //	4  R -> I  transport      payload: proof_R over h3 (hash after message 3)
@@ -30,20 +33,34 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	stdsync "sync"
 	"time"
 
 	"github.com/flynn/noise"
+	"golang.org/x/sys/cpu"
 
 	"github.com/sublog/sublog/log/canon"
 	"github.com/sublog/sublog/log/key"
 )
 
-// Protocol constants (channel version 1).
+// Protocol constants (channel version 2).
 const (
-	// Prologue is mixed into the handshake: a peer speaking another version
-	// or protocol fails the handshake at message 2.
-	Prologue = "sublog/v1/sync-channel"
+	// Version is the channel version: 2 is Noise_XX_25519_AESGCM_SHA256 or
+	// Noise_XX_25519_ChaChaPoly_SHA256 as the initiator names it in message
+	// 1, 1 was ChaChaPoly only (see ARCHITECTURE.md, Sync).
+	Version = 2
+	// Prologue is mixed into the handshake and begins message 1's payload
+	// (in clear), followed by a space and the cipher (CipherAESGCM or
+	// CipherChaChaPoly), so a responder names the version a peer of
+	// another one speaks (ErrVersion); the payload and the suite's name are
+	// both in the handshake hash, so an altered one fails at message 2.
+	Prologue = "sublog/v2/sync-channel"
+	// The ciphers message 1 may name.
+	CipherAESGCM     = "AESGCM"
+	CipherChaChaPoly = "ChaChaPoly"
+	// prologueV1 is what channel v1 mixed in; its message 1 had no payload.
+	prologueV1 = "sublog/v1/sync-channel"
 	// LabelHandshake separates handshake proofs from every other signature.
 	LabelHandshake = "sublog/v1/sync-handshake"
 	// MaxFrame is the largest frame body (the Noise message limit).
@@ -68,9 +85,51 @@ var (
 	ErrHandshakeTimeout = errors.New("channel: handshake not finished in time")
 	// ErrFrame: a frame is malformed or fails decryption; the channel is dead.
 	ErrFrame = errors.New("channel: bad frame")
+	// ErrVersion: the peer speaks another channel version (also an
+	// ErrHandshake).
+	ErrVersion = errors.New("channel: unsupported channel version")
 )
 
-var suite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256)
+var suites = map[string]noise.CipherSuite{
+	CipherAESGCM:     noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256),
+	CipherChaChaPoly: noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256),
+}
+
+// hardwareAES tells whether this CPU runs AES-GCM in hardware (AES and
+// carry-less multiply instructions): Go's AES is then both about 2.5 times
+// ChaCha20-Poly1305 here and constant-time; without them it falls back to
+// table lookups, which are slower and not constant-time (crypto/aes).
+var hardwareAES = (cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ) || (cpu.ARM64.HasAES && cpu.ARM64.HasPMULL)
+
+// ownCipher is the cipher this side picks when it initiates.
+func ownCipher() string {
+	if hardwareAES {
+		return CipherAESGCM
+	}
+	return CipherChaChaPoly
+}
+
+func hello(cipher string) []byte { return []byte(Prologue + " " + cipher) }
+
+// readHello tells which cipher message 1 (a whole frame: the 32-byte
+// ephemeral key, then the payload in clear) names, or what version it
+// speaks when that is not this one.
+func readHello(f []byte) (string, error) {
+	if len(f) < 32 {
+		return "", fmt.Errorf("%d-byte message 1", len(f))
+	}
+	p := f[32:]
+	if len(p) == 0 {
+		return "", fmt.Errorf("%w: the peer speaks channel v1 (%s), this node v%d (%s)", ErrVersion, prologueV1, Version, Prologue)
+	}
+	for name := range suites {
+		if string(p) == string(hello(name)) {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("%w: the peer speaks %s, this node v%d (%s with %s or %s)", ErrVersion,
+		strconv.Quote(string(p[:min(len(p), 64)])), Version, Prologue, CipherAESGCM, CipherChaChaPoly)
+}
 
 // Config configures one side of a channel. Secret and Rand are required.
 type Config struct {
@@ -125,9 +184,10 @@ func checkProof(b []byte, role string, h []byte) (key.ID, error) {
 // Conn is an established channel: an io.ReadWriteCloser of plaintext whose
 // peer has proven its identity.
 type Conn struct {
-	rw   io.ReadWriter
-	peer key.ID
-	h    []byte
+	rw     io.ReadWriter
+	peer   key.ID
+	h      []byte
+	cipher string
 
 	wmu  stdsync.Mutex
 	send *noise.CipherState
@@ -144,6 +204,9 @@ type Conn struct {
 
 // Peer is the proven identity of the other side.
 func (c *Conn) Peer() key.ID { return c.peer }
+
+// Cipher is the session's cipher: CipherAESGCM or CipherChaChaPoly.
+func (c *Conn) Cipher() string { return c.cipher }
 
 // Binding is the final handshake hash, unique to this session.
 func (c *Conn) Binding() []byte { return append([]byte(nil), c.h...) }
@@ -174,28 +237,34 @@ func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool
 		stop := context.AfterFunc(ctx, func() { cl.Close() })
 		defer stop()
 	}
-	static, err := suite.GenerateKeypair(cfg.Rand)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
-	}
-	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   suite,
-		Random:        cfg.Rand,
-		Pattern:       noise.HandshakeXX,
-		Initiator:     initiator,
-		Prologue:      []byte(Prologue),
-		StaticKeypair: static,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
-	}
 	c := &Conn{rw: rw, rfrm: make([]byte, MaxFrame), pbuf: make([]byte, 0, MaxFrame)}
+	var hs *noise.HandshakeState
+	start := func(cipher string) error {
+		suite := suites[cipher]
+		static, err := suite.GenerateKeypair(cfg.Rand)
+		if err != nil {
+			return err
+		}
+		hs, err = noise.NewHandshakeState(noise.Config{
+			CipherSuite:   suite,
+			Random:        cfg.Rand,
+			Pattern:       noise.HandshakeXX,
+			Initiator:     initiator,
+			Prologue:      []byte(Prologue),
+			StaticKeypair: static,
+		})
+		c.cipher = cipher
+		return err
+	}
 	wrap := func(err error) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: %w", ErrHandshake, context.Cause(ctx))
 		}
 		if errors.Is(err, ErrBadProof) || errors.Is(err, ErrRefused) {
 			return err
+		}
+		if errors.Is(err, ErrVersion) {
+			return fmt.Errorf("%w: %w", ErrHandshake, err)
 		}
 		return fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
@@ -222,10 +291,18 @@ func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool
 		return nil
 	}
 	if initiator {
-		if _, _, err := write(nil); err != nil { // 1: e
+		if err := start(ownCipher()); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
+		}
+		if _, _, err := write(hello(c.cipher)); err != nil { // 1: e, hello
 			return nil, wrap(err)
 		}
 		p, _, _, err := read() // 2: e, ee, s, es
+		if errors.Is(err, io.EOF) && ctx.Err() == nil {
+			// A responder of channel v1 ends the connection here: it
+			// refuses a message 1 with a payload.
+			return nil, wrap(fmt.Errorf("the peer closed the connection after message 1 (as a peer of another channel version than v%d does)", Version))
+		}
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -255,12 +332,19 @@ func handshake(ctx context.Context, rw io.ReadWriter, cfg Config, initiator bool
 		}
 		return c, nil
 	}
-	p, _, _, err := read() // 1: e
+	f, err := c.readFrame() // 1: e, hello
 	if err != nil {
 		return nil, wrap(err)
 	}
-	if len(p) != 0 {
-		return nil, wrap(errors.New("unexpected payload in message 1"))
+	cipher, err := readHello(f)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if err := start(cipher); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
+	}
+	if _, _, _, err := hs.ReadMessage(nil, f); err != nil {
+		return nil, wrap(err)
 	}
 	if _, _, err := write(nil); err != nil { // 2: e, ee, s, es
 		return nil, wrap(err)

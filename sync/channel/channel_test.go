@@ -153,7 +153,7 @@ func manualInitiator(t *testing.T, rw io.ReadWriter, payload func(h2 []byte) []b
 		t.Fatal(err)
 	}
 	c := &Conn{rw: rw, rfrm: make([]byte, MaxFrame)}
-	m1, _, _, _ := hs.WriteMessage(nil, nil)
+	m1, _, _, _ := hs.WriteMessage(nil, hello(ownCipher()))
 	if err := c.writeFrame(m1); err != nil {
 		return nil, err
 	}
@@ -422,5 +422,146 @@ func TestHandshakeDeadlineCutsDribble(t *testing.T) {
 	cfg := func(sk *key.Secret) Config { return Config{Secret: sk, Rand: rand.Reader, Timeout: 5 * time.Second} }
 	if i, r := pair(t, cfg(alice), cfg(bob)); i.err != nil || r.err != nil {
 		t.Fatal(i.err, r.err)
+	}
+}
+
+// oldHello writes channel v1's message 1 (ChaChaPoly suite, v1 prologue,
+// no payload), or a message 1 whose payload names another version.
+func oldHello(t *testing.T, w io.Writer, payload []byte) {
+	t.Helper()
+	old := noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashSHA256)
+	static, _ := old.GenerateKeypair(rand.Reader)
+	hs, err := noise.NewHandshakeState(noise.Config{CipherSuite: old, Random: rand.Reader, Pattern: noise.HandshakeXX,
+		Initiator: true, Prologue: []byte(prologueV1), StaticKeypair: static})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, _, _, _ := hs.WriteMessage(nil, payload)
+	c := &Conn{rw: struct {
+		io.Reader
+		io.Writer
+	}{nil, w}}
+	if err := c.writeFrame(m1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A peer of another channel version is refused at message 1 with an error
+// naming both versions, and is sent nothing.
+func TestOtherVersionNamed(t *testing.T) {
+	bob := secret(t, "bob")
+	cases := map[string]struct {
+		payload []byte
+		want    string
+	}{
+		"v1":     {nil, "channel v1 (sublog/v1/sync-channel), this node v2 (sublog/v2/sync-channel)"},
+		"later":  {[]byte("sublog/v3/sync-channel AESGCM"), `"sublog/v3/sync-channel AESGCM", this node v2`},
+		"cipher": {[]byte("sublog/v2/sync-channel AESOCB"), `"sublog/v2/sync-channel AESOCB", this node v2 (sublog/v2/sync-channel with AESGCM or ChaChaPoly)`},
+		"junk":   {bytes.Repeat([]byte{0xff}, 200), `"\xff`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			done := make(chan error, 1)
+			go func() {
+				_, err := Server(ctx(t), b, Config{Secret: bob, Rand: rand.Reader})
+				b.Close()
+				done <- err
+			}()
+			oldHello(t, a, tc.payload)
+			got, _ := io.ReadAll(a)
+			err := <-done
+			if !errors.Is(err, ErrVersion) || !errors.Is(err, ErrHandshake) || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+				t.Fatalf("server: %v", err)
+			}
+			if len(got) != 0 {
+				t.Fatalf("a peer of another version was sent %d bytes", len(got))
+			}
+		})
+	}
+}
+
+// A client whose message 1 a v1 responder refuses (it closes the
+// connection) says the peer may speak another version.
+func TestClientAgainstV1Responder(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() {
+		// What a v1 responder does: read message 1, find a payload, close.
+		c := &Conn{rw: b, rfrm: make([]byte, MaxFrame)}
+		f, err := c.readFrame()
+		if err == nil && len(f) > 32 {
+			b.Close()
+		}
+	}()
+	_, err := Client(ctx(t), a, Config{Secret: secret(t, "alice"), Rand: rand.Reader})
+	if !errors.Is(err, ErrHandshake) || !bytes.Contains([]byte(err.Error()), []byte("another channel version than v2")) {
+		t.Fatalf("client: %v", err)
+	}
+}
+
+// suite is the suite this machine's initiator picks.
+var suite = suites[ownCipher()]
+
+// Either cipher works whatever the responder's CPU: the initiator names it
+// and both sides run it (the suite's name starts the handshake hash).
+func TestBothCiphers(t *testing.T) {
+	alice, bob := secret(t, "alice"), secret(t, "bob")
+	defer func(v bool) { hardwareAES = v }(hardwareAES)
+	for _, hw := range []bool{true, false} {
+		hardwareAES = hw
+		want := map[bool]string{true: CipherAESGCM, false: CipherChaChaPoly}[hw]
+		ci, cr := pair(t, Config{Secret: alice, Rand: rand.Reader}, Config{Secret: bob, Rand: rand.Reader})
+		if ci.err != nil || cr.err != nil {
+			t.Fatalf("%s: %v / %v", want, ci.err, cr.err)
+		}
+		if ci.c.Cipher() != want || cr.c.Cipher() != want {
+			t.Fatalf("hardware AES %v: ciphers %s / %s, want %s", hw, ci.c.Cipher(), cr.c.Cipher(), want)
+		}
+		go ci.c.Write([]byte("over " + want))
+		got := make([]byte, len("over "+want))
+		if _, err := io.ReadFull(cr.c, got); err != nil || string(got) != "over "+want {
+			t.Fatalf("%s: read %q, %v", want, got, err)
+		}
+	}
+}
+
+// A party in the middle that rewrites message 1 to name the other cipher
+// (a downgrade) makes the handshake fail at message 2.
+func TestCipherDowngradeFails(t *testing.T) {
+	alice, bob := secret(t, "alice"), secret(t, "bob")
+	a, m := net.Pipe()
+	m2, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() {
+		in := &Conn{rw: m, rfrm: make([]byte, MaxFrame)}
+		out := &Conn{rw: m2}
+		f, err := in.readFrame()
+		if err != nil {
+			return
+		}
+		other := CipherChaChaPoly
+		if ownCipher() == CipherChaChaPoly {
+			other = CipherAESGCM
+		}
+		out.writeFrame(append(append([]byte(nil), f[:32]...), hello(other)...))
+		go io.Copy(m, m2)
+		io.Copy(m2, m)
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Server(ctx(t), b, Config{Secret: bob, Rand: rand.Reader})
+		b.Close()
+		done <- err
+	}()
+	_, err := Client(ctx(t), a, Config{Secret: alice, Rand: rand.Reader})
+	a.Close()
+	if !errors.Is(err, ErrHandshake) {
+		t.Fatalf("client after a downgrade: %v", err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("server completed a downgraded handshake")
 	}
 }
