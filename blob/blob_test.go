@@ -457,3 +457,58 @@ func FuzzServe(f *testing.F) {
 		}
 	})
 }
+
+// TestSyncWhileFetching writes a blob of several sync steps chunk by chunk:
+// the flusher runs beside the writes, stops on Close and Finish, and neither
+// a resume nor the completed blob loses a byte to it.
+func TestSyncWhileFetching(t *testing.T) {
+	s := openStore(t)
+	d := testData(3*syncEvery+ChunkSize/2, 9)
+	h, m := Sum(d), ManifestOf(d)
+	p, err := s.Begin(h, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(m.Chunks) / 2
+	for i := range half {
+		lo, hi := m.span(i)
+		if err := p.Put(i, d[lo:hi]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.flush == nil {
+		t.Fatalf("%d bytes written and the flusher never woke", int64(half)*ChunkSize)
+	}
+	flushed := p.flushed
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-flushed:
+	default:
+		t.Fatal("Close returned with the flusher still running")
+	}
+	p, err = s.Begin(h, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Held() != half {
+		t.Fatalf("resume holds %d chunks, %d were written", p.Held(), half)
+	}
+	for _, i := range p.Missing() {
+		lo, hi := m.span(i)
+		if err := p.Put(i, d[lo:hi]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if p.flush != nil {
+		t.Fatal("Finish left the flusher running")
+	}
+	if got, err := s.Get(h); err != nil || !bytes.Equal(got, d) {
+		t.Fatalf("blob differs after a fetch with background syncs: %v", err)
+	}
+}

@@ -263,6 +263,48 @@ type Partial struct {
 	// fetch in order needs no second read of the file to check the whole.
 	whole hash.Hash
 	next  int
+	// unsynced counts the bytes written since the flusher was last woken;
+	// flush wakes it (nil until the first wake), flushed is closed when it
+	// has stopped.
+	unsynced int64
+	flush    chan struct{}
+	flushed  chan struct{}
+}
+
+// syncEvery is how many written bytes of a partial wake its flusher, a
+// goroutine that syncs the file while the rest of the blob arrives. A sync
+// costs in proportion to the bytes it makes durable (≈ 500 MiB/s on these
+// machines' disks, as much time as the rest of a fetch), so syncing as the
+// chunks come leaves Finish's own sync only the tail to wait for. What the
+// flusher syncs early only makes a resume keep more; Finish still syncs
+// before the blob is complete.
+const syncEvery = 4 << 20
+
+// wakeFlusher asks the flusher (started on first use) to sync the file; a
+// wake while it is syncing is coalesced into one more sync.
+func (p *Partial) wakeFlusher() {
+	if p.flush == nil {
+		p.flush, p.flushed = make(chan struct{}, 1), make(chan struct{})
+		go func(f *os.File, wake <-chan struct{}, done chan<- struct{}) {
+			defer close(done)
+			for range wake {
+				f.Sync() // (an error shows again at Finish's own sync)
+			}
+		}(p.f, p.flush, p.flushed)
+	}
+	select {
+	case p.flush <- struct{}{}:
+	default:
+	}
+}
+
+// stopFlusher stops the flusher and waits until it is no longer syncing.
+func (p *Partial) stopFlusher() {
+	if p.flush != nil {
+		close(p.flush)
+		<-p.flushed
+		p.flush, p.flushed = nil, nil
+	}
 }
 
 // Begin starts (or resumes) fetching h against m. A partial left by an
@@ -385,6 +427,10 @@ func (p *Partial) keep(i int, data []byte) error {
 	if _, err := p.f.WriteAt(data, lo); err != nil {
 		return fmt.Errorf("blob: %w", err)
 	}
+	if p.unsynced += int64(len(data)); p.unsynced >= syncEvery {
+		p.wakeFlusher()
+		p.unsynced = 0
+	}
 	p.have[i] = true
 	p.held++
 	if p.next == i {
@@ -423,6 +469,7 @@ func (p *Partial) Finish() error {
 	if !p.Complete() {
 		return fmt.Errorf("%w: %d of %d chunks held", ErrProtocol, p.held, len(p.have))
 	}
+	p.stopFlusher()
 	if err := p.f.Truncate(int64(p.m.Size)); err != nil {
 		return fmt.Errorf("blob: %w", err)
 	}
@@ -465,6 +512,7 @@ func (p *Partial) drop() {
 
 // Close releases the partial (what is held stays on disk for a resume).
 func (p *Partial) Close() error {
+	p.stopFlusher()
 	var err error
 	if p.f != nil {
 		err = p.f.Close()

@@ -282,62 +282,13 @@ func (p *pair) legit(t *testing.T, addr string) {
 func TestServeUnderAttack(t *testing.T) {
 	b := buildBins(t)
 
-	// issue 18: 130 idle connections against a 128-descriptor limit ended
-	// the server. With the default caps (derived from the limit) it never
-	// runs out; with caps forced above the limit, accept fails with EMFILE,
-	// the server waits and goes on.
+	tg := serveTarget(b)
 	t.Run("fd-limit", func(t *testing.T) {
-		p := newPair(t, b)
-		s := b.serve(t, p.srv, 128, "--handshake-timeout", "2s")
-		if !strings.Contains(s.stderr(), "at most 64 connections") {
-			t.Fatalf("cap not min(128-48, 64): %s", s.stderr())
+		if first := attackFDLimit(t, b, tg); !strings.Contains(first, "at most 64 connections") {
+			t.Fatalf("cap not min(128-48, 64): %s", first)
 		}
-		ready, wait := b.attackBG(t, "idle", s.addr, "127.0.0.2", "140", "3s")
-		<-ready
-		p.legit(t, s.addr)
-		rep := wait()
-		if num(t, rep, "open") != 140 || num(t, rep, "closed") < 136 {
-			t.Fatalf("idle connections: %v (at most 4 half-open from one source)", rep)
-		}
-		s.running(t)
-		p.legit(t, s.addr)
-
-		s.stop(t)
-
-		f := b.serve(t, p.srv, 128, "--handshake-timeout", "1s", "--max-conns", "1000", "--max-conns-per-source", "1000",
-			"--max-half-open", "1000", "--max-half-open-per-source", "1000")
-		ready, wait = b.attackBG(t, "idle", f.addr, "127.0.0.2", "140", "3s")
-		<-ready
-		p.legit(t, f.addr) // (accepted once the idle ones are dropped at the handshake deadline)
-		wait()
-		if !strings.Contains(f.stderr(), "too many open files") {
-			t.Fatalf("the forced caps did not reach the fd limit: %s", f.stderr())
-		}
-		f.running(t)
-		p.legit(t, f.addr)
 	})
-
-	// issue 11: a handshake dribbled one byte every few seconds held its
-	// connection for minutes. It is cut at the handshake deadline (set to
-	// 2 s here; 10 s by default) although it never idles, and half-open
-	// connections are capped per source.
-	t.Run("handshake", func(t *testing.T) {
-		p := newPair(t, b)
-		s := b.serve(t, p.srv, 0, "--handshake-timeout", "2s")
-		ready, wait := b.attackBG(t, "dribble", s.addr, "127.0.0.3", "300ms", "30s")
-		<-ready
-		half := b.attack(t, "idle", s.addr, "127.0.0.4", "10", "1s")
-		p.legit(t, s.addr)
-		rep := wait()
-		if _, ok := rep["cut"]; !ok || num(t, rep, "cut") > 15 || num(t, rep, "sent") < 3 {
-			t.Fatalf("dribbled handshake: %v (want cut near the 2 s deadline)", rep)
-		}
-		if num(t, half, "closed") < 6 {
-			t.Fatalf("half-open from one source: %v (at most 4 stay)", half)
-		}
-		s.running(t)
-		p.legit(t, s.addr)
-	})
+	t.Run("handshake", func(t *testing.T) { attackHandshake(t, b, tg) })
 
 	// issue 18: an admitted peer opening 256 streams it never finishes
 	// pinned ~150 MiB per connection. Now: 8 such connections, each also
@@ -387,49 +338,7 @@ func TestServeUnderAttack(t *testing.T) {
 		p.legit(t, s.addr)
 	})
 
-	// issue 11: an authenticated peer's forged cards were all verified. The
-	// first bad card ends the session (at most one batch is checked), the
-	// peer is told why, and its identity and source are backed off (1 s,
-	// doubling; 3 s here) before it is served again.
-	t.Run("forged", func(t *testing.T) {
-		p := newPair(t, b)
-		ahome, aid := p.home(t, "mallory")
-		if r := b.run(t, p.srv, "trust", aid); r.code != 0 {
-			t.Fatal(r)
-		}
-		s := b.serve(t, p.srv, 0, "--backoff-min", "3s")
-		rep := b.attack(t, "forge", s.addr, "127.0.0.7", ahome, "20000")
-		refusedAt := time.Now()
-		if !strings.Contains(rep["refused"], "failed verification") {
-			t.Fatalf("forged cards: %v", rep)
-		}
-		// At once again, from another source: the identity is backed off.
-		rep = b.attack(t, "forge", s.addr, "127.0.0.8", ahome, "10")
-		if !strings.Contains(rep["refused"], "backed off") || num(t, rep, "retry") < 1 {
-			t.Fatalf("second attempt: %v", rep)
-		}
-		// From the same source: turned away before the handshake.
-		rep = b.attack(t, "forge", s.addr, "127.0.0.7", ahome, "10")
-		if _, ok := rep["refused"]; ok {
-			t.Fatalf("the backed-off source was served: %v", rep)
-		}
-		p.legit(t, s.addr) // another source is served meanwhile
-		m := s.waitFor(t, `session with `+aid+` failed: .*checked (\d+)`)
-		if n, _ := strconv.Atoi(m[1]); n < 1 || n > 1024 {
-			t.Fatalf("the server checked %d forged cards (want at most one batch)", n)
-		}
-		// After the delay it is served (and refused again, now for 6 s).
-		time.Sleep(time.Until(refusedAt.Add(3500 * time.Millisecond)))
-		rep = b.attack(t, "forge", s.addr, "127.0.0.9", ahome, "10")
-		if !strings.Contains(rep["refused"], "failed verification") {
-			t.Fatalf("after the backoff: %v", rep)
-		}
-		rep = b.attack(t, "forge", s.addr, "127.0.0.10", ahome, "10")
-		if !strings.Contains(rep["refused"], "backed off") || num(t, rep, "retry") < 4 {
-			t.Fatalf("second backoff does not grow: %v", rep)
-		}
-		s.running(t)
-	})
+	t.Run("forged", func(t *testing.T) { attackForged(t, b, tg) })
 
 	// issue 18: 100,000 cards in 1,000 never-seen logs from a trusted peer
 	// were all accepted. A peer offering that many is refused past the
