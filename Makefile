@@ -2,6 +2,9 @@
 GO        ?= go
 BIN       := bin/sublog
 FUZZTIME  ?= 30s
+# Time the engine may spend minimizing each new interesting input (go's
+# default is 60 s, during which a worker reports no execs: a run looks stalled).
+FUZZMINTIME ?= 10s
 BENCHTIME ?= 1x
 export CGO_ENABLED := 1
 # Race-built processes otherwise sleep 1 s at exit; tests start many of them.
@@ -46,7 +49,7 @@ fuzz:
 	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
 	  dir=$$(dirname $$f); \
 	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
-	    echo "== $$dir $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$dir; \
+	    echo "== $$dir $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$dir; \
 	  done; \
 	done
 	SUBLOG_CRASH_KILLS=300 $(GO) test -run TestCrash -count=1 -timeout 20m ./log

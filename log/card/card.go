@@ -269,10 +269,6 @@ func DeriveRID(author key.ID, seq uint64, prev ID) []byte {
 	return h.Sum(nil)[:RIDSize]
 }
 
-// Sign builds and signs the card at (seq, prev) of sk's log. prev must be the
-// zero ID exactly when seq is 1. The result is decoded back with Decode's
-// structural and capability checks, so Sign never returns a card that a
-// verifier would refuse.
 // build makes and checks the payload bytes Sign signs: everything Sign
 // decides before the signature, so what it accepts is what Decode accepts.
 func build(author key.ID, seq uint64, prev ID, d Draft) (payload, []byte, error) {
@@ -332,6 +328,15 @@ func build(author key.ID, seq uint64, prev ID, d Draft) (payload, []byte, error)
 	return p, pb, nil
 }
 
+// Build is what Sign decides before it signs: the payload bytes Sign would
+// sign, or its refusal. It signs nothing; the agreement fuzzer
+// (log/card/agree) uses it to test every draft against the decoder without
+// paying for an Ed25519 signature each time.
+func Build(author key.ID, seq uint64, prev ID, d Draft) ([]byte, error) {
+	_, pb, err := build(author, seq, prev, d)
+	return pb, err
+}
+
 // envelopeSize is the length of the canonical envelope around a payload of
 // n bytes: tag, array head, protected header, empty map, the payload's
 // byte-string head and bytes, the signature's head and 64 bytes.
@@ -348,6 +353,10 @@ func envelopeSize(n int) int {
 	return 43 + h + n + 2 + key.SignatureSize
 }
 
+// Sign builds and signs the card at (seq, prev) of sk's log. prev must be the
+// zero ID exactly when seq is 1. The result is decoded back with Decode's
+// structural and capability checks, so Sign never returns a card that a
+// verifier would refuse.
 func Sign(sk *key.Secret, seq uint64, prev ID, d Draft, c Caps) (*Card, error) {
 	p, pb, err := build(sk.ID(), seq, prev, d)
 	if err != nil {
