@@ -472,6 +472,10 @@ func TestJSONOfHostCommands(t *testing.T) {
 	check("peer_status", "suspend", "wjfoegbjdg") // the peer by the short form of its identity
 	check("peer_status", "resume", "counter")
 	check("peers", "peers")
+	// The table prints the peer's short form, which every command takes back.
+	if tbl := h.ok("", "peers"); !regexp.MustCompile(`(?m)^wjfoegbjdg +counter +running`).MatchString(tbl) || strings.Contains(tbl, "wjfoegbjdgpy6") {
+		t.Fatalf("peers table, want the short form of the counter's identity:\n%s", tbl)
+	}
 	// Moved to a second home that consents on its own, and removed there.
 	h2 := newHome(t, tmp+"/host2")
 	h2.ok("", "init")
