@@ -143,7 +143,8 @@ echo "$WORK" >"$WORKFILE"
 # bed's programs.
 if [ -f "$PIDFILE" ]; then
   for p in $(cat "$PIDFILE"); do
-    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qE "$(basename "$SUBLOG")|$(basename "$FAULTYLINK")|$(basename "$HINTDNS")"; then
+    cmdline=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || true)
+    if grep -qE "$(basename "$SUBLOG")|$(basename "$FAULTYLINK")|$(basename "$HINTDNS")" <<<"$cmdline"; then
       kill -KILL "$p" 2>/dev/null || true
     fi
   done
@@ -226,12 +227,17 @@ negate() { if "$@"; then return 1; fi; return 0; }
 # expect PATTERN: the output of the last check matches PATTERN (grep -E),
 # else that check fails after all.
 expect() {
-  printf '%s\n' "$OUT" | grep -Eq -- "$1" && return 0
+  # (A here-string, not a pipe: under pipefail, grep -q's early exit would
+  # fail the writer with SIGPIPE.)
+  grep -Eq -- "$1" <<<"$OUT" && return 0
   printf '  \033[31mFAIL\033[0m  the output above does not match /%s/\n' "$1"
   printf '%s\n' "$OUT" | sed 's/^/        | /' >&2
   say "bed: FAILED at step $STEP (logs: $WORK/logs; --keep keeps them)"
   exit 1
 }
+# first TEXT: its first line (instead of 'head -1', whose early exit could
+# fail a pipe under pipefail).
+first() { printf '%s' "${1%%$'\n'*}"; }
 pending() { printf '  \033[33mpending\033[0m  %s\n' "$*"; }
 # poll SECONDS CMD...: until CMD succeeds.
 poll() {

@@ -35,10 +35,10 @@ resolved() {
   local out
   out=$(sl "$n" --json resolve "${ID[$h]}" --no-cache --timeout 20s "$@") || { echo "$out"; return 1; }
   echo "$out"
-  echo "$out" | grep -q "\"identity\": \"${ID[$h]}\"" &&
-    echo "$out" | grep -q "\"addr\": \"${IP[$h]}:7411\"" &&
-    echo "$out" | grep -q "\"source\": \"$src\"" &&
-    echo "$out" | grep -q "the peer proved ${ID[$h]}"
+  grep -q "\"identity\": \"${ID[$h]}\"" <<<"$out" &&
+    grep -q "\"addr\": \"${IP[$h]}:7411\"" <<<"$out" &&
+    grep -q "\"source\": \"$src\"" <<<"$out" &&
+    grep -q "the peer proved ${ID[$h]}" <<<"$out"
 }
 for h in host1 host2; do
   tok=$(cat "$WORK/oob/$h.token")

@@ -7,8 +7,8 @@ step "Service deployment: hosting consent grants from both hosts, a peer bundle 
 
 install -m 0600 "$EX/counter/peer.key" "$WORK/owner/keys/counter.key"
 install -m 0600 "$EX/misbehave/peer.key" "$WORK/owner/keys/misbehave.key"
-bundle_hash() { "$SUBLOG" bundle inspect --json "$1" | sed -n 's/.*"hash": "\(sha256:[0-9a-f]*\)".*/\1/p' | head -1; }
-bundle_peer() { "$SUBLOG" bundle inspect --json "$1" | sed -n 's/.*"peer": "\([a-z0-9]*\)".*/\1/p' | head -1; }
+bundle_hash() { first "$("$SUBLOG" bundle inspect --json "$1" | sed -n 's/.*"hash": "\(sha256:[0-9a-f]*\)".*/\1/p')"; }
+bundle_peer() { first "$("$SUBLOG" bundle inspect --json "$1" | sed -n 's/.*"peer": "\([a-z0-9]*\)".*/\1/p')"; }
 COUNTER_BUNDLE=$EX/counter/counter.bundle
 MISBEHAVE_BUNDLE=$EX/misbehave/misbehave.bundle
 COUNTER_HASH=$(bundle_hash "$COUNTER_BUNDLE")
@@ -54,4 +54,11 @@ check "host2: consents to run misbehave with only 100ms a request (its manifest 
 refuse "host2: deploying a bundle that asks more than the grant allows is refused" \
   sl host2 deploy "$MISBEHAVE_HASH" --from "${IP[owner]}:7411"
 expect "asks for more than the grant allows"
+# Intermittent connectivity: the faulty link in front of host2 is cut and healed at run time.
+check "host2: its link is cut (faultylink, SIGUSR1: connections reset, new ones refused)" kill -USR1 "$(pidof_ host2 link)"
+check "bed: the cut is in force" poll 10 grep -q 'cut=true' "$WORK/logs/host2-link.log"
+refuse "owner: cannot sync with host2 while its link is cut" sl owner sync "${IP[host2]}:7411"
+check "host2: its link is healed (SIGUSR2)" kill -USR2 "$(pidof_ host2 link)"
+check "bed: the heal is in force" poll 10 grep -q 'cut=false.*refused=[1-9]' "$WORK/logs/host2-link.log"
+check "owner: syncs with host2 again after the heal" sl owner sync "${IP[host2]}:7411"
 pending "reconciled deploy: the owner's service intent places counter on a host with a live grant (issue 14)"
