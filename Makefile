@@ -12,7 +12,7 @@ export CGO_ENABLED := 1
 # Race-built processes otherwise sleep 1 s at exit; tests start many of them.
 export GORACE ?= atexit_sleep_ms=0
 
-.PHONY: build test demo bench bench-hypercore fuzz lint examples clean
+.PHONY: build test demo demo-hosts bench bench-hypercore fuzz lint examples clean
 
 build:
 	$(GO) build -o $(BIN) ./cli/sublog
@@ -25,6 +25,13 @@ test: examples
 
 demo: build examples
 	bash examples/demo.sh $(BIN)
+
+# The spec pack's Phase 1 demo across separate hosts (network namespaces as
+# root, else processes on 127.0.15.x): examples/phase1/bed.sh.
+demo-hosts: build examples
+	$(GO) build -o bin/faultylink ./examples/phase1/faultylink
+	$(GO) build -o bin/hintdns ./examples/phase1/hintdns
+	bash examples/phase1/bed.sh
 
 # Benchmarks report ratios against the raw limits measured in the same run
 # (see BENCHMARKS.md). BENCHTIME=3s for steadier figures.

@@ -33,6 +33,7 @@ import (
 //	flippartial HOME OFF   flip one byte at offset OFF of HOME's (only) partial blob
 //	patch FILE OFF         flip one byte of FILE at OFF (negative: from the end)
 //	patchfield FILE FIELD  flip the middle byte of byte-string FIELD of a CBOR map file
+//	validjson DEF [stderr] the last stdout (or stderr) validates against docs/json.schema.json
 //	resumed FILE MINREUSED FILE holds `blob fetch --json`: check it reused at least
 //	                       MINREUSED chunks and fetched exactly the rest
 func TestBlobScripts(t *testing.T) {
@@ -169,6 +170,7 @@ func TestBlobScripts(t *testing.T) {
 				ts.Check(err)
 				ts.Check(os.WriteFile(ts.MkAbs(args[0]), out, 0o600))
 			},
+			"validjson": cmdValidJSON,
 			"resumed": func(ts *testscript.TestScript, neg bool, args []string) {
 				var st struct {
 					blob.Stats

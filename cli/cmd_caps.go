@@ -244,7 +244,7 @@ func newCapspecCmd(a *App) *cobra.Command {
 				return rejected(err, "")
 			}
 			if a.JSON() {
-				return a.PrintJSON(map[string]any{"cap": args[0], "notice": hex.EncodeToString(raw)})
+				return a.PrintJSON(map[string]any{"cap": args[0], "notice": "0x" + hex.EncodeToString(raw)}) // the contract's other bytes
 			}
 			fmt.Fprintln(a.Out(), hex.EncodeToString(raw))
 			return nil

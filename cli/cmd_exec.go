@@ -971,9 +971,9 @@ func newPeersCmd(a *App) *cobra.Command {
 				}
 				return a.PrintJSON(out)
 			}
-			fmt.Fprintf(a.Out(), "%-52s  %-12s  %-9s  %s\n", "PEER", "NAME", "STATE", "REASON")
+			fmt.Fprintf(a.Out(), "%-10s  %-12s  %-9s  %s\n", "PEER", "NAME", "STATE", "REASON")
 			for _, s := range list {
-				fmt.Fprintf(a.Out(), "%-52s  %-12s  %-9s  %s\n", s.Peer, s.Name, s.State, s.Reason)
+				fmt.Fprintf(a.Out(), "%-10s  %-12s  %-9s  %s\n", showID(s.Peer), s.Name, s.State, s.Reason)
 			}
 			return nil
 		},

@@ -168,14 +168,14 @@ func newLogCmd(a *App) *cobra.Command {
 				fmt.Fprintln(tw, "AUTHOR\tSEQ\tHEAD\tSTATE\tNAME")
 				nameOf := a.namesByID()
 				for _, h := range hs {
-					state, id := "ok", h.ID.String()
+					state, id := "ok", showCard(h.ID)
 					if h.Forked {
 						state = "FORKED"
 					}
 					if h.Seq == 0 {
 						state, id = "FORKED (proof only, no cards)", "-"
 					}
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", h.Author, h.Seq, id, state, orDash(nameOf[h.Author]))
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", showID(h.Author), h.Seq, id, state, orDash(nameOf[h.Author]))
 				}
 				return tw.Flush()
 			}
@@ -248,17 +248,17 @@ func newLogCmd(a *App) *cobra.Command {
 			for _, v := range views {
 				mark := ""
 				if v.CRL != nil {
-					mark = "\t(revoked by CRL " + v.CRL.String() + ")"
+					mark = "\t(revoked by CRL " + showCard(*v.CRL) + ")"
 				}
 				if v.Withheld {
 					id := "(ID unproven)"
 					if v.Proven {
-						id = v.ID.String()
+						id = showCard(v.ID)
 					}
 					fmt.Fprintf(tw, "%d\t-\twithheld\t%s\t(a stub: the home it came from may not pass this card on)\n", v.Seq, id)
 					continue
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s%s\n", v.Seq, v.Time, v.Kind, v.ID, mark)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s%s\n", v.Seq, v.Time, v.Kind, showCard(v.ID), mark)
 			}
 			if err := tw.Flush(); err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	sublog "github.com/sublog/sublog/log"
 	"github.com/sublog/sublog/log/capsule"
 	"github.com/sublog/sublog/log/card"
+	"github.com/sublog/sublog/log/key"
 )
 
 func init() {
@@ -152,8 +153,13 @@ func newCRLCmd(a *App) *cobra.Command {
 			}
 			w := tabwriter.NewWriter(a.Out(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "AUTHOR\tREVOKED\tBY CRL")
+			nameOf := a.namesByID()
 			for _, e := range out {
-				fmt.Fprintf(w, "%s\t%s\t%s\n", e.Author, e.Revoked, e.By.Short())
+				author := e.Author
+				if id, err := key.ParseID(e.Author); err == nil {
+					author = labelID(nameOf, id)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", author, showCard(e.Revoked), showCard(e.By))
 			}
 			return w.Flush()
 		},

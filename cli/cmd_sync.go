@@ -367,23 +367,42 @@ func (a *App) sessionOptions(env *syncEnv, open bool) lsync.Options {
 func newSyncCmd(a *App) *cobra.Command {
 	var stdio, open bool
 	var command string
+	var rf reachFlags
 	c := &cobra.Command{
-		Use:   "sync ADDR | --stdio | --command CMD",
+		Use:   "sync ADDR | IDENTITY[@HOST:PORT] | --token TOKEN | --stdio | --command CMD",
 		Short: "Sync logs with a peer, both ways, in one session",
-		Long: `Sync with the peer at ADDR (host:port, as given to 'sublog serve'), or over
+		Long: `Sync with the peer at ADDR (host:port, as given to 'sublog serve'), or with the
+peer IDENTITY wherever it is found: at HOST:PORT when given, then by its
+tokens (--token; a token alone names the identity), the home's discovery
+cache, PKARR relays (--pkarr) and DNS hints (--dns). Every address is only a
+hint: the session goes on only with a peer that proves IDENTITY in the
+channel, and an address that answers as anyone else is refused. Or sync over
 this process's stdin and stdout (--stdio, the answering side: for example
 'sublog sync --command "ssh laptop sublog sync --stdio"'), or over the pipes
 of a command this one starts (--command). Prints a one-line summary.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			modes := 0
-			for _, b := range []bool{len(args) == 1, stdio, command != ""} {
+			for _, b := range []bool{len(args) == 1 || len(rf.tokens) > 0, stdio, command != ""} {
 				if b {
 					modes++
 				}
 			}
 			if modes != 1 {
-				return usage(errors.New("give exactly one of ADDR, --stdio or --command"))
+				return usage(errors.New("give exactly one of ADDR, IDENTITY (or --token), --stdio or --command"))
+			}
+			byID := len(rf.tokens) > 0 || (len(args) == 1 && !isAddrArg(args[0]))
+			var target reachTarget
+			if byID {
+				arg := ""
+				if len(args) == 1 {
+					arg = args[0]
+				}
+				t, err := a.parseReach(arg, &rf)
+				if err != nil {
+					return err
+				}
+				target = t
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -411,6 +430,11 @@ of a command this one starts (--command). Prints a one-line summary.`,
 				stats, err = lsync.Run(ctx, transport.Stdio(a.In(), a.RawOut()), false, env.st, opt)
 			case command != "":
 				stats, err = a.syncCommand(ctx, peer, env, opt)
+			case byID:
+				stats, err = a.syncIdentity(ctx, env, opt, target, &rf)
+				if err != nil && stats.Peer.IsZero() {
+					return err
+				}
 			default:
 				update, finish := a.syncProgress("syncing")
 				opt.Progress = update
@@ -441,7 +465,44 @@ of a command this one starts (--command). Prints a one-line summary.`,
 	c.Flags().BoolVar(&stdio, "stdio", false, "answer a session on stdin/stdout")
 	c.Flags().StringVar(&command, "command", "", "run CMD (through sh -c) and sync over its stdin/stdout")
 	c.Flags().BoolVar(&open, "open", false, "with --stdio: also answer peers that are on no list")
+	rf.add(c)
 	return c
+}
+
+// syncIdentity runs one session with the peer t.id, found by reach: each
+// candidate address is dialled and the session runs there only if the
+// peer proves t.id in the handshake (pinned). A session that started (the
+// identity was proven) is the answer, whatever its outcome; with no proven
+// peer the error says what each address and source gave.
+func (a *App) syncIdentity(ctx context.Context, env *syncEnv, opt lsync.Options, t reachTarget, rf *reachFlags) (lsync.Stats, error) {
+	var stats lsync.Stats
+	var serr error
+	update, finish := a.syncProgress("syncing")
+	defer finish()
+	opt.Progress = update
+	_, err := a.reach(ctx, t, rf, func(ctx context.Context, addr string, want key.ID) error {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := transport.TCP{}.Dial(dctx, addr)
+		cancel()
+		if err != nil {
+			return err
+		}
+		o := opt
+		o.Accept = pinned(want, addr)
+		st, err := lsync.Run(ctx, c, true, env.st, o)
+		if st.Peer.IsZero() {
+			if err == nil {
+				err = errors.New("no identity was proven")
+			}
+			return err
+		}
+		stats, serr = st, err
+		return nil
+	})
+	if err != nil && stats.Peer.IsZero() {
+		return stats, err
+	}
+	return stats, serr
 }
 
 // peerCommand is the command a sync --command runs, with its pipes.

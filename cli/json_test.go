@@ -258,6 +258,45 @@ func TestEveryJSONOutputValidates(t *testing.T) {
 	vectors, _ := filepath.Abs("../golden/vectors/card")
 	run(o, jsonCase{"golden", []string{"golden", "check", vectors}, false}, "")
 
+	// A cap spec learned, then deprecated by a signed notice.
+	specFile := filepath.Join(dir, "spec.yaml")
+	os.WriteFile(specFile, []byte("name: x-chat\nsemver: 1.0.0\npurpose: atomic\n"), 0o600)
+	added := run(o, jsonCase{"capspec_add", []string{"capspec", "add", "--support", specFile}, false}, "")
+	var spec struct{ ID string }
+	json.Unmarshal([]byte(added), &spec)
+	run(o, jsonCase{"capspec_deprecate", []string{"capspec", "deprecate", "--reason", "use v2", spec.ID}, false}, "")
+
+	// Discovery: what publish would make public (nothing sent), and a
+	// resolve whose only hint names an address where nobody answers. Both
+	// print their report on stdout even when they fail (the report says
+	// why), then the error object on stderr.
+	run(o, jsonCase{"publish", []string{"publish", "--pkarr", "http://127.0.0.1:1", "--addr", "127.0.0.1:7000", "--profile", "--dry-run"}, false}, "")
+	report := func(h *tHome, def string, args ...string) string {
+		t.Helper()
+		args = append([]string{"--json"}, args...)
+		out, errs, code := h.run("", args...)
+		if code != 1 {
+			t.Fatalf("sublog %s: exit %d, want 1\n%s", strings.Join(args, " "), code, errs)
+		}
+		s.check(def, strings.Join(args, " "), out)
+		s.check("error", strings.Join(args, " ")+" (stderr)", errs)
+		return out
+	}
+	if out := report(o, "publish", "publish", "--pkarr", "http://127.0.0.1:1", "--addr", "127.0.0.1:7000"); !strings.Contains(out, `"ok": false`) {
+		t.Fatalf("publish to a closed port claims success:\n%s", out)
+	}
+	var tok struct{ Token string }
+	json.Unmarshal([]byte(run(o, jsonCase{"token", []string{"token", "--addr", "127.0.0.1:1"}, false}, "")), &tok)
+	var res struct {
+		Identity, Addr string
+		Attempts       []struct{ Source, Outcome string }
+	}
+	out := report(l1, "resolve", "resolve", "owner", "--no-cache", "--token", tok.Token)
+	json.Unmarshal([]byte(out), &res)
+	if res.Identity != ownerID || res.Addr != "" || len(res.Attempts) != 1 || res.Attempts[0].Outcome != "rejected" {
+		t.Fatalf("resolve of the owner (by its petname) at an address where nobody answers:\n%s", out)
+	}
+
 	// Failures under --json: one object on stderr with a stable code.
 	errCode := func(h *tHome, code string, args ...string) {
 		t.Helper()
@@ -279,7 +318,7 @@ func TestEveryJSONOutputValidates(t *testing.T) {
 	for _, def := range []string{"init", "id", "id_list", "append", "revoke", "crl_add", "log", "show", "heads",
 		"verify", "replay", "plan", "status", "sync_stats", "export", "trust_list", "trust", "crl", "caps",
 		"trustsets", "token", "delegate", "intent_manifest", "intent_delta", "append_dry_run", "append_unchanged", "pair", "pair_list", "blob_list", "blob_put", "blob_gc", "trustset_set", "trustset_rm", "config",
-		"peers", "golden", "error"} {
+		"peers", "golden", "error", "capspec_add", "capspec_deprecate", "publish", "resolve"} {
 		if !s.seen[def] {
 			t.Errorf("no output was checked against #/$defs/%s", def)
 		}
@@ -302,6 +341,12 @@ func TestJSONRejectsWhatTheContractForbids(t *testing.T) {
 		{"limits", `{"Memory": 1, "CPUReqMS": 2}`},
 		{"decision", `{"card": "` + cid + `", "kind": "note", "author": "` + id + `", "seq": 1, "time": "2026-12-03T08:00:00Z", "verdict": "ignored", "reason": "prose only"}`},
 		{"error", `{"code": "oops", "exit": 1, "error": "x"}`},
+		{"show", `{"id": "` + cid + `", "author": "` + id + `", "seq": 1, "kind": "note", "time": "2026-12-03T08:00:00Z", "net": "", "rid": "` + strings.Repeat("0", 32) + `", "size": 0, "verified": true}`},
+		{"capspec_deprecate", `{"cap": "x", "notice": "a1b2"}`},
+		{"resolve", `{"identity": "` + id + `", "attempts": [{"source": "token", "outcome": "it did not answer"}]}`},
+		{"publish", `{"public": {"identity": "` + id + `", "addrs": [], "ttl": 3600, "timestamp": "2026-12-03T08:00:00+01:00", "packet_bytes": 100}, "dry_run": true, "relays": []}`},
+		{"blob_fetch", `{"hash": "` + cid + `", "size": 1, "chunks": 1, "reused": 0, "fetched": 1, "refused": 0, "damaged": 0, "bytes_fetched": 1, "already_stored": false, "Stats": {}}`},
+		{"down", `{"stopped": true, "pid": 0}`},
 	}
 	for _, b := range bad {
 		sch, err := s.c.Compile(s.path + "#/$defs/" + b.def)
@@ -332,44 +377,32 @@ var noJSON = map[string]string{
 	"golden write":          "writes files",
 }
 
-// jsonCovered are the commands TestEveryJSONOutputValidates (or the script
-// and exec tests named) check under --json.
+// jsonCovered are the commands whose --json output a test validates against
+// docs/json.schema.json: TestEveryJSONOutputValidates, TestJSONOfHostCommands,
+// or the scripts named (their validjson command).
 var jsonCovered = []string{
 	"init", "id", "append", "log", "show", "verify", "replay", "status", "plan", "export", "import",
 	"heads", "trust", "follow", "unfollow", "delegate", "undelegate", "revoke", "crl", "crl add",
 	"caps", "trustset list", "trustset set", "trustset rm", "token", "blob ls", "blob put", "blob gc",
 	"grant", "peers", "golden check", "config", "pair", "intent get", "intent diff",
-	// testdata/sync/names.txtar (validjson):
-	"sync",
+	"capspec add", "capspec deprecate", "publish", "resolve",
 	// TestJSONOfHostCommands:
-	"bundle inspect", "deploy", "call", "suspend", "resume", "remove",
-}
-
-// jsonUnchecked are commands with --json output no test here runs, because
-// they need a network peer, a relay or a second process; their definitions
-// are in the schema all the same. (Kept short: each entry is a gap.)
-var jsonUnchecked = map[string]string{
-	"blob fetch":        "blob_fetch (a peer serving the blob)",
-	"resolve":           "(a peer proving its identity)",
-	"publish":           "(a PKARR relay)",
-	"fetch-profile":     "(a host serving --public)",
-	"down":              "(a running instance)",
-	"ui":                "ui (a running instance serving the status page; ui's own tests run it)",
-	"bundle build":      "manifest (a compiled module)",
-	"bundle publish":    "appended",
-	"run":               "response",
-	"move":              "move (a second home)",
-	"capspec add":       "capspec_add (a spec document)",
-	"capspec deprecate": "(a signed deprecation notice)",
+	"bundle inspect", "bundle build", "bundle publish", "run", "deploy", "call", "suspend", "resume",
+	"move", "remove",
+	// testdata/sync: names.txtar (sync over a pipe), tcp.txtar (sync over
+	// TCP, resolve of a serving peer), profile.txtar (fetch-profile):
+	"sync", "fetch-profile",
+	// testdata/blob/byhash.txtar:
+	"blob fetch",
+	// testdata/instance/shutdown.txtar (a running instance):
+	"ui", "down",
 }
 
 // TestJSONCoversEveryCommand fails when a command is added without saying
 // how its --json output is checked.
 func TestJSONCoversEveryCommand(t *testing.T) {
 	for _, p := range cli.CommandPaths() {
-		_, a := noJSON[p]
-		_, b := jsonUnchecked[p]
-		if !a && !b && !slices.Contains(jsonCovered, p) {
+		if _, ok := noJSON[p]; !ok && !slices.Contains(jsonCovered, p) {
 			t.Errorf("command %q: its --json output is not checked against docs/json.schema.json (add it to a test, or to noJSON with the reason)", p)
 		}
 	}
@@ -387,9 +420,10 @@ func TestJSONOfHostCommands(t *testing.T) {
 	if _, err := os.Stat(bundleFile); err != nil {
 		t.Fatal(err)
 	}
-	h := newHome(t, t.TempDir()+"/host")
+	tmp := t.TempDir()
+	h := newHome(t, tmp+"/host")
 	h.ok("", "init")
-	check := func(def string, args ...string) string {
+	on := func(h *tHome, def string, args ...string) string {
 		t.Helper()
 		out := h.ok("", append([]string{"--json"}, args...)...)
 		s.check(def, strings.Join(args, " "), out)
@@ -398,12 +432,56 @@ func TestJSONOfHostCommands(t *testing.T) {
 		}
 		return out
 	}
+	check := func(def string, args ...string) string { t.Helper(); return on(h, def, args...) }
 	check("manifest", "bundle", "inspect", bundleFile)
+	// A bundle built from its source directory (manifest and module).
+	src := filepath.Join(tmp, "src")
+	os.MkdirAll(src, 0o755)
+	for _, f := range []string{"manifest.yaml", "greeter.wasm"} {
+		b, err := os.ReadFile(filepath.Join(root, "examples/greeter", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(src, f), b, 0o644)
+	}
+	if out := check("manifest", "bundle", "build", src); !strings.Contains(out, `"file": "`) {
+		t.Fatalf("bundle build names no file:\n%s", out)
+	}
+	greeter := filepath.Join(src, "greeter.bundle")
+	// The publisher holds the peer's key and signs its bundle card.
+	dev := newHome(t, tmp+"/dev")
+	dev.ok("", "init")
+	key, err := os.ReadFile(filepath.Join(root, "examples/counter/peer.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dev.dir, "keys", "counter.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := on(dev, "append", "bundle", "publish", "--as", "counter", bundleFile); !strings.Contains(out, `"author": "wjfoegbjdg`) {
+		t.Fatalf("bundle publish --as counter: not signed by the counter's peer:\n%s", out)
+	}
+	// A one-shot run of a granted bundle.
+	check("append", "grant", greeter, "--caps", "req,log", "--instances", "2")
+	if out := check("response", "run", greeter, "ann"); !strings.Contains(out, `"response": "hello, ann`) {
+		t.Fatalf("run greeter ann:\n%s", out)
+	}
 	check("append", "grant", bundleFile, "--caps", "req,kv", "--memory", "64Mi")
 	check("peer_status", "deploy", bundleFile)
 	check("response", "call", "counter", "inc")
 	check("peer_status", "suspend", "wjfoegbjdg") // the peer by the short form of its identity
 	check("peer_status", "resume", "counter")
 	check("peers", "peers")
-	check("removed", "remove", "counter")
+	// The table prints the peer's short form, which every command takes back.
+	if tbl := h.ok("", "peers"); !regexp.MustCompile(`(?m)^wjfoegbjdg +counter +running`).MatchString(tbl) || strings.Contains(tbl, "wjfoegbjdgpy6") {
+		t.Fatalf("peers table, want the short form of the counter's identity:\n%s", tbl)
+	}
+	// Moved to a second home that consents on its own, and removed there.
+	h2 := newHome(t, tmp+"/host2")
+	h2.ok("", "init")
+	on(h2, "append", "grant", bundleFile, "--caps", "req,kv")
+	if out := check("move", "move", "counter", "--to", h2.dir); !strings.Contains(out, `"to": "`) {
+		t.Fatalf("move names no receiving identity:\n%s", out)
+	}
+	on(h2, "removed", "remove", "counter")
 }

@@ -190,3 +190,16 @@ func (a *App) namesByID() map[key.ID]string {
 // showID is how tables print an identity: its short form, which every
 // identity argument takes back.
 func showID(id key.ID) string { return names.ShortID(id) }
+
+// showCard is how tables print a card ID: its short form, which every card
+// argument takes back.
+func showCard(id card.ID) string { return names.ShortCard(id) }
+
+// labelID is an identity in a table without a name column: its short form,
+// and the name this home calls it by when it has one.
+func labelID(nameOf map[key.ID]string, id key.ID) string {
+	if n := nameOf[id]; n != "" {
+		return showID(id) + " (" + n + ")"
+	}
+	return showID(id)
+}
